@@ -1,0 +1,71 @@
+"""Small building blocks shared by the families (no timm / mmcv dependency)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample; identity in eval mode."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channel axis of an NCHW map (exports to one LayerNormalization at opset >= 17)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+_NORMS = {
+    "bn": lambda c: nn.BatchNorm2d(c),
+    "gn32": lambda c: nn.GroupNorm(32, c),
+}
+_ACTS = {"relu": nn.ReLU, "gelu": nn.GELU, "relu6": nn.ReLU6, "hswish": nn.Hardswish}
+
+
+class ConvModule(nn.Module):
+    """Conv2d -> optional norm -> optional activation, with mmcv's child names (``conv``, ``bn``/``gn``).
+
+    As in mmcv, the conv has a bias only when no norm follows it (unless ``bias`` says otherwise).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int = 0, dilation: int = 1, groups: int = 1, norm: str | None = None,
+                 act: str | None = None, bias: bool | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                              bias=norm is None if bias is None else bias)
+        if norm is not None:
+            self.add_module(norm[:2], _NORMS[norm](out_channels))
+        self.norm_name = norm[:2] if norm else None
+        self.act = _ACTS[act]() if act else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.norm_name:
+            x = getattr(self, self.norm_name)(x)
+        return self.act(x) if self.act is not None else x
+
+
+def resize(x: torch.Tensor, size, align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize to ``size`` (H, W); an exact identity when the size already matches."""
+    if tuple(x.shape[-2:]) == tuple(size) and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)

@@ -1,0 +1,74 @@
+"""The CLI end to end: tables, real images, and one clear line with a non-zero exit on bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from goldens import IMAGES
+from segdeploy import models
+from segdeploy.cli import main
+
+IMAGE = str(IMAGES / "grace_hopper.jpg")
+
+
+def run_cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "segdeploy", *args], capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_list_prints_every_model_with_paper_figures(capsys, tmp_path):
+    out_json = tmp_path / "list.json"
+    assert main(["list", "--no-flops", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    for name in models.list_models():
+        assert name in out
+    records = json.loads(out_json.read_text())
+    t = next(r for r in records if r["model"] == "segnext_t")
+    assert abs(t["params_m"] - 4.263414) < 1e-6 and t["params_m_paper"] == 4.3
+
+
+def test_list_counts_macs(capsys):
+    assert main(["list", "--family", "segnext"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "segnext_t" in line)
+    assert "6.4" in row  # measured GMACs at 512x512 (paper: 6.6)
+
+
+def test_info_json(capsys):
+    assert main(["info", "segnext_t", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"] == 4263414 and info["input"]["channel_order"] == "RGB"
+
+
+def test_predict_on_a_real_image(tmp_path):
+    out = tmp_path / "mask.png"
+    code, stdout, stderr = run_cli("predict", "--model", "segnext_t", "--image", IMAGE, "--output", str(out))
+    assert code == 0, stderr
+    assert "classes in the mask" in stdout
+    mask = cv2.imread(str(out))
+    image = cv2.imread(IMAGE)
+    assert mask.shape == image.shape and len(np.unique(mask.reshape(-1, 3), axis=0)) > 1
+    code, _, stderr = run_cli("predict", "--model", "segnext_t", "--image", IMAGE, "--output", str(out))
+    assert code == 2 and "exists; pass --force" in stderr
+
+
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image")
+    bad_ckpt = tmp_path / "bad.pth"
+    bad_ckpt.write_bytes(b"\x00" * 100)
+    cases = [
+        (("info", "segnext_x"), "unknown model 'segnext_x'"),
+        (("predict", "--model", "segnext_t", "--image", str(junk)), "cannot decode image"),
+        (("predict", "--model", "segnext_t", "--image", str(tmp_path / "none.jpg")), "image not found"),
+        (("predict", "--model", "segnext_t", "--image", IMAGE, "--checkpoint", str(bad_ckpt)), "truncated"),
+        (("predict", "--model", "segnext_t", "--image", IMAGE, "--size", "big"), "--size must look like"),
+    ]
+    for args, expected in cases:
+        code, _, stderr = run_cli(*args)
+        assert code == 2, args
+        assert expected in stderr, (args, stderr)
+        assert len(stderr.strip().splitlines()) == 1, stderr
