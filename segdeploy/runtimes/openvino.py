@@ -1,0 +1,107 @@
+"""OpenVINO (optional extra ``segdeploy[openvino]``) running the ONNX artifact directly, behind the runner contract.
+
+FP32 is asked for explicitly: on CPUs with AVX512-BF16 or AMX, OpenVINO's default inference precision is bf16,
+which would make an "FP32" comparison silently compare a lower precision. Dynamic dims are made static per feed
+shape (one compiled model per shape), because the CPU plugin's static-shape kernels are faster than its dynamic ones.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from segdeploy.errors import ArtifactError, InputError, SegdeployError
+from segdeploy.runtimes.base import Runner, TensorInfo, Timing
+
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def _import_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise SegdeployError("OpenVINO is not installed; pip install 'segdeploy[openvino]'") from None
+    return openvino
+
+
+def _dim(d):
+    return d.get_length() if d.is_static else "?"
+
+
+class OpenVinoRunner(Runner):
+    backend = "openvino"
+
+    def __init__(self, path: str | os.PathLike, *, device: str = "CPU", precision: str = "fp32",
+                 threads: int | None = None, hint: str = "LATENCY"):
+        super().__init__()
+        ov = _import_openvino()
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise ArtifactError(f"model not found: {self.path}")
+        if precision not in PRECISIONS:
+            raise SegdeployError(f"openvino precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.core = ov.Core()
+        if device.split(".")[0] not in self.core.available_devices:
+            raise SegdeployError(f"OpenVINO device {device!r} not available; found {self.core.available_devices}")
+        try:
+            self.model = self.core.read_model(self.path)
+        except RuntimeError as exc:
+            raise ArtifactError(f"OpenVINO cannot read {self.path}: {str(exc).splitlines()[0]}") from None
+        self.device, self.precision, self.threads, self.hint = device, precision, threads, hint
+        # A single synchronous request: the LATENCY hint gives it all the threads (THROUGHPUT would split them
+        # into streams that only parallel requests can use).
+        self.config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._inputs = [TensorInfo(p.get_any_name(), tuple(_dim(d) for d in p.get_partial_shape()),
+                                   np.dtype(p.get_element_type().to_dtype()).name) for p in self.model.inputs]
+        self._outputs = [TensorInfo(p.get_any_name(), tuple(_dim(d) for d in p.get_partial_shape()),
+                                    np.dtype(p.get_element_type().to_dtype()).name) for p in self.model.outputs]
+        self._requests: dict[tuple, object] = {}  # input shapes -> infer request of a model compiled for them
+        if all(isinstance(d, int) for info in self._inputs for d in info.shape):
+            self._request_for(tuple(info.shape for info in self._inputs))
+
+    def inputs(self) -> list[TensorInfo]:
+        return list(self._inputs)
+
+    def outputs(self) -> list[TensorInfo]:
+        return list(self._outputs)
+
+    def _request_for(self, shapes: tuple):
+        if shapes not in self._requests:
+            model = self.model
+            if any(not isinstance(d, int) for info in self._inputs for d in info.shape):
+                model = model.clone()
+                model.reshape({info.name: list(shape) for info, shape in zip(self._inputs, shapes)})
+            compiled = self.core.compile_model(model, self.device, self.config)
+            self._requests[shapes] = compiled.create_infer_request()
+        return self._requests[shapes]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [info.name for info in self._inputs]
+        if set(feed) != set(names):
+            raise InputError(f"openvino runner needs inputs {names}, got {sorted(feed)}")
+        for info in self._inputs:
+            x = feed[info.name]
+            if x.dtype != np.dtype(info.dtype) or x.ndim != len(info.shape) or any(
+                    isinstance(d, int) and d != s for d, s in zip(info.shape, x.shape)):
+                raise InputError(f"input {info.name!r} must be {info.dtype} of shape {info.shape}, got {x.dtype} "
+                                 f"{x.shape}")
+        start = time.perf_counter()
+        request = self._request_for(tuple(tuple(feed[n].shape) for n in names))
+        request.infer({n: np.ascontiguousarray(feed[n]) for n in names}, share_inputs=True)
+        out = {info.name: request.get_tensor(info.name).data.copy() for info in self._outputs}
+        self.last_timing = Timing(host_ms=(time.perf_counter() - start) * 1e3)
+        return out
+
+    def describe(self) -> dict:
+        import openvino
+
+        return {"backend": self.backend, "artifact": self.path, "device": self.device,
+                "device_name": self.core.get_property(self.device, "FULL_DEVICE_NAME"),
+                "precision": self.precision, "threads": self.threads, "hint": self.hint,
+                "versions": {"openvino": openvino.__version__}}
+
+    def close(self) -> None:
+        self._requests.clear()
