@@ -1,0 +1,156 @@
+"""ONNX Runtime behind the Runner contract.
+
+CPU by default. ``providers`` takes ONNX Runtime's names or the short ones ("cpu", "cuda", "tensorrt", "openvino");
+asking for one the installed onnxruntime lacks is an error, not a silent fall back to the CPU, so a benchmark
+never reports CPU numbers under a GPU label. ``graph_optimization`` is ONNX Runtime's level ("disable", "basic",
+"extended", "all"); "disable" runs the graph exactly as stored, which validate uses to look at intermediates.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from segdeploy.errors import ArtifactError, InputError, SegdeployError
+from segdeploy.runtimes.base import Runner, TensorInfo, Timing
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+# ONNX Runtime's type strings -> numpy dtype names
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(int32)": "int32", "tensor(int64)": "int64",
+    "tensor(bool)": "bool", "tensor(bfloat16)": "bfloat16",
+}
+
+
+def resolve_providers(providers=None) -> list:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if providers is None:
+        return ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [p.strip() for p in providers.split(",") if p.strip()]
+    resolved = []
+    for provider in providers:
+        name, options = provider if isinstance(provider, tuple) else (provider, None)
+        name = PROVIDER_ALIASES.get(name.lower(), name)
+        if name not in available:
+            raise SegdeployError(f"ONNX Runtime execution provider {name} is not available in this onnxruntime "
+                                 f"(available: {', '.join(available)})")
+        resolved.append((name, options) if options else name)
+    # the CPU provider stays last as the home of ops a GPU provider does not take
+    if "CPUExecutionProvider" not in [p if isinstance(p, str) else p[0] for p in resolved]:
+        resolved.append("CPUExecutionProvider")
+    return resolved
+
+
+class OnnxRuntimeRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(self, path, providers=None, threads: int | None = None, graph_optimization: str = "all"):
+        """``path``: an .onnx file, or the serialized model as bytes / an onnx.ModelProto (for in-memory graphs)."""
+        super().__init__()
+        import onnxruntime as ort
+
+        if graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
+            raise SegdeployError(f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}, "
+                                 f"not {graph_optimization!r}")
+        self.graph_optimization = graph_optimization
+        self.threads = threads
+        self.path = None if isinstance(path, (bytes, bytearray)) or hasattr(path, "SerializeToString") \
+            else os.fspath(path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[graph_optimization]
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only: shape-inference warnings on dynamic graphs are noise here
+        # deterministic kernels where ORT has a choice, so validation numbers repeat run to run
+        options.use_deterministic_compute = True
+        source = path.SerializeToString() if hasattr(path, "SerializeToString") else \
+            bytes(path) if isinstance(path, (bytes, bytearray)) else self.path
+        if self.path is not None and not os.path.isfile(self.path):
+            raise ArtifactError(f"artifact not found: {self.path}")
+        self.providers = resolve_providers(providers)
+        try:
+            self.session = ort.InferenceSession(source, sess_options=options, providers=self.providers)
+        except Exception as exc:
+            what = self.path or "the in-memory model"
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"ONNX Runtime cannot load {what}: {detail}") from None
+        self._inputs = [self._info(i) for i in self.session.get_inputs()]
+        self._outputs = [self._info(o) for o in self.session.get_outputs()]
+
+    @staticmethod
+    def _info(arg) -> TensorInfo:
+        shape = tuple(d if isinstance(d, int) else (d or "?") for d in arg.shape)
+        return TensorInfo(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
+
+    def inputs(self) -> list[TensorInfo]:
+        return list(self._inputs)
+
+    def outputs(self) -> list[TensorInfo]:
+        return list(self._outputs)
+
+    def check_feed(self, feed: dict[str, np.ndarray]) -> None:
+        expected = {i.name: i for i in self._inputs}
+        missing, unknown = sorted(set(expected) - set(feed)), sorted(set(feed) - set(expected))
+        if missing or unknown:
+            raise InputError(f"feed has inputs {sorted(feed)}, the model takes {sorted(expected)}")
+        for name, array in feed.items():
+            info = expected[name]
+            if str(array.dtype) != info.dtype:
+                raise InputError(f"input {name!r} must be {info.dtype}, got {array.dtype}")
+            if array.ndim != len(info.shape) or any(isinstance(d, int) and d != s
+                                                    for d, s in zip(info.shape, array.shape)):
+                raise InputError(f"input {name!r} must have shape {_shape_text(info.shape)}, got "
+                                 f"{tuple(array.shape)}")
+
+    def infer(self, feed: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
+        self.check_feed(feed)
+        names = output_names or [o.name for o in self._outputs]
+        start = time.perf_counter()
+        try:
+            values = self.session.run(names, feed)
+        except Exception as exc:  # e.g. a size the graph's reshapes cannot take
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"ONNX Runtime failed on inputs {_feed_text(feed)}: {detail}") from None
+        self.last_timing = Timing(host_ms=(time.perf_counter() - start) * 1e3)
+        return dict(zip(names, values))
+
+    def describe(self) -> dict:
+        import onnxruntime as ort
+
+        active = self.session.get_providers()
+        return {"backend": self.backend, "version": ort.__version__, "providers": active,
+                "device": "cpu" if active[0] == "CPUExecutionProvider" else active[0].removesuffix(
+                    "ExecutionProvider").lower(),
+                "graph_optimization": self.graph_optimization, "threads": self.threads, "artifact": self.path,
+                "precision": ",".join(sorted({i.dtype for i in self._inputs}))}
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _feed_text(feed) -> str:
+    return ", ".join(f"{k}{tuple(v.shape)}" for k, v in feed.items())
