@@ -7,7 +7,9 @@ exporters only lower it when n is a multiple of m. Written as ``P_H @ X @ P_W^T`
 
 The matrices can be built from Python ints (``pooling_matrix``: constants in a static graph) or from the runtime
 size with tensor ops (``pooling_matrix_traced``: arange / integer division / compare, so a dynamic-shape graph
-computes them from the input's shape).
+computes them from the input's shape). ``adaptive_avg_pool2d_from_shape`` always takes the second route, also in
+eager mode, and accepts output sizes that are themselves computed from the runtime shape (0-dim int64 tensors while
+the TorchScript exporter traces), for models whose pooled size follows the input's aspect ratio.
 """
 from __future__ import annotations
 
@@ -58,4 +60,17 @@ def adaptive_avg_pool2d(x: torch.Tensor, output_size: tuple[int, int], traced_si
             return F.avg_pool2d(x, (h // oh, w // ow))
         ph = pooling_matrix(h, oh, x.dtype, x.device)
         pw = pooling_matrix(w, ow, x.dtype, x.device)
+    return torch.matmul(torch.matmul(ph, x), pw.transpose(0, 1))
+
+
+def adaptive_avg_pool2d_from_shape(x: torch.Tensor, output_size) -> torch.Tensor:
+    """Exact adaptive average pool whose bins are always computed from the runtime sizes with tensor ops.
+
+    ``output_size`` may hold Python ints or values derived from the input's shape (0-dim int64 tensors under the
+    TorchScript exporter), so one exported graph serves every input size. The same code runs in eager mode, which
+    is what lets a test compare it with the constant form.
+    """
+    h, w = x.shape[-2], x.shape[-1]
+    ph = pooling_matrix_traced(h, output_size[0], x.dtype, x.device)
+    pw = pooling_matrix_traced(w, output_size[1], x.dtype, x.device)
     return torch.matmul(torch.matmul(ph, x), pw.transpose(0, 1))
