@@ -1,0 +1,90 @@
+"""CARAFE content-aware reassembly (Wang et al., ICCV 2019) as ordinary tensor operations.
+
+mmcv's ``carafe`` is a CUDA-only custom op (``mmcv::MMCVCARAFE`` in ONNX). This module computes the same thing with
+Pad / Slice / Concat / MatMul / Transpose / Mul / Add only, so it runs on any device and exports at any opset.
+
+Semantics (mmcv 2.1 ``CARAFEForward``): for features (N, C, h, w) and masks (N, G*k*k, h*s, w*s),
+
+    out[n, c, y, x] = sum_{ky, kx} masks[n, (g*k + ky)*k + kx, y, x] * feat[n, c, y//s + ky - r, x//s + kx - r]
+
+with r = (k - 1) // 2 and g = c // (C / G). Neighbours outside the map count as zero (the kernel skips them and
+does not renormalise the mask), every output pixel has its own mask, and the source pixel is the nearest-lower one
+(floor division, no half-pixel shift). The op never normalises the masks itself.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, scale_factor: int, groups: int) -> None:
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+        return
+    if kernel_size < 1 or kernel_size % 2 == 0 or scale_factor < 1 or groups < 1:
+        raise ValueError(f"carafe needs an odd kernel_size and positive scale_factor and groups, got "
+                         f"k={kernel_size}, s={scale_factor}, groups={groups}")
+    n, c, h, w = features.shape
+    expected = (n, groups * kernel_size ** 2, h * scale_factor, w * scale_factor)
+    if c % groups or tuple(masks.shape) != expected:
+        raise ValueError(f"carafe: features {tuple(features.shape)} with k={kernel_size}, s={scale_factor}, "
+                         f"groups={groups} need masks of shape {expected} and channels divisible by groups; "
+                         f"got masks {tuple(masks.shape)}")
+
+
+def _shifted_windows(padded: torch.Tensor, kernel_size: int, dims: tuple[int, int]) -> list[torch.Tensor]:
+    """The k*k shifted views (row-major taps) of a map zero-padded by r on ``dims``; static slice bounds only."""
+    r2 = kernel_size - 1
+    windows = []
+    for ky in range(kernel_size):
+        rows = slice(ky, (ky - r2) or None)  # ends are counted from the far side: valid for any runtime size
+        for kx in range(kernel_size):
+            cols = slice(kx, (kx - r2) or None)
+            index = [slice(None)] * padded.dim()
+            index[dims[0]], index[dims[1]] = rows, cols
+            windows.append(padded[tuple(index)])
+    return windows
+
+
+def _carafe_same_size(features: torch.Tensor, masks: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """s = 1: each output pixel has its own k*k weights on its own patch; nothing is shared between pixels, so a
+    multiply-accumulate over the k*k shifted maps (mmcv's order: ky outer, kx inner) is the cheapest form."""
+    r = (kernel_size - 1) // 2
+    padded = F.pad(features, (r, r, r, r))
+    out = None
+    for tap, window in enumerate(_shifted_windows(padded, kernel_size, (2, 3))):
+        term = masks[:, tap:tap + 1] * window
+        out = term if out is None else out + term
+    return out
+
+
+def _carafe_upsample(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, scale: int) -> torch.Tensor:
+    """s > 1: the s*s output pixels above one source pixel all read the same k*k patch, so per source pixel the
+    op is one small matrix product (s*s, k*k) @ (k*k, C). Gathering the patches channels-last once and letting
+    MatMul do the contraction touches each value a few times, instead of k*k passes over the upsampled map."""
+    r = (kernel_size - 1) // 2
+    taps = kernel_size * kernel_size
+    padded = F.pad(features.permute(0, 2, 3, 1), (0, 0, r, r, r, r))  # N, h+2r, w+2r, C
+    patches = torch.cat(_shifted_windows(padded, kernel_size, (1, 2)), dim=3)  # N, h, w, k*k*C
+    patches = patches.unflatten(3, (taps, -1))  # N, h, w, k*k, C
+    # masks N, k*k, h*s, w*s -> N, h, w, s*s, k*k (sub-pixel row-major, then taps)
+    weights = masks.unflatten(3, (-1, scale)).unflatten(2, (-1, scale)).permute(0, 2, 4, 3, 5, 1).flatten(3, 4)
+    out = (weights @ patches).unflatten(3, (scale, scale))  # N, h, w, s, s, C
+    return out.permute(0, 5, 1, 3, 2, 4).flatten(4, 5).flatten(2, 3)  # N, C, h*s, w*s
+
+
+def carafe(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, scale_factor: int = 1,
+           groups: int = 1) -> torch.Tensor:
+    """mmcv ``carafe(features, masks, kernel_size, group_size=groups, scale_factor)`` in plain PyTorch.
+
+    features (N, C, h, w), masks (N, groups*k*k, h*s, w*s) -> (N, C, h*s, w*s). Float accumulation as in mmcv;
+    results agree with its kernel up to float32 summation order.
+    """
+    _check(features, masks, kernel_size, scale_factor, groups)
+    if groups > 1:
+        # channel groups are independent CARAFEs with their own masks: fold them into the batch axis
+        out = carafe(features.unflatten(1, (groups, -1)).flatten(0, 1),
+                     masks.unflatten(1, (groups, -1)).flatten(0, 1), kernel_size, scale_factor)
+        return out.unflatten(0, (-1, groups)).flatten(1, 2)
+    if scale_factor == 1:
+        return _carafe_same_size(features, masks, kernel_size)
+    return _carafe_upsample(features, masks, kernel_size, scale_factor)
