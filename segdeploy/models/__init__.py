@@ -11,7 +11,7 @@ from segdeploy.models.checkpoints import infer_num_classes, load_into, read_stat
 from segdeploy.models.registry import ModelSpec, PaperFigures, get_spec, list_models, register
 
 # One module per family; importing it registers its variants.
-_FAMILIES = ("segnext", "lrformer", "cgrseg")
+_FAMILIES = ("segnext", "lrformer", "cgrseg", "offseg")
 for _family in _FAMILIES:
     importlib.import_module(f"segdeploy.models.{_family}")
 

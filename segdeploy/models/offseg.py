@@ -1,0 +1,266 @@
+"""OffSeg: EfficientFormerV2 backbone, FreqFusion pyramid and an offset-learning head (ICCV 2025).
+
+Written from the authors' repository (HVision-NKU/OffSeg, mmseg 1.x fork): ``OffSegHead`` with FreqFusion
+(Chen et al., TPAMI 2024) and its ``LocalSimGuidedSampler``; state_dict keys follow it exactly, so its ADE20K
+checkpoints load strictly. The backbone is the shared EfficientFormerV2 port (identical to CGRSeg's).
+
+Export notes. mmcv's CUDA-only CARAFE is replaced by :func:`segdeploy.models.carafe.carafe` (standard ops). The
+sampler's dilated unfold becomes shifted slices of a zero-padded map, its sampling grid is built from the offset
+tensor itself (CumSum of ones, no ``torch.arange`` of Python sizes), and ``grid_sample`` needs opset >= 16. Softmaxes
+run over the last axis (the head computes its class-token scores in both layouts instead of transposing).
+Inputs must have H and W divisible by 32; the decode head's logits are at stride 4.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segdeploy.models.base import Segmentor
+from segdeploy.models.carafe import carafe
+from segdeploy.models.efficientformer_v2 import efficientformer_v2
+from segdeploy.models.layers import ConvModule
+from segdeploy.models.registry import ModelSpec, register
+
+# ---------------------------------------------------------------------------------------------------------------
+# FreqFusion and its sampler
+
+
+def kernel_normalizer(mask: torch.Tensor, hamming: torch.Tensor) -> torch.Tensor:
+    """Softmax over the k*k taps (channel axis), times the window, renormalised to sum 1.
+
+    The window is a learnable-looking scalar buffer in OffSeg's settings (hamming_window=False); it cancels in exact
+    arithmetic but not in float, so it is applied like the original does.
+    """
+    mask = mask.softmax(dim=1) * hamming
+    return mask / mask.sum(dim=1, keepdim=True)
+
+
+def local_cosine_similarity(x: torch.Tensor, dilation: int = 2) -> torch.Tensor:
+    """Cosine similarity of each pixel with its 8 neighbours of a dilated 3x3 window (B, 8, H, W), row-major.
+
+    Equals the original's ``F.unfold`` + ``F.cosine_similarity(eps=1e-8)``: that function divides each vector by
+    max(norm, eps) before the dot product, so normalising once and shifting gives the same values; out-of-image
+    neighbours are zero vectors (similarity 0).
+    """
+    unit = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-8)
+    d = dilation
+    padded = F.pad(unit, (d, d, d, d))
+    sims = []
+    for dy in (0, d, 2 * d):
+        for dx in (0, d, 2 * d):
+            if dy == d and dx == d:
+                continue  # the centre
+            neighbour = padded[:, :, dy:(dy - 2 * d) or None, dx:(dx - 2 * d) or None]
+            sims.append((unit * neighbour).sum(dim=1, keepdim=True))
+    return torch.cat(sims, dim=1)
+
+
+def _default_init_pos(scale: int, groups: int) -> torch.Tensor:
+    """Sub-pixel centres (x = (j - 0.5)/s, y = (i - 0.5)/s for s = 2), laid out (coord, group, i, j)."""
+    h = (torch.arange(scale) - (scale - 1) / 2) / scale
+    y, x = torch.meshgrid(h, h, indexing="ij")
+    return torch.stack([x, y]).unsqueeze(1).expand(2, groups, scale, scale).reshape(1, -1, 1, 1).clone()
+
+
+class LocalSimGuidedSampler(nn.Module):
+    """Upsamples ``feat`` (already at the high resolution) by resampling it at learned offsets (DySample-style).
+
+    The offsets come from local self-similarity and content of the compressed high- and low-resolution features;
+    each of ``groups`` channel groups gets its own offsets per output sub-pixel.
+    """
+
+    def __init__(self, channels: int, scale: int = 2, groups: int = 4):
+        super().__init__()
+        self.scale, self.groups = scale, groups
+        offsets = 2 * groups * scale * scale  # (x, y) per group per sub-pixel
+        self.register_buffer("init_pos", _default_init_pos(scale, groups))
+        self.offset = nn.Conv2d(8, offsets, 3, padding=1)
+        self.direct_scale = nn.Conv2d(channels, offsets, 3, padding=1)
+        self.hr_offset = nn.Conv2d(8, offsets // scale ** 2, 3, padding=1)
+        self.hr_direct_scale = nn.Conv2d(channels, offsets // scale ** 2, 3, padding=1)
+        self.norm_hr = nn.GroupNorm(channels // 8, channels)
+        self.norm_lr = nn.GroupNorm(channels // 8, channels)
+
+    def offsets(self, hr_x: torch.Tensor, lr_x: torch.Tensor) -> torch.Tensor:
+        """(B, 2*G*s*s, h, w) sampling offsets in low-resolution pixels, channel = coord*G*s*s + g*s*s + i*s + j."""
+        hr_x, lr_x = self.norm_hr(hr_x), self.norm_lr(lr_x)
+        s = self.scale
+        offset = self.offset(local_cosine_similarity(lr_x)) + F.pixel_unshuffle(
+            self.hr_offset(local_cosine_similarity(hr_x)), s)
+        gate = self.direct_scale(lr_x) + F.pixel_unshuffle(self.hr_direct_scale(hr_x), s)
+        return offset * gate.sigmoid() + self.init_pos
+
+    def sample(self, feat: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        s, groups = self.scale, self.groups
+        offset = offset.unflatten(1, (2, -1))  # B, 2, G*s*s, h, w
+        # pixel centres and the normaliser from the tensor itself (exact small integers), not from Python sizes
+        ones = torch.ones_like(offset[:1, :1, :1])  # 1, 1, 1, h, w
+        centres = torch.cat([ones.cumsum(4), ones.cumsum(3)], dim=1) - 0.5  # x, y
+        size = torch.cat([ones.sum(4, keepdim=True)[:, :, :, :1], ones.sum(3, keepdim=True)[..., :1]], dim=1)  # w, h
+        coords = 2 * (centres + offset) / size - 1
+        # sub-pixels to the high-resolution grid, then (B*G, s*h, s*w, [x, y]) as grid_sample wants
+        coords = F.pixel_shuffle(coords.flatten(1, 2), s).unflatten(1, (2, groups))
+        grid = coords.permute(0, 2, 3, 4, 1).flatten(0, 1)
+        out = F.grid_sample(feat.unflatten(1, (groups, -1)).flatten(0, 1), grid, mode="bilinear",
+                            padding_mode="border", align_corners=False)
+        return out.unflatten(0, (-1, groups)).flatten(1, 2)
+
+    def forward(self, hr_x: torch.Tensor, lr_x: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        return self.sample(feat, self.offsets(hr_x, lr_x))
+
+
+class FreqFusion(nn.Module):
+    """Fuses a high-resolution map with the 2x smaller running feature (Chen et al., "Frequency-aware Feature Fusion").
+
+    Adaptive low-pass kernels (CARAFE 5x5) upsample the low-resolution feature, adaptive high-pass kernels
+    (identity minus a CARAFE 3x3 low-pass) sharpen the high-resolution one, and the sampler re-aligns the
+    upsampled feature by learned offsets. OffSeg's settings: compressed-feature upsampling, semi-conv, residual
+    high-pass, no Hamming window, sampler groups 4. Returns (low-pass kernels, hr', lr') like the original.
+    """
+
+    def __init__(self, hr_channels: int, lr_channels: int, lowpass_kernel: int = 5, highpass_kernel: int = 3,
+                 encoder_kernel: int = 3, sampler_groups: int = 4):
+        super().__init__()
+        compressed = (hr_channels + lr_channels) // 4
+        self.lowpass_kernel, self.highpass_kernel = lowpass_kernel, highpass_kernel
+        self.register_buffer("hamming_lowpass", torch.ones(1))
+        self.register_buffer("hamming_highpass", torch.ones(1))
+        self.hr_channel_compressor = nn.Conv2d(hr_channels, compressed, 1)
+        self.lr_channel_compressor = nn.Conv2d(lr_channels, compressed, 1)
+        pad = encoder_kernel // 2
+        self.content_encoder = nn.Conv2d(compressed, lowpass_kernel ** 2, encoder_kernel, padding=pad)
+        self.dysampler = LocalSimGuidedSampler(compressed, scale=2, groups=sampler_groups)
+        self.content_encoder2 = nn.Conv2d(compressed, highpass_kernel ** 2, encoder_kernel, padding=pad)
+
+    def forward(self, hr_feat: torch.Tensor, lr_feat: torch.Tensor):
+        lo, hi = self.lowpass_kernel, self.highpass_kernel
+        hr_comp = self.hr_channel_compressor(hr_feat)
+        lr_comp = self.lr_channel_compressor(lr_feat)
+
+        # high-pass the compressed hr feature first; both kernel predictions below read the sharpened one
+        mask_hr_hr = self.content_encoder2(hr_comp)
+        hr_comp = hr_comp + hr_comp - carafe(hr_comp, kernel_normalizer(mask_hr_hr, self.hamming_highpass), hi, 1)
+        mask_lr_hr = self.content_encoder(hr_comp)
+        mask_lr_init = kernel_normalizer(mask_lr_hr, self.hamming_lowpass)
+
+        # low-pass kernels: hr prediction plus the lr prediction upsampled by the initial low-pass kernels
+        mask_lr = mask_lr_hr + carafe(self.content_encoder(lr_comp), mask_lr_init, lo, 2)
+        lowpass = kernel_normalizer(mask_lr, self.hamming_lowpass)
+        mask_hr = mask_hr_hr + carafe(self.content_encoder2(lr_comp), lowpass, lo, 2)
+        highpass = kernel_normalizer(mask_hr, self.hamming_highpass)
+
+        lr_up = carafe(lr_feat, lowpass, lo, 2)
+        hr_out = hr_feat - carafe(hr_feat, highpass, hi, 1) + hr_feat
+        lr_out = self.dysampler(hr_comp, lr_comp, lr_up)
+        return lowpass, hr_out, lr_out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Offset learning and the decode head
+
+
+class OffsetLearning(nn.Module):
+    """Learned class tokens and pixel features shift each other by attention, then score each pixel per class.
+
+    The class branch attends over all pixels (softmax over H*W: a global, resolution-dependent pooling), the pixel
+    branch over the classes; logits are the LayerNorm (over classes) of the shifted pixel-class scores.
+    """
+
+    def __init__(self, channels: int = 256, num_classes: int = 150):
+        super().__init__()
+        self.cls_repr = nn.Parameter(torch.zeros(1, num_classes, channels))
+        self.mask_norm = nn.LayerNorm(num_classes)
+        self.cls_offset_proj = nn.Linear(channels, channels, bias=False)
+        self.feat_offset_proj = nn.Linear(channels, channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = x.flatten(2).transpose(1, 2)  # B, M, D (token = y*w + x)
+        classes = self.cls_repr  # 1, K, D, broadcast over the batch
+        # the class-pixel scores in both layouts, so that both softmaxes run over the last (contiguous) axis
+        scores_km = classes @ feats.transpose(1, 2)  # B, K, M
+        scores_mk = feats @ classes.transpose(1, 2)  # B, M, K
+        classes = classes + self.cls_offset_proj(scores_km.softmax(dim=-1) @ feats)
+        feats = feats + self.feat_offset_proj(scores_mk.softmax(dim=-1) @ self.cls_repr)
+        logits = self.mask_norm(feats @ classes.transpose(1, 2))  # B, M, K
+        return logits.transpose(1, 2).unflatten(2, x.shape[-2:])
+
+
+def interleave_channels(a: torch.Tensor, b: torch.Tensor, chunks: int = 4) -> torch.Tensor:
+    """[a_0, b_0, a_1, b_1, ...] over ``chunks`` consecutive channel chunks of each (the original's B*4 reshape)."""
+    return torch.cat([a.unflatten(1, (chunks, -1)), b.unflatten(1, (chunks, -1))], dim=2).flatten(1, 2)
+
+
+class OffSegHead(nn.Module):
+    def __init__(self, in_channels=(32, 48, 120, 224), new_channels=(32, 32, 64, 128), channels: int = 256,
+                 num_classes: int = 150):
+        super().__init__()
+        # inherited from mmseg's BaseDecodeHead and saved in checkpoints, but never used: logits come from
+        # offset_learning
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+        self.pre = nn.ModuleList(ConvModule(c, n, 1, norm="gn32", act="relu")
+                                 for c, n in zip(in_channels, new_channels))
+        fusions, low = [], new_channels[-1]
+        for hr in reversed(new_channels[:-1]):
+            fusions.append(FreqFusion(hr, low))
+            low += hr
+        self.freqfusions = nn.ModuleList(fusions)
+        self.align = ConvModule(sum(new_channels), channels, 1, norm="gn32", act="relu")
+        self.offset_learning = OffsetLearning(channels, num_classes)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        pyramid = [pre(f) for pre, f in zip(self.pre, features)]
+        low = pyramid[-1]
+        for fusion, high in zip(self.freqfusions, reversed(pyramid[:-1])):
+            _, high, low = fusion(high, low)
+            low = interleave_channels(high, low)
+        return self.offset_learning(self.align(low))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Variants
+
+
+class OffSeg(Segmentor):
+    size_multiple = 32
+
+    def set_dynamic_shapes(self, enabled: bool = True) -> OffSeg:
+        """Export switch for dynamic H/W ONNX graphs: only the backbone's attention-bias resize needs it; the head
+        takes every size from its tensors."""
+        self.backbone.set_dynamic_shapes(enabled)
+        return self
+
+
+_VARIANTS = {
+    #      backbone  drop_path  head new_channels         config folder
+    "t": dict(arch="s1", drop_path_rate=0.0, new_channels=(32, 32, 64, 128), folder="Tiny"),
+    "b": dict(arch="s2", drop_path_rate=0.02, new_channels=(32, 64, 128, 256), folder="Base"),
+    "l": dict(arch="l", drop_path_rate=0.1, new_channels=(32, 64, 128, 256), folder="Large"),
+}
+
+
+def _builder(variant: str):
+    cfg = _VARIANTS[variant]
+
+    def build(num_classes: int = 150, dynamic_shapes: bool = False) -> OffSeg:
+        backbone = efficientformer_v2(cfg["arch"], drop_path_rate=cfg["drop_path_rate"])
+        head = OffSegHead(backbone.widths, cfg["new_channels"], 256, num_classes)
+        return OffSeg(backbone, head).set_dynamic_shapes(dynamic_shapes)
+
+    return build
+
+
+for _v, _cfg in _VARIANTS.items():
+    register(ModelSpec(
+        name=f"offseg_{_v}", family="offseg", variant=_v.upper(), builder=_builder(_v),
+        size_multiple=32, output_stride=4,
+        # decode_head.conv_seg is inherited and unused; the class count lives in the offset-learning head (the
+        # LayerNorm over classes is the last class-sized layer; cls_repr is (1, K, 256))
+        classifier_key="decode_head.offset_learning.mask_norm.weight",
+        source_config=f"local_configs/offseg/{_cfg['folder']}/offseg-{_v}_ade20k_160k-512x512.py",
+        notes="Logits at stride 4 from the offset-learning head (decode_head.conv_seg is kept for strict loading "
+              "but unused). H and W must be multiples of 32. The class softmax runs over all H/4*W/4 pixels, so "
+              "results depend on the whole image (use one window up to 512x512, like mmseg's slide test). "
+              "mmcv's CUDA CARAFE is replaced by an exact plain-op form; grid_sample needs ONNX opset >= 16. "
+              "Option dynamic_shapes=True is for ONNX export with dynamic H/W.",
+        options={"dynamic_shapes": False}))
