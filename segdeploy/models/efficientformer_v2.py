@@ -77,20 +77,31 @@ def bias_index_grid(query_side: int, key_side: int) -> torch.Tensor:
     return (dy * key_side + dx).reshape(query_side ** 2, key_side ** 2)
 
 
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """B x C x H x W -> B x heads x C/heads x H*W, heads as contiguous channel chunks.
+
+    A reshape with -1 on the token axis: the TorchScript exporter infers a wrong static shape through
+    ``unflatten``, which would freeze the token count of a dynamic-shape graph.
+    """
+    return x.reshape(x.shape[0], heads, x.shape[1] // heads, -1)
+
+
 def resize_bias_table(table: torch.Tensor, attn: torch.Tensor, dynamic_shapes: bool = False) -> torch.Tensor:
-    """Bicubic-resize a (heads, Nq0, Nk0) bias table to the token counts of ``attn`` (..., heads, Nq, Nk).
+    """Bicubic-resize a (heads, Nq0, Nk0) bias table to the token counts of ``attn`` (B, heads, Nq, Nk).
 
     The original treats the table as a heads x Nq0 x Nk0 image and resizes the flattened token axes (not the 2-D
     grid), align_corners=False. Skipped when the sizes already match (512x512 inputs): exact and no Resize node.
     With ``dynamic_shapes`` the resize is always emitted, its size taken from the runtime tensor shape.
+    Returns (1, heads, Nq, Nk), which broadcasts over the batch (no squeeze: it exports as an If node).
     """
+    table = table.unsqueeze(0)
     if dynamic_shapes:
-        size = attn.shape[-2:]
+        size = (attn.shape[-2], attn.shape[-1])
     else:
         size = (int(attn.shape[-2]), int(attn.shape[-1]))
         if size == tuple(table.shape[-2:]):
             return table
-    return F.interpolate(table.unsqueeze(0), size=size, mode="bicubic", align_corners=False).squeeze(0)
+    return F.interpolate(table, size=size, mode="bicubic", align_corners=False)
 
 
 class Mlp(nn.Module):
@@ -162,11 +173,11 @@ class Attention4D(_BiasTableMixin):
         if self.stride_conv is not None:
             x = self.stride_conv(x)
         heads = self.num_heads
-        q = self.q(x).flatten(2).unflatten(1, (heads, -1)).transpose(-2, -1)  # B, heads, N, key_dim
-        k = self.k(x).flatten(2).unflatten(1, (heads, -1))  # B, heads, key_dim, N
+        q = split_heads(self.q(x), heads).transpose(-2, -1)  # B, heads, N, key_dim
+        k = split_heads(self.k(x), heads)  # B, heads, key_dim, N
         v = self.v(x)
         v_local = self.v_local(v)
-        v = v.flatten(2).unflatten(1, (heads, -1)).transpose(-2, -1)  # B, heads, N, value_dim
+        v = split_heads(v, heads).transpose(-2, -1)  # B, heads, N, value_dim
 
         attn = (q @ k) * self.scale
         attn = attn + self.attention_bias(attn)
@@ -211,11 +222,11 @@ class Attention4DDownsample(_BiasTableMixin):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         heads = self.num_heads
-        q = self.q(x).flatten(2).unflatten(1, (heads, -1)).transpose(-2, -1)  # B, heads, Nq, key_dim
-        k = self.k(x).flatten(2).unflatten(1, (heads, -1))  # B, heads, key_dim, Nk
+        q = split_heads(self.q(x), heads).transpose(-2, -1)  # B, heads, Nq, key_dim
+        k = split_heads(self.k(x), heads)  # B, heads, key_dim, Nk
         v = self.v(x)
         v_local = self.v_local(v)
-        v = v.flatten(2).unflatten(1, (heads, -1)).transpose(-2, -1)  # B, heads, Nk, value_dim
+        v = split_heads(v, heads).transpose(-2, -1)  # B, heads, Nk, value_dim
 
         attn = (q @ k) * self.scale
         attn = (attn + self.attention_bias(attn)).softmax(dim=-1)
