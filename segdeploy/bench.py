@@ -205,17 +205,17 @@ def fp32_peak_gflops(device: str = "cpu", threads: int | None = None, n: int = 2
         torch.mm(a, b)  # warm-up: thread pool, kernel selection
         sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
         sync()
-        calls, start = 0, time.perf_counter()
-        while True:
+        times, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds or len(times) < 3:
+            t = time.perf_counter()
             torch.mm(a, b)
-            calls += 1
             sync()
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds and calls >= 3:
-                break
+            times.append(time.perf_counter() - t)
     finally:
         torch.set_num_threads(old_threads)
-    return {"device": device, "gflops": 2 * n**3 * calls / elapsed / 1e9, "method": f"torch.mm fp32 {n}x{n}",
+    # The fastest call is the peak: slower ones measure whatever else the machine was doing meanwhile.
+    return {"device": device, "gflops": 2 * n**3 / min(times) / 1e9, "median_gflops": 2 * n**3 / float(
+        np.median(times)) / 1e9, "method": f"torch.mm fp32 {n}x{n}, fastest of {len(times)} calls",
             "threads": threads or old_threads}
 
 
@@ -653,32 +653,78 @@ def _f(value, fmt="{:.2f}", missing="-"):
     return missing if value is None else fmt.format(value)
 
 
-def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
-    """The summary table shared by the terminal and Markdown reports."""
-    columns = ["model", "backend", "batch", "latency ms (mean±std)", "p50", "p95", "p99", "img/s", "GFLOP/s (peak %)",
-               "mem MB", "params M (paper)", "GMACs (paper GFLOPs)", "paper img/s [setting]", "ratio"]
+def _short_device(name: str | None) -> str:
+    words = [w for w in (name or "?").split() if w.lower() not in ("nvidia", "tesla", "geforce")]
+    return " ".join(words) or "?"
+
+
+def _row_names(row: dict) -> list[str]:
+    backend = row["backend"] + (f" {row['layout']}" if row["layout"] != "nchw" else "") + \
+        (f" {row['precision']}" if row["precision"] != "fp32" else "")
+    return [row.get("model") or os.path.basename(row.get("artifact") or "-"), backend,
+            f"{row['batch']}" + (" max" if row.get("max_batch") else "")]
+
+
+def _flops_cell(f: dict) -> str:
+    percent = None if f["peak_fraction"] is None else 100 * f["peak_fraction"]
+    return f"{_f(f['achieved_gflops'], '{:.1f}')} ({_f(percent, '{:.0f}%')})"
+
+
+def timing_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Terminal table 1: latency statistics, throughput, host/device split and memory."""
+    columns = ["model", "backend", "batch", "ms mean±std", "p50", "p90", "p95", "p99", "img/s", "h2d/compute/d2h",
+               "mem MB"]
     rows = []
     for row in report["results"]:
         f = flat_row(row)
-        backend = row["backend"] + (f" {row['layout']}" if row["backend"] == "torch" and row["layout"] != "nchw"
-                                    else "") + (f" {row['precision']}" if row["precision"] != "fp32" else "")
-        batch = f"{row['batch']}" + (" (max)" if row.get("max_batch") else "")
         if row["status"] != "ok":
-            rows.append([row.get("model") or "-", backend, batch, f"FAILED: {row.get('error')}"] +
-                        [""] * (len(columns) - 4))
+            rows.append(_row_names(row) + [f"FAILED: {row.get('error')}"] + [""] * (len(columns) - 4))
             continue
-        paper = "-"
-        if f["paper_ips"] is not None:
-            paper = (f"{f['paper_ips']:.1f} [{f['paper_device']}, {f['paper_input']}, b={f['paper_batch']}; "
-                     f"{f['paper_label']}]")
-        rows.append([
-            row.get("model") or os.path.basename(row.get("artifact") or "-"), backend, batch,
-            f"{f['latency_mean_ms']:.2f} ± {f['latency_std_ms']:.2f}", _f(f["latency_p50_ms"]),
-            _f(f["latency_p95_ms"]), _f(f["latency_p99_ms"]), _f(f["throughput_ips"]),
-            f"{_f(f['achieved_gflops'], '{:.1f}')} ({_f(f['peak_fraction'] and 100 * f['peak_fraction'], '{:.0f}%')})",
-            _f(f["memory_peak_mb"], "{:.0f}"),
-            f"{_f(f['params_m'])} ({_f(f['params_m_paper'], '{:.1f}')})",
-            f"{_f(f['gmacs'])} ({_f(f['gflops_paper'], '{:.1f}')})", paper, _f(f["paper_ratio"], "{:.3f}")])
+        split = "/".join(_f(f[k], "{:.1f}") for k in ("h2d_ms", "compute_ms", "d2h_ms"))
+        rows.append(_row_names(row) + [f"{f['latency_mean_ms']:.1f} ± {f['latency_std_ms']:.1f}"] +
+                    [_f(f[f"latency_p{q}_ms"], "{:.1f}") for q in PERCENTILES] +
+                    [_f(f["throughput_ips"], "{:.1f}"), "host only" if split == "-/-/-" else split,
+                     _f(f["memory_peak_mb"], "{:.0f}")])
+    return columns, rows
+
+
+def paper_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Terminal table 2: the same rows against the papers (params, GFLOPs, the closest throughput figure)."""
+    columns = ["model", "backend", "batch", "img/s", "GFLOP/s (%pk)", "params M / paper", "GMACs / paper",
+               "paper img/s", "paper setting", "ratio"]
+    rows = []
+    for row in report["results"]:
+        if row["status"] != "ok":
+            continue
+        f = flat_row(row)
+        setting = "-" if f["paper_ips"] is None else \
+            f"{_short_device(f['paper_device'])} {f['paper_input']} b={f['paper_batch']}; {f['paper_label']}"
+        rows.append(_row_names(row) + [_f(f["throughput_ips"], "{:.1f}"), _flops_cell(f),
+                                       f"{_f(f['params_m'])} / {_f(f['params_m_paper'], '{:.1f}')}",
+                                       f"{_f(f['gmacs'])} / {_f(f['gflops_paper'], '{:.1f}')}",
+                                       _f(f["paper_ips"], "{:.1f}"), setting, _f(f["paper_ratio"], "{:.3f}")])
+    return columns, rows
+
+
+def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """The full table (Markdown): every metric and the closest paper figure on one row."""
+    columns = ["model", "backend", "batch", "ms mean±std", "p50", "p90", "p95", "p99", "img/s",
+               "GFLOP/s (% peak)", "mem MB", "params M / paper", "GMACs / paper GFLOPs", "paper img/s [setting]",
+               "measured / paper"]
+    rows = []
+    for row in report["results"]:
+        f = flat_row(row)
+        if row["status"] != "ok":
+            rows.append(_row_names(row) + [f"FAILED: {row.get('error')}"] + [""] * (len(columns) - 4))
+            continue
+        paper = "-" if f["paper_ips"] is None else (
+            f"{f['paper_ips']:.1f} [{f['paper_device']}, {f['paper_input']}, batch {f['paper_batch']}; "
+            f"{f['paper_label']}]")
+        rows.append(_row_names(row) + [f"{f['latency_mean_ms']:.2f} ± {f['latency_std_ms']:.2f}"] +
+                    [_f(f[f"latency_p{q}_ms"]) for q in PERCENTILES] +
+                    [_f(f["throughput_ips"]), _flops_cell(f), _f(f["memory_peak_mb"], "{:.0f}"),
+                     f"{_f(f['params_m'])} / {_f(f['params_m_paper'], '{:.1f}')}",
+                     f"{_f(f['gmacs'])} / {_f(f['gflops_paper'], '{:.1f}')}", paper, _f(f["paper_ratio"], "{:.3f}")])
     return columns, rows
 
 
@@ -695,8 +741,8 @@ def machine_summary(report: dict) -> str:
 
 def to_markdown(report: dict) -> str:
     columns, rows = table_rows(report)
-    p = report["protocol"]
-    lines = [f"# segdeploy bench ({report['created']})", "", machine_summary(report), "",
+    p = report.get("protocol") or asdict(Protocol())
+    lines = [f"# segdeploy bench ({report.get('created', '?')})", "", machine_summary(report), "",
              f"Protocol: warm-up {p['warmup_s']} s, then at least {p['min_s']} s and {p['min_iters']} calls, one "
              "synchronous request at a time; latency is host wall time per call; GFLOP/s = 2 x GMACs x img/s. "
              "Paper figures are the authors' (GPU) numbers: a ratio across devices is context, not a like-for-like "
@@ -733,15 +779,19 @@ def plot(report: dict, path: str) -> str:
         for entry in spec.paper.throughput:
             ips = entry.get("throughput_ips") or (1000.0 / entry["latency_ms"] if entry.get("latency_ms") else None)
             if ips and spec.paper.flops_g_512:
-                papers.setdefault(entry["device"], []).append((spec.paper.flops_g_512, ips, model, entry))
+                # MACs grow with the pixel count, so a figure at another input sits at the scaled GFLOPs
+                h, w = entry.get("input") or (512, 512)
+                papers.setdefault(entry["device"], []).append((spec.paper.flops_g_512 * h * w / 512**2, ips, model,
+                                                               entry))
     for device, points in sorted(papers.items()):
         ax.scatter([p[0] for p in points], [p[1] for p in points], marker="x", s=40,
                    label=f"paper: {device}")
         for x, y, model, entry in points:
             ax.annotate(f"{model} {entry['input'][0]}x{entry['input'][1]} b={entry['batch']}", (x, y), fontsize=6,
                         xytext=(3, -8), textcoords="offset points")
-    ax.set_xlabel("GMACs per image (papers: 'GFLOPs' at 512x512)")
+    ax.set_xlabel("GMACs per image, log (papers: their 'GFLOPs', scaled by pixel count to the figure's input)")
     ax.set_ylabel("throughput (img/s, log)")
+    ax.set_xscale("log")
     ax.set_yscale("log")
     cpu = report["machine"]["cpu"]
     ax.set_title(f"Measured on {cpu['model']} ({cpu['usable_cores']} cores) vs the papers' GPU figures", fontsize=9)

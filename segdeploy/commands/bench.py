@@ -95,8 +95,9 @@ def run_command(args) -> int:
             report = bench.run_bench(request, progress=update)
     else:
         report = bench.run_bench(request)
-    columns, rows = bench.table_rows(report)
-    print_table(f"segdeploy bench, {request.height}x{request.width}, {request.precision}", columns, rows)
+    print_table(f"segdeploy bench: {request.height}x{request.width}, {request.precision}, latency in ms",
+                *bench.timing_table(report))
+    print_table("against the papers (their GPU figures; the ratio is measured / paper)", *bench.paper_table(report))
     print(bench.machine_summary(report))
     print("GFLOP/s = 2 FLOPs per MAC x GMACs x img/s; paper figures are GPU numbers unless the row says "
           "'same device'.")

@@ -1,0 +1,171 @@
+"""The CPU matrix: every registered model x (torch NCHW and channels_last, onnxruntime, openvino if installed),
+at 512x512, batch 1 and the "max" batch, with per-model ratios ORT / eager and ORT / OpenVINO.
+
+Each (model, backend) runs in its own `segdeploy bench` process (a crash or a leak cannot spoil the next row, and
+each RSS figure starts from a fresh process) and is merged into benchmarks/results/<host>-<date>.json at once, so
+the script can be stopped and resumed: finished pairs are skipped unless --redo. Run it on a quiet machine:
+
+    python benchmarks/run_cpu_matrix.py                       # everything
+    python benchmarks/run_cpu_matrix.py --models segnext_t,cgrseg_t --backends onnxruntime
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from segdeploy import bench  # noqa: E402
+from segdeploy.io import write_text_atomic  # noqa: E402
+from segdeploy.models import list_models  # noqa: E402
+from segdeploy.runtimes.registry import backend_status, machine_info  # noqa: E402
+
+TARGET_ORT_OVER_EAGER = 1.5  # the goal for ONNX Runtime FP32 over the faster PyTorch eager layout (not a test)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="all", help="comma-separated model names, or 'all' (default)")
+    p.add_argument("--backends", default="torch,onnxruntime,openvino",
+                   help="comma-separated; backends that are not usable here are skipped with their reason")
+    p.add_argument("--batch", default="1,max")
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--threads", type=int, help="default: all usable cores")
+    p.add_argument("--warmup-s", type=float, default=1.0)
+    p.add_argument("--min-s", type=float, default=3.0)
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--out-dir", default=os.path.join(ROOT, "benchmarks", "results"))
+    p.add_argument("--tag", help="results file stem (default <host>-<UTC date>); reuse one to resume another day")
+    p.add_argument("--export-dir", default=os.path.join(ROOT, "artifacts", "bench"))
+    p.add_argument("--redo", action="store_true", help="re-run pairs that are already in the results file")
+    return p.parse_args(argv)
+
+
+def pair_key(row: dict) -> tuple[str, str]:
+    return row["model"], row["backend"]
+
+
+def run_pair(model: str, backend: str, args) -> dict:
+    """One `segdeploy bench` process for (model, backend); returns its JSON report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "report.json")
+        cmd = [sys.executable, "-m", "segdeploy", "bench", "--model", model, "--backend", backend,
+               "--height", str(args.height), "--width", str(args.width), "--batch", args.batch,
+               "--warmup-s", str(args.warmup_s), "--min-s", str(args.min_s), "--max-batch", str(args.max_batch),
+               "--export-dir", args.export_dir, "--json", out]
+        if backend == "torch":
+            cmd += ["--layout", "nchw,channels_last"]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if os.path.isfile(out):
+            with open(out) as f:
+                return json.load(f)
+        error = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"results": [{"model": model, "backend": backend, "status": "failed", "error": error}]}
+
+
+def _throughput(rows, model, backend, layout=None, max_batch=False):
+    """The best throughput of ``backend`` on ``model`` at batch 1 (or on its max row); None if not measured."""
+    values = [r["throughput_ips"] for r in rows if r.get("status") == "ok" and r["model"] == model and
+              r["backend"] == backend and (layout is None or r.get("layout") == layout) and
+              (r.get("max_batch") if max_batch else r.get("batch") == 1)]
+    return max(values) if values else None
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per model and per batch setting (1, max): ORT / eager (the faster layout) and ORT / OpenVINO."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for max_batch in (False, True):
+            eager = [_throughput(rows, model, "torch", layout, max_batch) for layout in ("nchw", "channels_last")]
+            eager_best = max((v for v in eager if v is not None), default=None)
+            ort = _throughput(rows, model, "onnxruntime", max_batch=max_batch)
+            ov = _throughput(rows, model, "openvino", max_batch=max_batch)
+            ort_eager = _ratio(ort, eager_best)
+            out.append({"model": model, "batch": "max" if max_batch else 1, "torch_nchw_ips": eager[0],
+                        "torch_channels_last_ips": eager[1], "onnxruntime_ips": ort, "openvino_ips": ov,
+                        "ort_over_eager": ort_eager, "ort_over_openvino": _ratio(ort, ov),
+                        "meets_ort_target": None if ort_eager is None else ort_eager >= TARGET_ORT_OVER_EAGER})
+    return out
+
+
+def summary_markdown(summary: list[dict]) -> str:
+    f = bench._f
+    lines = ["## Ratios per model", "",
+             f"ORT / eager uses the faster of PyTorch NCHW and channels_last; target ORT / eager >= "
+             f"{TARGET_ORT_OVER_EAGER} and ORT / OpenVINO >= 1 (all FP32).", "",
+             "| model | batch | torch NCHW img/s | torch channels_last img/s | ORT img/s | OpenVINO img/s "
+             "| ORT / eager | ORT / OpenVINO |", "|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['model']} | {s['batch']} | {f(s['torch_nchw_ips'])} | {f(s['torch_channels_last_ips'])} "
+                     f"| {f(s['onnxruntime_ips'])} | {f(s['openvino_ips'])} | {f(s['ort_over_eager'])} "
+                     f"| {f(s['ort_over_openvino'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_all(report: dict, stem: str) -> list[str]:
+    report["summary"] = summarize(report["results"])
+    written = bench.write_reports(report, json_path=stem + ".json")
+    written.append(write_text_atomic(stem + ".md", bench.to_markdown(report) + "\n" +
+                                     summary_markdown(report["summary"]), force=True))
+    if any(r.get("status") == "ok" for r in report["results"]):
+        try:
+            written.append(bench.plot(report, stem + ".png"))
+        except Exception as exc:  # matplotlib missing: the JSON and Markdown still stand
+            print(f"no plot: {exc}", file=sys.stderr)
+    return written
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    models = list_models() if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
+    backends = []
+    for name in (b.strip() for b in args.backends.split(",") if b.strip()):
+        status = backend_status(name)
+        if status.available:
+            backends.append(name)
+        else:
+            print(f"skipping {name}: {status.reason}")
+    tag = args.tag or f"{socket.gethostname()}-{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}"
+    stem = os.path.join(args.out_dir, tag)
+    report = {"schema": bench.SCHEMA, "machine": machine_info(), "results": []}
+    if os.path.isfile(stem + ".json"):
+        with open(stem + ".json") as f:
+            report = json.load(f)
+        print(f"resuming {stem}.json ({len(report['results'])} rows)")
+    for model in models:
+        for backend in backends:
+            done = [r for r in report["results"] if pair_key(r) == (model, backend)]
+            if done and all(r.get("status") == "ok" for r in done) and not args.redo:
+                print(f"{model} {backend}: done, skipped")
+                continue
+            print(f"{model} {backend}: running", flush=True)
+            part = run_pair(model, backend, args)
+            report["results"] = [r for r in report["results"] if pair_key(r) != (model, backend)] + part["results"]
+            for key in ("created", "protocol", "flops", "peak", "machine"):
+                if key in part:  # the latest process describes the machine, the load and the protocol
+                    report[key] = part[key]
+            for row in part["results"]:
+                print(f"  {row['backend']} {row.get('layout') or ''} b{row.get('batch')}: " +
+                      (f"{row['throughput_ips']:.2f} img/s" if row["status"] == "ok" else f"FAILED {row['error']}"))
+            write_all(report, stem)
+    for path in write_all(report, stem):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

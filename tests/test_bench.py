@@ -1,0 +1,221 @@
+"""The benchmark's arithmetic, protocol logic, paper comparison and report formats; never its speed."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+
+from segdeploy import bench
+from segdeploy.cli import main
+from segdeploy.errors import InputError
+from segdeploy.runtimes.base import Runner, TensorInfo, Timing
+
+TINY = dict(height=64, width=64)
+FAST = bench.Protocol(warmup_s=0.0, min_s=0.0, min_iters=3)
+
+
+class FakeRunner(Runner):
+    """A runner whose timing split is known, to check that the bench passes it through untouched."""
+    backend = "fake"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def inputs(self):
+        return [TensorInfo("input", ("batch", 3, "height", "width"), "float32")]
+
+    def outputs(self):
+        return [TensorInfo("logits", ("batch", 2), "float32")]
+
+    def infer(self, feed):
+        self.calls += 1
+        self.last_timing = Timing(host_ms=5.0, h2d_ms=1.0, compute_ms=3.0 + self.calls % 2, d2h_ms=0.5)
+        return {"logits": np.zeros((feed["input"].shape[0], 2), np.float32)}
+
+
+def test_latency_stats_match_the_definitions():
+    samples = np.arange(1, 101, dtype=float)  # 1..100 ms
+    stats = bench.latency_stats(samples)
+    assert stats["mean"] == 50.5 and stats["min"] == 1 and stats["max"] == 100
+    assert stats["std"] == pytest.approx(np.sqrt(np.sum((samples - 50.5) ** 2) / 99))  # sample std, ddof=1
+    # linear interpolation between order statistics: p-th percentile sits at rank (n - 1) * p / 100
+    assert stats["p50"] == pytest.approx(50.5) and stats["p90"] == pytest.approx(90.1)
+    assert stats["p95"] == pytest.approx(95.05) and stats["p99"] == pytest.approx(99.01)
+    single = bench.latency_stats([7.0])
+    assert single["std"] == 0.0 and single["p99"] == 7.0
+    with pytest.raises(ValueError):
+        bench.latency_stats([])
+
+
+def test_time_runner_follows_the_protocol_and_passes_the_split_through():
+    runner = FakeRunner()
+    feed = {"input": np.zeros((4, 3, 8, 8), np.float32)}
+    seen = []
+    timed = bench.time_runner(runner, feed, bench.Protocol(warmup_s=0.0, min_s=0.0, min_iters=6),
+                              progress=lambda label, fraction: seen.append(fraction), label="fake")
+    assert timed["iterations"] == 6 and runner.calls == 7  # one warm-up call, then six timed ones
+    assert timed["throughput_ips"] == pytest.approx(4 * 6 / timed["wall_s"])
+    assert timed["split_ms"] == {"host": 5.0, "h2d": 1.0, "compute": pytest.approx(3.5), "d2h": 0.5}
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+    capped = bench.time_runner(FakeRunner(), feed, bench.Protocol(warmup_s=0.0, min_s=60.0, min_iters=1,
+                                                                  max_iters=4))
+    assert capped["iterations"] == 4
+
+
+def test_parse_batches():
+    assert bench.parse_batches("1,2,4,8") == [1, 2, 4, 8]
+    assert bench.parse_batches("max") == ["max"]
+    assert bench.parse_batches("1, MAX, 1") == [1, "max"]
+    for bad in ("0", "two", "1,,2", "-4"):
+        with pytest.raises(InputError, match="--batch"):
+            bench.parse_batches(bad)
+
+
+def test_max_batch_search_stops_when_throughput_saturates(monkeypatch):
+    curve = {1: 10.0, 2: 18.0, 4: 30.0, 8: 30.5, 16: 29.0}
+    measured = []
+
+    def fake_measure(target, batch, machine, peak, progress, is_max, sweep):
+        measured.append(batch)
+        return {"model": None, "batch": batch, "status": "ok", "throughput_ips": curve[batch], "sweep": "max",
+                "max_batch": False, "latency_ms": {"mean": 1000 * batch / curve[batch]},
+                "memory": {"kind": "rss_delta", "peak_mb": 1.0}}
+
+    monkeypatch.setattr(bench, "_measure_row", fake_measure)
+    target = bench._Target(bench.BenchRequest(models=["segnext_t"]), None, "torch", "nchw")
+    rows = bench.max_batch_sweep(target, {}, None, None, limit=64)
+    assert measured == [1, 2, 4, 8]  # 8 gains < 3 % over 4: saturated, 16 is never tried
+    assert [r["batch"] for r in rows if r["max_batch"]] == [8]  # the best throughput seen is the max row
+    measured.clear()
+    target = bench._Target(bench.BenchRequest(models=["segnext_t"]), None, "torch", "nchw")
+    rows = bench.max_batch_sweep(target, {}, None, None, limit=2)
+    assert measured == [1, 2] and rows[-1]["max_batch"]
+
+
+def test_same_device_matching():
+    assert bench.same_device("NVIDIA Tesla V100", "Tesla V100-SXM2-16GB")
+    assert bench.same_device("NVIDIA RTX 3090", "NVIDIA GeForce RTX 3090")
+    assert not bench.same_device("NVIDIA Tesla V100", "AMD EPYC (2 threads)")
+    assert not bench.same_device("unspecified GPU", "NVIDIA A100-SXM4-80GB")
+
+
+def test_paper_comparison_rows(monkeypatch):
+    # measured complexity is segdeploy.models.complexity's business (tested there); pin it to test the comparison
+    monkeypatch.setitem(bench._COMPLEXITY, ("segnext_t", 512, 512), {"params": 4263414, "gmacs": 6.4})
+    monkeypatch.setitem(bench._COMPLEXITY, ("lrformer_s", 256, 256), {"params": 32e6, "gmacs": 10.0})
+    cmp = bench.paper_comparison("segnext_t", 512, 512, 16, True, 61.75, "AMD EPYC (2 threads)")
+    assert cmp["params_m_paper"] == 4.3 and cmp["params_m"] == pytest.approx(4.263414)
+    assert cmp["params_ratio"] == pytest.approx(4.263414 / 4.3)
+    assert cmp["gflops_paper"] == 6.6 and cmp["gmacs_ratio"] == pytest.approx(6.4 / 6.6)
+    by_device = {row["device"]: row for row in cmp["throughput"]}
+    v100 = by_device["NVIDIA Tesla V100"]
+    assert v100["same_input"] and v100["same_batch"] and v100["cross_device"]
+    assert v100["ratio"] == pytest.approx(61.75 / 123.5) and v100["label"] == "cross-device"
+    rtx = by_device["NVIDIA RTX 3090"]
+    assert not rtx["same_input"] and not rtx["same_batch"]
+    assert rtx["label"] == "cross-device, different input, different batch"
+    assert bench.best_paper_match(cmp["throughput"]) is v100
+    # a latency figure becomes img/s; another input size has no GFLOPs ratio
+    lr = bench.paper_comparison("lrformer_s", 256, 256, 1, False, 8.0, "AMD EPYC")
+    assert lr["throughput"][0]["throughput_ips"] == pytest.approx(80.0) and lr["gmacs_ratio"] is None
+
+
+def test_flops_use_two_per_mac():
+    row = {"height": 64, "width": 64, "throughput_ips": 10.0}
+    bench.add_flops(row, "segnext_t", {"gflops": 100.0})
+    assert row["flops_per_mac"] == 2
+    assert row["achieved_gflops"] == pytest.approx(2 * row["gmacs_per_image"] * 10.0)
+    assert row["peak_fraction"] == pytest.approx(row["achieved_gflops"] / 100.0)
+
+
+def test_fp32_peak_is_measured():
+    peak = bench.fp32_peak_gflops(n=256, seconds=0.05)
+    assert peak["gflops"] > 0 and peak["gflops"] >= peak["median_gflops"] and peak["device"] == "cpu"
+
+
+@pytest.fixture(scope="module")
+def report():
+    request = bench.BenchRequest(models=["segnext_t"], backends=["torch"], batches=[1, 2], threads=1,
+                                 measure_peak=False, protocol=FAST, **TINY)
+    return bench.run_bench(request)
+
+
+def test_report_json_schema(report):
+    data = json.loads(bench.to_json(report))
+    assert data["schema"] == bench.SCHEMA and data["flops"]["flops_per_mac"] == 2
+    assert {"cpu", "versions", "load_average", "host"} <= set(data["machine"])
+    assert [r["batch"] for r in data["results"]] == [1, 2]
+    for row in data["results"]:
+        assert row["status"] == "ok", row
+        assert {"model", "backend", "precision", "batch", "height", "width", "latency_ms", "throughput_ips",
+                "split_ms", "memory", "gmacs_per_image", "achieved_gflops", "paper", "runner"} <= set(row)
+        assert set(row["latency_ms"]) == {"mean", "std", "min", "max", "p50", "p90", "p95", "p99"}
+        lat = row["latency_ms"]
+        assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        assert row["memory"]["kind"] == "rss_delta" and row["memory"]["peak_mb"] >= 0
+        assert row["peak_fraction"] is None  # no peak measured in this run
+        assert row["runner"]["threads"] == 1
+
+
+def test_report_csv_and_markdown(report):
+    rows = list(csv.DictReader(io.StringIO(bench.to_csv(report))))
+    assert list(rows[0]) == list(bench.CSV_COLUMNS) and len(rows) == 2
+    assert rows[0]["model"] == "segnext_t" and float(rows[0]["throughput_ips"]) > 0
+    assert rows[0]["paper_device"] == "NVIDIA RTX 3090" and rows[0]["params_m_paper"] == "4.3"
+    md = bench.to_markdown(report)
+    lines = md.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
+    assert lines[header + 1].startswith("|---|") and lines[header + 2].startswith("| segnext_t | torch | 1 |")
+    assert "2 x GMACs" in md and "cross-device" in md
+
+
+def test_plot_writes_a_png(report, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = bench.plot(report, str(tmp_path / "tput.png"))
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_failing_row_is_recorded_not_fatal(tmp_path):
+    from segdeploy.export.onnx import export_onnx
+
+    artifact = str(export_onnx("segnext_t", tmp_path / "b1.onnx", validate=False, **TINY).path)
+    request = bench.BenchRequest(artifact=artifact, backends=["onnxruntime"], batches=[2, 1], threads=1,
+                                 measure_peak=False, protocol=FAST, **TINY)
+    results = bench.run_bench(request)["results"]
+    assert results[0]["status"] == "failed" and "fixed batch of 1" in results[0]["error"]
+    assert results[1]["status"] == "ok" and results[1]["model"] == "segnext_t"  # named by the artifact's metadata
+
+
+def test_bench_cli_end_to_end(tmp_path, capsys):
+    paths = {ext: tmp_path / f"r.{ext}" for ext in ("json", "csv", "md")}
+    code = main(["bench", "--model", "segnext_t", "--backend", "torch", "--height", "64", "--width", "64",
+                 "--threads", "1", "--warmup-s", "0", "--min-s", "0", "--min-iters", "2", "--no-peak",
+                 "--json", str(paths["json"]), "--csv", str(paths["csv"]), "--md", str(paths["md"])])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "segnext_t" in out and "against the papers" in out
+    assert all(p.exists() for p in paths.values())
+    assert json.loads(paths["json"].read_text())["results"][0]["backend"] == "torch"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "segnext_t", "--backend", "tflite"], "unknown backend 'tflite'"),
+    (["--model", "nope_t", "--backend", "torch"], "unknown model 'nope_t'"),
+    (["--backend", "torch"], "give --model"),
+    (["--model", "segnext_t", "--batch", "0"], "--batch values must be >= 1"),
+    (["--model", "segnext_t", "--height", "100"], "multiple of 32"),
+    (["--model", "segnext_t", "--plot", "x.svg"], "give a .png path"),
+    (["--model", "segnext_t", "--layout", "nhwc"], "--layout"),
+    (["--model", "segnext_t", "--backend", "torch", "--threads", "0"], "--threads must be >= 1"),
+    (["--model", "segnext_t", "--backend", "torch", "--precision", "fp16"], "torch fp16 needs --device cuda"),
+    (["--model", "segnext_t", "--backend", "onnxruntime", "--precision", "bf16"], "runs fp32, not bf16"),
+    (["--artifact", "missing.onnx"], "artifact not found"),
+])
+def test_bench_cli_errors_are_one_line(args, message, capsys):
+    assert main(["bench", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err

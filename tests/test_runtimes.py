@@ -1,0 +1,201 @@
+"""The runner contract on every backend present here: named tensors, agreeing outputs, one-line errors."""
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from segdeploy.errors import ArtifactError, InputError, SegdeployError
+from segdeploy.runtimes import registry
+from segdeploy.runtimes.base import TensorInfo, random_feed, resolve_shape
+from segdeploy.runtimes.torch import TorchRunner, build_model
+
+MODEL, SIZE = "segnext_t", 64
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+
+
+@pytest.fixture(scope="module")
+def torch_runner():
+    return TorchRunner(MODEL)
+
+
+@pytest.fixture(scope="module")
+def feed():
+    return {"input": np.random.default_rng(1).standard_normal((1, 3, SIZE, SIZE), dtype=np.float32)}
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(tmp_path_factory):
+    from segdeploy.export.onnx import export_onnx
+
+    path = tmp_path_factory.mktemp("artifacts") / f"{MODEL}_{SIZE}.onnx"
+    return str(export_onnx(MODEL, path, height=SIZE, width=SIZE, validate=False).path)
+
+
+def test_torch_runner_names_its_tensors_and_matches_the_module(torch_runner, feed):
+    assert [i.name for i in torch_runner.inputs()] == ["input"]
+    assert [o.name for o in torch_runner.outputs()] == ["logits"]
+    assert torch_runner.outputs()[0].shape == ("batch", 150, "height/8", "width/8")
+    out = torch_runner.infer(feed)
+    assert set(out) == {"logits"} and out["logits"].shape == (1, 150, SIZE // 8, SIZE // 8)
+    with torch.inference_mode():
+        expected = build_model(MODEL)(torch.from_numpy(feed["input"])).numpy()
+    np.testing.assert_array_equal(out["logits"], expected)
+    timing = torch_runner.last_timing
+    assert timing.host_ms > 0 and timing.compute_ms is None and timing.h2d_ms is None  # CPU: no device split
+    assert torch_runner.peak_device_memory() is None
+    described = torch_runner.describe()
+    assert described["backend"] == "torch" and described["device"] == "cpu" and described["layout"] == "nchw"
+
+
+def test_channels_last_gives_the_same_logits(torch_runner, feed):
+    cl = TorchRunner(MODEL, layout="channels_last")
+    out = cl.infer(feed)["logits"]
+    assert out.flags.c_contiguous
+    np.testing.assert_allclose(out, torch_runner.infer(feed)["logits"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad_feed, message", [
+    ({"image": np.zeros((1, 3, 64, 64), np.float32)}, "exactly one input named 'input'"),
+    ({"input": np.zeros((1, 3, 64, 64), np.float64)}, "float32"),
+    ({"input": np.zeros((3, 64, 64), np.float32)}, "(N, 3, H, W)"),
+    ({"input": np.zeros((1, 4, 64, 64), np.float32)}, "(N, 3, H, W)"),
+    ({"input": [[0.0]]}, "numpy array"),
+])
+def test_torch_runner_rejects_bad_feeds(torch_runner, bad_feed, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        torch_runner.infer(bad_feed)
+
+
+def test_torch_runner_rejects_what_this_machine_cannot_do():
+    with pytest.raises(SegdeployError, match="precision"):
+        TorchRunner(MODEL, precision="int3")
+    with pytest.raises(SegdeployError, match="layout"):
+        TorchRunner(MODEL, layout="nhwc")
+    if not torch.cuda.is_available():
+        with pytest.raises(SegdeployError, match="CUDA"):
+            TorchRunner(MODEL, device="cuda")
+        with pytest.raises(SegdeployError, match="fp16 needs a CUDA device"):
+            TorchRunner(MODEL, precision="fp16")
+        with pytest.raises(SegdeployError, match="CUDA graphs"):
+            TorchRunner(MODEL, cuda_graphs=True)
+
+
+def test_shapes_resolve_dynamic_dims_and_keep_static_ones(torch_runner):
+    assert resolve_shape(TensorInfo("x", ("batch", 3, "height", "width"), "float32"), 4, 32, 96) == (4, 3, 32, 96)
+    assert resolve_shape(TensorInfo("x", (1, 3, 64, 64), "float32"), 4, 32, 96) == (1, 3, 64, 64)
+    with pytest.raises(ValueError, match="dynamic dimension 1"):
+        resolve_shape(TensorInfo("x", (1, "c", 64, 64), "float32"), 1, 64, 64)
+    feed = random_feed(torch_runner, 2, 32, 64, seed=3)
+    assert feed["input"].shape == (2, 3, 32, 64) and feed["input"].dtype == np.float32
+    np.testing.assert_array_equal(feed["input"], random_feed(torch_runner, 2, 32, 64, seed=3)["input"])
+
+
+def test_onnxruntime_runner_shares_the_contract(onnx_artifact, torch_runner, feed):
+    runner = registry.create_runner("onnxruntime", artifact=onnx_artifact, threads=1, graph_optimization="all")
+    assert [(i.name, i.shape, i.dtype) for i in runner.inputs()] == [("input", (1, 3, SIZE, SIZE), "float32")]
+    assert [o.name for o in runner.outputs()] == ["logits"]
+    out = runner.infer(feed)["logits"]
+    np.testing.assert_allclose(out, torch_runner.infer(feed)["logits"], rtol=1e-3, atol=1e-3)
+    assert runner.last_timing.host_ms > 0 and runner.last_timing.compute_ms is None
+    with pytest.raises(InputError):
+        runner.infer({"input": np.zeros((2, 3, SIZE, SIZE), np.float32)})
+    runner.close()
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="needs the optional openvino package (pip install 'segdeploy[openvino]')")
+def test_openvino_runner_runs_the_onnx_artifact_in_fp32(onnx_artifact, torch_runner, feed):
+    runner = registry.create_runner("openvino", artifact=onnx_artifact, threads=1)
+    assert [i.name for i in runner.inputs()] == ["input"] and [o.name for o in runner.outputs()] == ["logits"]
+    assert runner.config["INFERENCE_PRECISION_HINT"] == "f32"  # not the bf16 default of AVX512-BF16/AMX CPUs
+    out = runner.infer(feed)["logits"]
+    np.testing.assert_allclose(out, torch_runner.infer(feed)["logits"], rtol=1e-3, atol=1e-3)
+    assert runner.describe()["precision"] == "fp32"
+    with pytest.raises(InputError, match="must be float32"):
+        runner.infer({"input": np.zeros((1, 3, SIZE, SIZE), np.float64)})
+    with pytest.raises(InputError, match="needs inputs"):
+        runner.infer({"x": feed["input"]})
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="needs the optional openvino package (pip install 'segdeploy[openvino]')")
+def test_openvino_reports_unreadable_artifacts(tmp_path):
+    from segdeploy.runtimes.openvino import OpenVinoRunner
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ArtifactError, match="OpenVINO cannot read"):
+        OpenVinoRunner(junk)
+    with pytest.raises(ArtifactError, match="model not found"):
+        OpenVinoRunner(tmp_path / "none.onnx")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
+                    reason="TensorRT is usable here; this checks the message given where it is not")
+def test_tensorrt_unavailable_is_one_clear_error(tmp_path):
+    status = registry.backend_status("tensorrt")
+    assert not status.available and "TensorRT" in status.reason
+    with pytest.raises(SegdeployError, match="backend tensorrt is not usable here"):
+        registry.create_runner("tensorrt", artifact=str(tmp_path / "x.engine"))
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available(),
+                    reason="needs the tensorrt package, a CUDA build of torch and an NVIDIA GPU")
+def test_tensorrt_runner_rejects_a_foreign_engine(tmp_path):
+    from segdeploy.runtimes.tensorrt import TensorRTRunner
+
+    bogus = tmp_path / "bogus.engine"
+    bogus.write_bytes(b"\x00" * 64)
+    with pytest.raises(ArtifactError, match="cannot deserialize"):
+        TensorRTRunner(bogus)
+
+
+def test_registry_knows_every_backend_and_why_not():
+    statuses = {s.name: s for s in registry.all_backends()}
+    assert set(statuses) == set(registry.BACKENDS)
+    assert statuses["torch"].available and "cpu" in statuses["torch"].devices
+    assert statuses["onnxruntime"].available and "CPUExecutionProvider" in statuses["onnxruntime"].devices
+    assert statuses["openvino"].available == HAS_OPENVINO
+    for status in statuses.values():
+        assert status.available or status.reason, status  # every unusable backend says why
+        assert status.consumes == registry.BACKEND_INPUT[status.name]
+    with pytest.raises(SegdeployError, match="unknown backend 'tflite'"):
+        registry.backend_status("tflite")
+
+
+def test_fastest_cpu_backend_is_the_first_usable_in_the_preference(monkeypatch):
+    real = registry.backend_status
+    usable = [name for name in registry.CPU_PREFERENCE if real(name).available]
+    assert registry.fastest_cpu_backend() == usable[0]
+    disabled = {usable[0]}
+
+    def without_the_first(name):
+        status = real(name)
+        if name in disabled:
+            status.available = False
+        return status
+
+    monkeypatch.setattr(registry, "backend_status", without_the_first)
+    assert registry.fastest_cpu_backend() == (usable[1] if len(usable) > 1 else "torch")
+    disabled.update(registry.CPU_PREFERENCE)
+    assert registry.fastest_cpu_backend() == "torch"  # PyTorch is always there to fall back on
+
+
+def test_create_runner_checks_what_each_backend_consumes(onnx_artifact):
+    with pytest.raises(SegdeployError, match="registered model"):
+        registry.create_runner("torch", artifact=onnx_artifact)
+    with pytest.raises(SegdeployError, match="exported artifact"):
+        registry.create_runner("onnxruntime", model=MODEL)
+    with pytest.raises(SegdeployError, match="artifact's own precision"):
+        registry.create_runner("onnxruntime", artifact=onnx_artifact, precision="fp16")
+
+
+def test_machine_info_describes_the_cpu():
+    info = registry.machine_info()
+    cpu = info["cpu"]
+    assert cpu["model"] and cpu["logical_cores"] >= cpu["usable_cores"] >= 1
+    assert set(cpu["isa"]) <= set(registry.ISA_FLAGS)
+    assert info["versions"]["torch"] and info["versions"]["onnxruntime"]
