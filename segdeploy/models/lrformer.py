@@ -57,7 +57,11 @@ def pooled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
 
 def _long_side(long, short, short_side: int):
     # round(long * q / short + 0.001) == floor(long * q / short + 0.501), written without floats
-    return (1000 * long * short_side + 501 * short) // (1000 * short)
+    numerator, denominator = 1000 * long * short_side + 501 * short, 1000 * short
+    if isinstance(numerator, torch.Tensor):
+        # non-negative, so truncation is floor; exports as one Div instead of floor-division's sign fix-ups
+        return torch.div(numerator, denominator, rounding_mode="trunc")
+    return numerator // denominator
 
 
 def pooled_size_from_shape(height, width, short_side: int):

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 
 def pooling_matrix(n: int, m: int, dtype=torch.float32, device=None) -> torch.Tensor:
     """(m, n) averaging matrix of PyTorch's adaptive average pooling from length n to length m."""
-    matrix = torch.zeros(m, n, dtype=dtype, device=device)
+    rows = []
     for i in range(m):
         start, end = (i * n) // m, -((-(i + 1) * n) // m)
-        matrix[i, start:end] = 1.0 / (end - start)
-    return matrix
+        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(n)])
+    # built in Python, not by slice assignment, so that an exporter records one constant instead of tracing the fill
+    return torch.tensor(rows, dtype=dtype, device=device)
 
 
 def pooling_matrix_traced(n: torch.Tensor | int, m: torch.Tensor | int, dtype=torch.float32,
@@ -33,8 +34,9 @@ def pooling_matrix_traced(n: torch.Tensor | int, m: torch.Tensor | int, dtype=to
     m = torch.as_tensor(m, dtype=torch.int64, device=device)
     i = torch.arange(m, device=device).unsqueeze(1)  # (m, 1)
     j = torch.arange(n, device=device).unsqueeze(0)  # (1, n)
-    start = torch.div(i * n, m, rounding_mode="floor")
-    end = torch.div((i + 1) * n + m - 1, m, rounding_mode="floor")
+    # sizes are non-negative, so truncating division is floor division; it exports as a single Div
+    start = torch.div(i * n, m, rounding_mode="trunc")
+    end = torch.div((i + 1) * n + m - 1, m, rounding_mode="trunc")
     inside = ((j >= start) & (j < end)).to(dtype)
     return inside / inside.sum(dim=1, keepdim=True)
 
