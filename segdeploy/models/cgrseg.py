@@ -19,7 +19,7 @@ from torch import nn
 from segdeploy.models.base import Segmentor
 from segdeploy.models.efficientformer_v2 import EfficientFormerV2, efficientformer_v2
 from segdeploy.models.layers import ConvModule, resize
-from segdeploy.models.pooling import adaptive_avg_pool2d, pooling_matrix_traced
+from segdeploy.models.pooling import adaptive_avg_pool2d, adaptive_avg_pool2d_from_shape
 from segdeploy.models.registry import ModelSpec, register
 
 
@@ -156,7 +156,7 @@ class CGRSegHead(nn.Module):
         h, w = features[-1].shape[-2:]
         size = ((h - 1) // 2 + 1, (w - 1) // 2 + 1)
         if self.dynamic_shapes and _exporting():
-            return torch.cat([_pool_to_traced_size(f, size) for f in features], dim=1)
+            return torch.cat([adaptive_avg_pool2d_from_shape(f, size) for f in features], dim=1)
         return torch.cat([adaptive_avg_pool2d(f, size) for f in features], dim=1)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,13 +175,6 @@ class CGRSegHead(nn.Module):
         coarse = self.classify(self.linear_fuse(x))
         prototypes = gather_class_prototypes(x, coarse)
         return self.classify(self.lgc(x, prototypes) + x)
-
-
-def _pool_to_traced_size(x: torch.Tensor, size) -> torch.Tensor:
-    """Adaptive average pool whose input and output sizes both stay symbolic in an exported graph."""
-    rows = pooling_matrix_traced(x.shape[-2], size[0], x.dtype, x.device)
-    cols = pooling_matrix_traced(x.shape[-1], size[1], x.dtype, x.device)
-    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------

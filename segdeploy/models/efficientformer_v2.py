@@ -123,7 +123,7 @@ class Mlp(nn.Module):
         return self.norm2(self.fc2(x))
 
 
-class _BiasTableMixin(nn.Module):
+class AttentionBiasTable(nn.Module):
     """Registers the learned bias table, its index buffer and the ImageNet-only buffers, in checkpoint order."""
 
     dynamic_shapes: bool = False
@@ -144,7 +144,7 @@ class _BiasTableMixin(nn.Module):
         return resize_bias_table(table, attn, self.dynamic_shapes)
 
 
-class Attention4D(_BiasTableMixin):
+class Attention4D(AttentionBiasTable):
     """Multi-head self-attention on a 2-D map with a 3x3 depth-wise local term on the values and talking heads.
 
     With ``stride=2`` it attends on a stride-2 grid and upsamples the result back (bilinear x2).
@@ -202,7 +202,7 @@ class LGQuery(nn.Module):
         return self.proj(self.local(x) + x[:, :, ::2, ::2])
 
 
-class Attention4DDownsample(_BiasTableMixin):
+class Attention4DDownsample(AttentionBiasTable):
     """Attention from a stride-2 query grid to the full-resolution keys; maps ``dim`` to ``out_dim`` channels."""
 
     def __init__(self, dim: int, out_dim: int, resolution: int, num_heads: int = 8, key_dim: int = 16,
@@ -338,7 +338,7 @@ class EfficientFormerV2(nn.Module):
         graph with sizes read from the runtime shape, for ONNX graphs with dynamic H/W. Eager results are equal.
         """
         for module in self.modules():
-            if isinstance(module, _BiasTableMixin):
+            if isinstance(module, AttentionBiasTable):
                 module.dynamic_shapes = enabled
         return self
 
