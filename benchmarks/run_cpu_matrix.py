@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", default=os.path.join(ROOT, "benchmarks", "results"))
     p.add_argument("--tag", help="results file stem (default <host>-<UTC date>); reuse one to resume another day")
     p.add_argument("--export-dir", default=os.path.join(ROOT, "artifacts", "bench"))
+    p.add_argument("--opset", type=int, default=20, help="opset of the ONNX exports (see benchmarks/README.md)")
     p.add_argument("--redo", action="store_true", help="re-run pairs that are already in the results file")
     return p.parse_args(argv)
 
@@ -60,7 +61,7 @@ def run_pair(model: str, backend: str, args) -> dict:
         cmd = [sys.executable, "-m", "segdeploy", "bench", "--model", model, "--backend", backend,
                "--height", str(args.height), "--width", str(args.width), "--batch", args.batch,
                "--warmup-s", str(args.warmup_s), "--min-s", str(args.min_s), "--max-batch", str(args.max_batch),
-               "--export-dir", args.export_dir, "--json", out]
+               "--export-dir", args.export_dir, "--opset", str(args.opset), "--json", out]
         if backend == "torch":
             cmd += ["--layout", "nchw,channels_last"]
         if args.threads:

@@ -121,6 +121,31 @@ def test_openvino_runner_runs_the_onnx_artifact_in_fp32(onnx_artifact, torch_run
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="needs the optional openvino package (pip install 'segdeploy[openvino]')")
+def test_openvino_compiles_dynamic_graphs_per_shape(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    # y = 2 * x with every dim dynamic: OpenVINO is given static shapes, one compiled model per feed shape
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["input", "two"], ["logits"])], "double",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])])
+    path = tmp_path / "double.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    from segdeploy.runtimes.openvino import OpenVinoRunner
+
+    runner = OpenVinoRunner(path, threads=1)
+    assert runner.inputs()[0].shape == ("?", 3, "?", "?")
+    for shape in ((1, 3, 4, 4), (2, 3, 8, 6), (1, 3, 4, 4)):
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        np.testing.assert_array_equal(runner.infer({"input": x})["logits"], 2 * x)
+    assert len(runner._requests) == 2
+    feed = random_feed(runner, 3, 8, 8)
+    assert feed["input"].shape == (3, 3, 8, 8)
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="needs the optional openvino package (pip install 'segdeploy[openvino]')")
 def test_openvino_reports_unreadable_artifacts(tmp_path):
     from segdeploy.runtimes.openvino import OpenVinoRunner
 

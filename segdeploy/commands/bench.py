@@ -40,6 +40,8 @@ def add_parser(subparsers) -> None:
     run.add_argument("--min-iters", type=int, default=10, help="timed calls, at least (default 10)")
     run.add_argument("--max-batch", type=int, default=64, help="upper bound of the 'max' batch search (default 64)")
     run.add_argument("--export-dir", default="artifacts/bench", help="cache of on-the-fly ONNX exports")
+    run.add_argument("--opset", type=int, default=20, help="ONNX opset of on-the-fly exports (default 20: GELU "
+                                                           "stays one node; see benchmarks/README.md)")
     run.add_argument("--force-export", action="store_true", help="re-export even if the cache has the artifact")
     run.add_argument("--no-peak", action="store_true", help="skip the FP32 matmul peak measurement")
     out = p.add_argument_group("reports")
@@ -66,7 +68,7 @@ def build_request(args) -> bench.BenchRequest:
         models=_names(args.model), artifact=args.artifact, backends=backends, height=args.height, width=args.width,
         batches=bench.parse_batches(args.batch), threads=args.threads, device=args.device, precision=args.precision,
         layouts=layouts, compile=args.compile, cuda_graphs=args.cuda_graphs, checkpoint=args.checkpoint,
-        export_dir=args.export_dir, force_export=args.force_export, max_batch_limit=args.max_batch,
+        export_dir=args.export_dir, opset=args.opset, force_export=args.force_export, max_batch_limit=args.max_batch,
         measure_peak=not args.no_peak, protocol=protocol)
 
 
