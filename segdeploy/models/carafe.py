@@ -57,10 +57,15 @@ def _carafe_same_size(features: torch.Tensor, masks: torch.Tensor, kernel_size: 
     return out
 
 
-def _carafe_upsample(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, scale: int) -> torch.Tensor:
-    """s > 1: the s*s output pixels above one source pixel all read the same k*k patch, so per source pixel the
-    op is one small matrix product (s*s, k*k) @ (k*k, C). Gathering the patches channels-last once and letting
-    MatMul do the contraction touches each value a few times, instead of k*k passes over the upsampled map."""
+def carafe_subpixels(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, scale: int) -> torch.Tensor:
+    """CARAFE upsampling (groups 1) before the sub-pixels are interleaved: (N, h, w, s, s, C), where element
+    [n, y, x, i, j, c] is output pixel (s*y + i, s*x + j) of channel c.
+
+    The s*s output pixels above one source pixel all read the same k*k patch, so per source pixel the op is one
+    small matrix product (s*s, k*k) @ (k*k, C). Gathering the patches channels-last once and letting MatMul do the
+    contraction touches each value a few times, instead of k*k passes over an upsampled map. Consumers that gather
+    pixels (the FreqFusion sampler's export form) read this layout directly and skip the interleaving transpose.
+    """
     r = (kernel_size - 1) // 2
     taps = kernel_size * kernel_size
     padded = F.pad(features.permute(0, 2, 3, 1), (0, 0, r, r, r, r))  # N, h+2r, w+2r, C
@@ -68,8 +73,12 @@ def _carafe_upsample(features: torch.Tensor, masks: torch.Tensor, kernel_size: i
     patches = patches.unflatten(3, (taps, -1))  # N, h, w, k*k, C
     # masks N, k*k, h*s, w*s -> N, h, w, s*s, k*k (sub-pixel row-major, then taps)
     weights = masks.unflatten(3, (-1, scale)).unflatten(2, (-1, scale)).permute(0, 2, 4, 3, 5, 1).flatten(3, 4)
-    out = (weights @ patches).unflatten(3, (scale, scale))  # N, h, w, s, s, C
-    return out.permute(0, 5, 1, 3, 2, 4).flatten(4, 5).flatten(2, 3)  # N, C, h*s, w*s
+    return (weights @ patches).unflatten(3, (scale, scale))
+
+
+def subpixels_to_image(subpixels: torch.Tensor) -> torch.Tensor:
+    """(N, h, w, s, s, C) -> (N, C, h*s, w*s)."""
+    return subpixels.permute(0, 5, 1, 3, 2, 4).flatten(4, 5).flatten(2, 3)
 
 
 def carafe(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, scale_factor: int = 1,
@@ -87,4 +96,4 @@ def carafe(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, scale_
         return out.unflatten(0, (-1, groups)).flatten(1, 2)
     if scale_factor == 1:
         return _carafe_same_size(features, masks, kernel_size)
-    return _carafe_upsample(features, masks, kernel_size, scale_factor)
+    return subpixels_to_image(carafe_subpixels(features, masks, kernel_size, scale_factor))

@@ -17,13 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from segdeploy.models.base import Segmentor
-from segdeploy.models.carafe import carafe
+from segdeploy.models.carafe import carafe, carafe_subpixels
 from segdeploy.models.efficientformer_v2 import efficientformer_v2
 from segdeploy.models.layers import ConvModule
 from segdeploy.models.registry import ModelSpec, register
 
 # ---------------------------------------------------------------------------------------------------------------
 # FreqFusion and its sampler
+
+
+def _exporting() -> bool:
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def kernel_normalizer(mask: torch.Tensor, hamming: torch.Tensor) -> torch.Tensor:
@@ -36,24 +40,40 @@ def kernel_normalizer(mask: torch.Tensor, hamming: torch.Tensor) -> torch.Tensor
     return mask / mask.sum(dim=1, keepdim=True)
 
 
-def local_cosine_similarity(x: torch.Tensor, dilation: int = 2) -> torch.Tensor:
+def channel_sum(x: torch.Tensor, channels: int, groups: int = 1) -> torch.Tensor:
+    """Sum over each of ``groups`` blocks of ``channels`` consecutive channels: (B, G*c, H, W) -> (B, G, H, W).
+
+    Written as a 1x1 convolution with unit weights: ONNX Runtime's ReduceSum over the channel axis of an NCHW map is
+    many times slower than the equivalent GEMM. ``channels`` is passed in (not read from ``x.shape``) so that the
+    exported kernel has a static shape.
+    """
+    return F.conv2d(x, torch.ones(groups, channels, 1, 1, dtype=x.dtype, device=x.device), groups=groups)
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """y[..., i, j] = x[..., i + dy, j + dx], zero outside the map (static pad/slice bounds, any runtime size)."""
+    py, px = abs(dy), abs(dx)
+    padded = F.pad(x, (px, px, py, py))
+    return padded[..., py + dy:(py + dy - 2 * py) or None, px + dx:(px + dx - 2 * px) or None]
+
+
+def local_cosine_similarity(x: torch.Tensor, channels: int, dilation: int = 2) -> torch.Tensor:
     """Cosine similarity of each pixel with its 8 neighbours of a dilated 3x3 window (B, 8, H, W), row-major.
+    ``channels`` is x's channel count.
 
     Equals the original's ``F.unfold`` + ``F.cosine_similarity(eps=1e-8)``: that function divides each vector by
     max(norm, eps) before the dot product, so normalising once and shifting gives the same values; out-of-image
-    neighbours are zero vectors (similarity 0).
+    neighbours are zero vectors (similarity 0). The similarity is symmetric, so only the 4 forward neighbours are
+    computed; sim(p, p - d) is sim(q, q + d) at q = p - d, i.e. the forward map shifted (the same products in the
+    same order, so bit-identical).
     """
-    unit = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-8)
+    unit = x / channel_sum(x * x, channels).sqrt().clamp_min(1e-8)
     d = dilation
-    padded = F.pad(unit, (d, d, d, d))
-    sims = []
-    for dy in (0, d, 2 * d):
-        for dx in (0, d, 2 * d):
-            if dy == d and dx == d:
-                continue  # the centre
-            neighbour = padded[:, :, dy:(dy - 2 * d) or None, dx:(dx - 2 * d) or None]
-            sims.append((unit * neighbour).sum(dim=1, keepdim=True))
-    return torch.cat(sims, dim=1)
+    forward = ((0, d), (d, -d), (d, 0), (d, d))  # (dy, dx), the second half of the row-major window
+    products = torch.cat([unit * _shift(unit, dy, dx) for dy, dx in forward], dim=1)
+    ahead = channel_sum(products, channels, groups=len(forward))
+    behind = [_shift(ahead[:, i:i + 1], -dy, -dx) for i, (dy, dx) in enumerate(forward)]
+    return torch.cat(behind[::-1] + [ahead], dim=1)  # (-d,-d), (-d,0), (-d,d), (0,-d), (0,d), (d,-d), (d,0), (d,d)
 
 
 def _default_init_pos(scale: int, groups: int) -> torch.Tensor:
@@ -72,7 +92,7 @@ class LocalSimGuidedSampler(nn.Module):
 
     def __init__(self, channels: int, scale: int = 2, groups: int = 4):
         super().__init__()
-        self.scale, self.groups = scale, groups
+        self.channels, self.scale, self.groups = channels, scale, groups
         offsets = 2 * groups * scale * scale  # (x, y) per group per sub-pixel
         self.register_buffer("init_pos", _default_init_pos(scale, groups))
         self.offset = nn.Conv2d(8, offsets, 3, padding=1)
@@ -86,12 +106,14 @@ class LocalSimGuidedSampler(nn.Module):
         """(B, 2*G*s*s, h, w) sampling offsets in low-resolution pixels, channel = coord*G*s*s + g*s*s + i*s + j."""
         hr_x, lr_x = self.norm_hr(hr_x), self.norm_lr(lr_x)
         s = self.scale
-        offset = self.offset(local_cosine_similarity(lr_x)) + F.pixel_unshuffle(
-            self.hr_offset(local_cosine_similarity(hr_x)), s)
+        offset = self.offset(local_cosine_similarity(lr_x, self.channels)) + F.pixel_unshuffle(
+            self.hr_offset(local_cosine_similarity(hr_x, self.channels)), s)
         gate = self.direct_scale(lr_x) + F.pixel_unshuffle(self.hr_direct_scale(hr_x), s)
         return offset * gate.sigmoid() + self.init_pos
 
     def sample(self, feat: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """The original's form: ``grid_sample`` (bilinear, border, align_corners=False) of each channel group of
+        the (B, C, s*h, s*w) map at its offset points."""
         s, groups = self.scale, self.groups
         offset = offset.unflatten(1, (2, -1))  # B, 2, G*s*s, h, w
         # pixel centres and the normaliser from the tensor itself (exact small integers), not from Python sizes
@@ -106,6 +128,47 @@ class LocalSimGuidedSampler(nn.Module):
                             padding_mode="border", align_corners=False)
         return out.unflatten(0, (-1, groups)).flatten(1, 2)
 
+    def sample_subpixels(self, subpixels: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """:meth:`sample` as explicit bilinear gathers, for export; ``subpixels`` is the (B, h, w, s, s, C) layout of
+        :func:`carafe_subpixels`.
+
+        ONNX Runtime's GridSample recomputes the sample weights for every channel and needs the interleaved map;
+        here the four corner indices and weights are computed once per point and whole channel rows are gathered
+        straight from the CARAFE layout. Same sample points, weights and corner order as ``grid_sample``.
+        """
+        s, groups = self.scale, self.groups
+        channels = subpixels.shape[-1] // groups
+        off = offset.unflatten(1, (2, groups, s, s))  # B, 2, G, i, j, h, w
+        ones = torch.ones_like(offset[:1, :1])  # 1, 1, h, w; sizes and coordinates come from it, not from Python
+        last_x = s * ones.sum(3, keepdim=True) - 1
+        last_y = s * ones.sum(2, keepdim=True) - 1
+        # grid_sample un-normalises 2X/w - 1 to s*X - 1/2 on the s*w map (X = low-res coordinate), then clamps
+        x = (s * (ones.cumsum(3) - 0.5 + off[:, 0]) - 0.5).clamp_min(0).minimum(last_x)
+        y = (s * (ones.cumsum(2) - 0.5 + off[:, 1]) - 0.5).clamp_min(0).minimum(last_y)
+        x0, y0 = x.floor(), y.floor()
+        # weights as grid_sample computes them; the far corner's index is clamped where its weight is 0
+        wx0, wx1, wy0, wy1 = x0 + 1 - x, x - x0, y0 + 1 - y, y - y0
+        x1, y1 = (x0 + 1).minimum(last_x), (y0 + 1).minimum(last_y)
+
+        # row of the (B*h*w*s*s*G, C/G) table: ((((n*h + py//s)*w + px//s)*s + py%s)*s + px%s)*G + g
+        width = ones.sum(3, keepdim=True)[:, :, :1].view(1, 1, 1, 1, 1, 1)
+        per_image = ones.sum(dim=(2, 3)).view(1, 1, 1, 1, 1, 1) * (s * s)
+        batch = (torch.ones_like(offset[:, :1, :1, :1]).cumsum(0) - 1).view(-1, 1, 1, 1, 1, 1)
+        group = torch.arange(groups, dtype=offset.dtype, device=offset.device).view(1, groups, 1, 1, 1, 1)
+        table = subpixels.reshape(-1, channels)
+
+        def corner(py: torch.Tensor, px: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+            qy, qx = (py / s).floor(), (px / s).floor()
+            pixel = ((qy * width + qx) * s + (py - qy * s)) * s + (px - qx * s)
+            rows = ((batch * per_image + pixel) * groups + group).long()
+            # B, G, i, j, h, w -> B, G, h, i, w, j: output pixel order, so one transpose gives NCHW at the end
+            rows, weight = rows.permute(0, 1, 4, 2, 5, 3), weight.permute(0, 1, 4, 2, 5, 3)
+            return table.index_select(0, rows.flatten()).view(*rows.shape, channels) * weight.unsqueeze(-1)
+
+        out = (corner(y0, x0, wx0 * wy0) + corner(y0, x1, wx1 * wy0)
+               + corner(y1, x0, wx0 * wy1) + corner(y1, x1, wx1 * wy1))  # B, G, h, i, w, j, C/G
+        return out.flatten(4, 5).flatten(2, 3).permute(0, 1, 4, 2, 3).flatten(1, 2)
+
     def forward(self, hr_x: torch.Tensor, lr_x: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         return self.sample(feat, self.offsets(hr_x, lr_x))
 
@@ -118,6 +181,11 @@ class FreqFusion(nn.Module):
     upsampled feature by learned offsets. OffSeg's settings: compressed-feature upsampling, semi-conv, residual
     high-pass, no Hamming window, sampler groups 4. Returns (low-pass kernels, hr', lr') like the original.
     """
+
+    # How the upsampled low-resolution feature is resampled: grid_sample (True: explicit gathers from the CARAFE
+    # layout, see LocalSimGuidedSampler.sample_subpixels). None picks the gathers while exporting, grid_sample in
+    # eager mode, where PyTorch's kernel is the faster; both give the same values up to float rounding.
+    gather_sampling: bool | None = None
 
     def __init__(self, hr_channels: int, lr_channels: int, lowpass_kernel: int = 5, highpass_kernel: int = 3,
                  encoder_kernel: int = 3, sampler_groups: int = 4):
@@ -150,9 +218,13 @@ class FreqFusion(nn.Module):
         mask_hr = mask_hr_hr + carafe(self.content_encoder2(lr_comp), lowpass, lo, 2)
         highpass = kernel_normalizer(mask_hr, self.hamming_highpass)
 
-        lr_up = carafe(lr_feat, lowpass, lo, 2)
         hr_out = hr_feat - carafe(hr_feat, highpass, hi, 1) + hr_feat
-        lr_out = self.dysampler(hr_comp, lr_comp, lr_up)
+        offsets = self.dysampler.offsets(hr_comp, lr_comp)
+        gather = _exporting() if self.gather_sampling is None else self.gather_sampling
+        if gather:
+            lr_out = self.dysampler.sample_subpixels(carafe_subpixels(lr_feat, lowpass, lo, 2), offsets)
+        else:
+            lr_out = self.dysampler.sample(carafe(lr_feat, lowpass, lo, 2), offsets)
         return lowpass, hr_out, lr_out
 
 
@@ -177,11 +249,10 @@ class OffsetLearning(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = x.flatten(2).transpose(1, 2)  # B, M, D (token = y*w + x)
         classes = self.cls_repr  # 1, K, D, broadcast over the batch
-        # the class-pixel scores in both layouts, so that both softmaxes run over the last (contiguous) axis
-        scores_km = classes @ feats.transpose(1, 2)  # B, K, M
-        scores_mk = feats @ classes.transpose(1, 2)  # B, M, K
-        classes = classes + self.cls_offset_proj(scores_km.softmax(dim=-1) @ feats)
-        feats = feats + self.feat_offset_proj(scores_mk.softmax(dim=-1) @ self.cls_repr)
+        scores = feats @ classes.transpose(1, 2)  # B, M, K
+        # both softmaxes over the last (contiguous) axis: ONNX Runtime transposes internally for any other axis
+        classes = classes + self.cls_offset_proj(scores.transpose(1, 2).softmax(dim=-1) @ feats)
+        feats = feats + self.feat_offset_proj(scores.softmax(dim=-1) @ self.cls_repr)
         logits = self.mask_norm(feats @ classes.transpose(1, 2))  # B, M, K
         return logits.transpose(1, 2).unflatten(2, x.shape[-2:])
 
