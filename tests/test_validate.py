@@ -1,0 +1,182 @@
+"""Validation: the comparators on known numbers, the CLI on a real artifact, and --locate on a corrupted graph."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from goldens import IMAGES
+from segdeploy import models
+from segdeploy.cli import main
+from segdeploy.errors import CheckpointError
+from segdeploy.export.onnx import export_onnx
+from segdeploy.runtimes.base import Runner, TensorInfo
+from segdeploy.validate import (
+    OutputReport,
+    agreement,
+    compare_runners,
+    confusion,
+    mean_iou,
+    numeric_stats,
+    validate_artifact,
+)
+
+# ----------------------------------------------------------------------------------------------------------------
+# Comparators
+
+
+def test_numeric_stats_on_known_arrays():
+    ref = np.array([[1.0, -2.0], [4.0, 0.0]], np.float32)
+    out = ref + np.array([[0.0, 0.5], [-1.0, 0.0]], np.float32)
+    stats = numeric_stats(ref, out)
+    assert stats["max_abs_err"] == 1.0 and stats["max_abs_ref"] == 4.0 and stats["max_rel_err"] == 0.25
+    assert stats["mean_abs_err"] == pytest.approx(1.5 / 4)
+    expected_cos = float(ref.ravel() @ out.ravel() / (np.linalg.norm(ref) * np.linalg.norm(out)))
+    assert stats["cosine"] == pytest.approx(expected_cos)
+
+
+def test_label_agreement_and_miou_on_known_masks():
+    ref = np.array([0, 0, 1, 1, 2, 2])
+    out = np.array([0, 1, 1, 1, 2, 2])
+    conf = confusion(ref, out, num_classes=3)
+    assert agreement(conf) == pytest.approx(5 / 6)
+    # IoU: class 0 = 1/2, class 1 = 2/3, class 2 = 1
+    assert mean_iou(conf) == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert mean_iou(confusion(ref, ref, 3)) == 1.0
+    # a label the model cannot produce lands in the extra 'invalid' bin and counts as a disagreement
+    assert agreement(confusion(np.array([0, 1]), np.array([0, 7]), 3)) == 0.5
+
+
+def test_logits_tolerance_scales_with_the_reference():
+    ref = np.zeros((1, 3, 4, 4), np.float32)
+    ref[0, 0] = 1000.0  # max |ref| = 1000 -> tolerance 0.1
+    report = OutputReport("logits", "logits", 3)
+    assert report.add(ref, ref + 0.05, (8, 8), False)
+    assert not report.add(ref, ref + 0.2, (8, 8), False)
+    assert report.cases == 2 and report.failed_cases == 1 and not report.passed
+    assert report.max_abs_err == pytest.approx(0.2, rel=1e-3)  # 1000.2 in float32
+
+
+class ArrayRunner(Runner):
+    """A fake backend: logits = a fixed function of the input, optionally perturbed."""
+    backend = "fake"
+
+    def __init__(self, noise: float = 0.0):
+        super().__init__()
+        self.noise = noise
+
+    def inputs(self):
+        return [TensorInfo("input", ("batch", 3, "height", "width"), "float32")]
+
+    def outputs(self):
+        return [TensorInfo("logits", ("batch", 4, "h", "w"), "float32")]
+
+    def infer(self, feed):
+        x = feed["input"][:, :, ::8, ::8]
+        logits = np.concatenate([x, -x.sum(1, keepdims=True)], axis=1)
+        return {"logits": logits + self.noise * np.sign(logits)}
+
+
+def test_compare_runners_passes_equal_backends_and_fails_perturbed_ones():
+    rng = np.random.default_rng(0)
+    feeds = [(f"case{i}", {"input": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}) for i in range(3)]
+    good = compare_runners(ArrayRunner(), ArrayRunner(), feeds, num_classes=4)
+    assert good.passed and good.summary()["max_abs_err"] == 0 and good.summary()["mask_agreement"] == 1.0
+    bad = compare_runners(ArrayRunner(), ArrayRunner(noise=0.5), feeds, num_classes=4)
+    assert not bad.passed and "3/3 cases out of tolerance" in bad.failure_line()
+    assert bad.summary()["cosine"] < 1.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# On a real artifact
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    path = tmp_path_factory.mktemp("validate") / "segnext_t.onnx"
+    return export_onnx("segnext_t", path, height=256, width=320, threads=2).path
+
+
+def run_validate(capsys, *args):
+    code = main(["validate", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_validate_cli_on_seeded_inputs_and_a_real_image(artifact, capsys, tmp_path):
+    report_path = tmp_path / "report.json"
+    code, out, err = run_validate(capsys, artifact, "--n", "2", "--images", str(IMAGES), "--json",
+                                  str(report_path), "--threads", "2")
+    assert code == 0, err
+    assert "PASSED" in out
+    report = json.loads(report_path.read_text())
+    for key in ("passed", "max_abs_err", "cosine", "mask_agreement", "miou_vs_reference"):
+        assert key in report
+    assert report["passed"] and report["max_abs_err"] < 1e-4 and report["mask_agreement"] >= 0.999
+    sources = [case["source"] for case in report["case_results"]]
+    assert sources[:2] == ["seeded:0", "seeded:1"] and sources[2].endswith("grace_hopper.jpg")
+
+
+def test_validate_reads_a_dynamic_artifact_at_two_shapes(tmp_path):
+    path = export_onnx("segnext_t", tmp_path / "dyn.onnx", height=256, width=256, dynamic=True, validate=False,
+                       threads=2).path
+    report = validate_artifact(path, n=2, threads=2)
+    assert report.passed
+    assert sorted({tuple(c["input_shape"]) for c in report.cases}) == [(1, 3, 256, 256), (2, 3, 384, 640)]
+
+
+def test_locate_names_the_node_fed_by_a_corrupted_initializer(artifact, capsys, tmp_path):
+    model = onnx.load(artifact)
+    initializers = {init.name: init for init in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in initializers]
+    target = convs[len(convs) // 2]  # a conv in the middle of the backbone
+    weight = initializers[target.input[1]]
+    corrupted = numpy_helper.to_array(weight) * 1.5
+    weight.CopyFrom(numpy_helper.from_array(corrupted, weight.name))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, str(broken))  # metadata travels along, so validate knows what it should be
+
+    report_path = tmp_path / "locate.json"
+    code, out, _ = run_validate(capsys, str(broken), "--n", "1", "--locate", "--json", str(report_path),
+                                "--threads", "2")
+    assert code == 1 and "FAILED" in out
+    located = json.loads(report_path.read_text())["locate"]
+    assert located["found"] and located["node"] == target.name and weight.name in located["weights"]
+    assert target.name in out
+
+
+def test_a_healthy_artifact_has_nothing_to_locate(artifact):
+    report = validate_artifact(artifact, n=1, locate=True, threads=2)
+    assert report.passed and "nothing to locate" in report.locate["skipped"]
+
+
+def test_bad_artifacts_and_arguments_give_one_line(artifact, capsys, tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"this is not a protobuf")
+    code, _, err = run_validate(capsys, str(junk))
+    assert code == 2 and "not a readable ONNX model" in err and err.count("\n") == 1
+    code, _, err = run_validate(capsys, str(tmp_path / "missing.onnx"))
+    assert code == 2 and "not found" in err
+    code, _, err = run_validate(capsys, artifact, "--shape", "1x100x100")
+    assert code == 2 and "outside the artifact's input profile" in err
+    code, _, err = run_validate(capsys, artifact, "--model", "segnext_s")
+    assert code == 2 and "exported from segnext_t, not segnext_s" in err
+    code, _, err = run_validate(capsys, artifact, "--images", str(tmp_path / "nowhere"))
+    assert code == 2 and "--images must be a folder" in err
+
+
+def test_a_checkpoint_that_is_not_the_artifacts_is_refused(artifact, tmp_path):
+    other = models.create("segnext_t")
+    models.load_recipe_weights(other, seed=1)
+    checkpoint = tmp_path / "other.pth"
+    torch.save({"state_dict": other.state_dict()}, checkpoint)
+    with pytest.raises(CheckpointError, match="is not what the artifact was exported from"):
+        validate_artifact(artifact, checkpoint=str(checkpoint), n=1)
+    wrong_model = models.create("segnext_s")
+    torch.save({"state_dict": wrong_model.state_dict()}, checkpoint)
+    with pytest.raises(CheckpointError):
+        validate_artifact(artifact, checkpoint=str(checkpoint), n=1)
