@@ -25,6 +25,12 @@ test: $(STAMP)
 test-full: $(STAMP)
 	$(PYTHON) -m pytest -q
 
+# SegNeXt-T on PyTorch (both layouts) and ONNX Runtime, about a minute on a quiet machine; the CPU matrix is
+# `python benchmarks/run_cpu_matrix.py` (see benchmarks/README.md).
+bench: $(STAMP)
+	$(PYTHON) -m segdeploy bench --model segnext_t --backend torch,onnxruntime --layout nchw,channels_last \
+		--md artifacts/bench/segnext_t.md --json artifacts/bench/segnext_t.json
+
 lint: $(STAMP)
 	$(PYTHON) -m ruff check segdeploy tests benchmarks
 

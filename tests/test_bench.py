@@ -45,6 +45,9 @@ def test_latency_stats_match_the_definitions():
     # linear interpolation between order statistics: p-th percentile sits at rank (n - 1) * p / 100
     assert stats["p50"] == pytest.approx(50.5) and stats["p90"] == pytest.approx(90.1)
     assert stats["p95"] == pytest.approx(95.05) and stats["p99"] == pytest.approx(99.01)
+    assert stats["mean_clipped"] == pytest.approx(50.5)  # nothing outside 2 sigma of a uniform ramp
+    spiky = bench.latency_stats([10.0] * 20 + [500.0])  # one call interrupted by another process
+    assert spiky["mean"] > 30 and spiky["mean_clipped"] == 10.0
     single = bench.latency_stats([7.0])
     assert single["std"] == 0.0 and single["p99"] == 7.0
     with pytest.raises(ValueError):
@@ -153,7 +156,7 @@ def test_report_json_schema(report):
         assert row["status"] == "ok", row
         assert {"model", "backend", "precision", "batch", "height", "width", "latency_ms", "throughput_ips",
                 "split_ms", "memory", "gmacs_per_image", "achieved_gflops", "paper", "runner"} <= set(row)
-        assert set(row["latency_ms"]) == {"mean", "std", "min", "max", "p50", "p90", "p95", "p99"}
+        assert set(row["latency_ms"]) == {"mean", "std", "min", "max", "p50", "p90", "p95", "p99", "mean_clipped"}
         lat = row["latency_ms"]
         assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
         assert row["memory"]["kind"] == "rss_delta" and row["memory"]["peak_mb"] >= 0
