@@ -25,7 +25,7 @@ import onnx
 import torch
 
 from segdeploy import models, preprocess, recipe
-from segdeploy.errors import ArtifactError, CheckpointError, InputError
+from segdeploy.errors import ArtifactError, CheckpointError, InputError, SegdeployError
 from segdeploy.export import metadata as meta
 from segdeploy.runtimes.base import Runner, TensorInfo, Timing
 
@@ -94,10 +94,20 @@ class OutputReport:
     cosine: float | None = None
     max_abs_ref: float | None = None
     confusion: np.ndarray | None = field(default=None, repr=False)
+    errors: list[str] = field(default_factory=list)
     _abs_sum: float = field(default=0.0, repr=False)
     _count: int = field(default=0, repr=False)
 
+    def fail(self, error: str) -> bool:
+        """Count a case the artifact could not be compared on (it did not run, or gave another shape)."""
+        self.errors.append(error)
+        self.cases += 1
+        self.failed_cases += 1
+        return False
+
     def add(self, reference: np.ndarray, actual: np.ndarray, input_size, align_corners: bool) -> bool:
+        if reference.shape != actual.shape:
+            return self.fail(f"shape {tuple(actual.shape)} where the reference has {tuple(reference.shape)}")
         passed = True
         if self.kind == "logits":
             stats = numeric_stats(reference, actual)
@@ -112,8 +122,6 @@ class OutputReport:
             ref_labels = preprocess.logits_to_mask(reference, input_size, align_corners)
             labels = preprocess.logits_to_mask(actual, input_size, align_corners)
         else:
-            if reference.shape != actual.shape:
-                raise ArtifactError(f"mask shapes differ: reference {reference.shape}, artifact {actual.shape}")
             ref_labels, labels = reference, actual
         conf = confusion(ref_labels, labels, self.num_classes)
         self.confusion = conf if self.confusion is None else self.confusion + conf
@@ -138,7 +146,8 @@ class OutputReport:
         return {"name": self.name, "kind": self.kind, "cases": self.cases, "failed_cases": self.failed_cases,
                 "passed": self.passed, "max_abs_err": self.max_abs_err, "max_rel_err": self.max_rel_err,
                 "mean_abs_err": self.mean_abs_err, "cosine": self.cosine, "max_abs_ref": self.max_abs_ref,
-                "mask_agreement": self.mask_agreement, "miou_vs_reference": self.miou_vs_reference}
+                "mask_agreement": self.mask_agreement, "miou_vs_reference": self.miou_vs_reference,
+                "errors": list(self.errors)}
 
 
 @dataclass
@@ -150,6 +159,8 @@ class ValidationReport:
     locate: dict | None = None
     artifact: str | None = None
     model: str | None = None
+    # integrity: does the graph still hash to what export recorded? (False = edited since export)
+    graph_unchanged: bool | None = None
 
     @property
     def passed(self) -> bool:
@@ -174,7 +185,7 @@ class ValidationReport:
 
     def as_dict(self) -> dict:
         out = self.summary(digits=6)
-        out.update({"artifact": self.artifact, "model": self.model,
+        out.update({"artifact": self.artifact, "model": self.model, "graph_unchanged": self.graph_unchanged,
                     "outputs": {k: v.as_dict() for k, v in self.outputs.items()}, "case_results": self.cases,
                     "reference_runner": self.reference, "candidate_runner": self.candidate, "locate": self.locate})
         return out
@@ -188,6 +199,8 @@ class ValidationReport:
                 text += f", max abs err {o.max_abs_err:.3g} (max |ref| {o.max_abs_ref:.3g})"
             if o.mask_agreement is not None:
                 text += f", label agreement {o.mask_agreement:.4%}"
+            if o.errors:
+                text += f", {len(o.errors)} not comparable (first: {o.errors[0]})"
             parts.append(text)
         return "; ".join(parts) or "no outputs compared"
 
@@ -205,11 +218,17 @@ def compare_runners(reference: Runner, candidate: Runner, feeds: list[tuple[str,
     cases = []
     for source, feed in feeds:
         expected = reference.infer(feed)
-        actual = candidate.infer(feed)
-        size = _spatial_size(feed, input_layout)
         case = {"source": source, "input_shape": list(next(iter(feed.values())).shape), "outputs": {}}
+        try:
+            actual = candidate.infer(feed)
+        except SegdeployError as exc:  # the artifact does not run on an input the reference takes
+            actual, case["error"] = None, str(exc)
+        size = _spatial_size(feed, input_layout)
         for name, report in reports.items():
-            ok = report.add(expected[name], actual[name], size, align_corners)
+            if actual is None:
+                ok = report.fail(f"{source} {case['input_shape']}: {case['error']}")
+            else:
+                ok = report.add(expected[name], actual[name], size, align_corners)
             case["outputs"][name] = ok
         case["passed"] = all(case["outputs"].values())
         cases.append(case)
@@ -410,6 +429,8 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
     report = compare_runners(reference_runner(graph), candidate, feeds, num_classes=graph.model.num_classes,
                              align_corners=graph.model.spec.align_corners)
     report.artifact, report.model = path, graph.model.spec.name
+    if metadata.get("graph_sha256"):
+        report.graph_unchanged = meta.graph_sha256(model_proto) == metadata["graph_sha256"]
     if locate and not report.passed:
         failing = next(i for i, case in enumerate(report.cases) if not case["passed"])
         reference_proto = reference_onnx(graph, metadata)

@@ -146,12 +146,13 @@ def test_locate_names_the_node_fed_by_a_corrupted_initializer(artifact, capsys, 
     assert code == 1 and "FAILED" in out
     located = json.loads(report_path.read_text())["locate"]
     assert located["found"] and located["node"] == target.name and weight.name in located["weights"]
-    assert target.name in out
+    assert target.name in out and "edited since" in out
 
 
 def test_a_healthy_artifact_has_nothing_to_locate(artifact):
     report = validate_artifact(artifact, n=1, locate=True, threads=2)
     assert report.passed and "nothing to locate" in report.locate["skipped"]
+    assert report.graph_unchanged
 
 
 def test_bad_artifacts_and_arguments_give_one_line(artifact, capsys, tmp_path):
@@ -180,3 +181,14 @@ def test_a_checkpoint_that_is_not_the_artifacts_is_refused(artifact, tmp_path):
     torch.save({"state_dict": wrong_model.state_dict()}, checkpoint)
     with pytest.raises(CheckpointError):
         validate_artifact(artifact, checkpoint=str(checkpoint), n=1)
+
+
+class WrongShapeRunner(ArrayRunner):
+    def infer(self, feed):
+        return {"logits": super().infer(feed)["logits"][:, :, :-1]}
+
+
+def test_an_output_of_the_wrong_shape_fails_the_case_instead_of_crashing():
+    feeds = [("case", {"input": np.zeros((1, 3, 32, 32), np.float32)})]
+    report = compare_runners(ArrayRunner(), WrongShapeRunner(), feeds, num_classes=4)
+    assert not report.passed and "shape (1, 4, 3, 4) where the reference has (1, 4, 4, 4)" in report.failure_line()

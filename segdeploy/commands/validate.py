@@ -54,6 +54,8 @@ def run(args) -> int:
                 ["output", "kind", "cases", "max abs", "max rel", "mean abs", "cosine", "labels agree",
                  "mIoU vs ref", "status"], rows)
     print(f"tolerance: {report.summary()['tolerance']}")
+    if report.graph_unchanged is False:
+        print("note: the graph's SHA-256 differs from the one recorded at export: it was edited since")
     if report.locate is not None:
         located = report.locate
         print(f"locate: {located.get('message') or located.get('skipped')}"

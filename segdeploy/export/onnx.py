@@ -47,9 +47,14 @@ EXPORT_SWITCHES = {
 # Hazards handled inside the model code whatever the options; recorded so the artifact says how.
 MODEL_CODE_NOTES = {
     "segnext": ["NMF in float32 whatever the model dtype", "GroupNorm via InstanceNormalization at opset 17"],
-    "cgrseg": ["RCA pools as means over one axis", "stride-2 kernel-1 AvgPool as a strided slice"],
+    "cgrseg": ["RCA pools as means over one axis (ReduceMean)",
+               "pyramid pools as exact averaging matrices (segdeploy.models.pooling)",
+               "EfficientFormerV2 stride-2 kernel-1 AvgPool as a strided slice"],
     "lrformer": ["adaptive pools as exact averaging-matrix products (segdeploy.models.pooling)"],
-    "offseg": ["CARAFE in standard ops (slices, multiply-add)", "unfold as shifted slices"],
+    "offseg": ["CARAFE in standard ops (segdeploy.models.carafe), no mmcv custom op",
+               "dilated unfold as shifted slices of a zero-padded map",
+               "grid_sample as a gather-based bilinear sampler while exporting",
+               "EfficientFormerV2 stride-2 kernel-1 AvgPool as a strided slice"],
 }
 
 

@@ -80,7 +80,8 @@ class OnnxRuntimeRunner(Runner):
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3  # errors only: shape-inference warnings on dynamic graphs are noise here
+        # fatal only: failures reach the caller as exceptions with the same text; warnings are noise here
+        options.log_severity_level = 4
         # deterministic kernels where ORT has a choice, so validation numbers repeat run to run
         options.use_deterministic_compute = True
         source = path.SerializeToString() if hasattr(path, "SerializeToString") else \
