@@ -101,6 +101,10 @@ def run_command(args) -> int:
                 *bench.timing_table(report))
     print_table("against the papers (their GPU figures; the ratio is measured / paper)", *bench.paper_table(report))
     print(bench.machine_summary(report))
+    load, cores = report["machine"]["load_average"], report["machine"]["cpu"]["usable_cores"]
+    if load and load[0] > 0.5 * cores:
+        print(f"note: the 1-minute load average was {load[0]} on {cores} cores when the run started; other "
+              "processes were competing for the CPU, so these numbers are pessimistic")
     print("GFLOP/s = 2 FLOPs per MAC x GMACs x img/s; paper figures are GPU numbers unless the row says "
           "'same device'.")
     for path in bench.write_reports(report, args.json, args.csv, args.md, args.plot):
