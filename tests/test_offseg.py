@@ -1,0 +1,146 @@
+"""OffSeg specifics: the sampler's similarity, offsets and two sampling forms, the interleaving, class counts, input
+sizes, and the ONNX export of the head pieces (the golden tests cover the whole model)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segdeploy import models
+from segdeploy.errors import InputError
+from segdeploy.models.carafe import carafe_subpixels, subpixels_to_image
+from segdeploy.models.offseg import (
+    FreqFusion,
+    LocalSimGuidedSampler,
+    OffsetLearning,
+    interleave_channels,
+    kernel_normalizer,
+    local_cosine_similarity,
+)
+from segdeploy.recipe import seeded_state_dict
+
+
+def similarity_unfold(x: torch.Tensor, k: int = 3, dilation: int = 2) -> torch.Tensor:
+    """The original's compute_similarity: dilated unfold, cosine_similarity with the centre, centre dropped."""
+    b, c, h, w = x.shape
+    windows = F.unfold(x, k, padding=(k // 2) * dilation, dilation=dilation).reshape(b, c, k * k, h, w)
+    centre = k * k // 2
+    sim = F.cosine_similarity(windows[:, :, centre:centre + 1], windows, dim=1)
+    return torch.cat((sim[:, :centre], sim[:, centre + 1:]), dim=1)
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 7, 9), (1, 8, 1, 3), (1, 24, 12, 5)])
+def test_local_similarity_equals_unfold_and_cosine_similarity(shape):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+    x[:, :, 0, 0] = 0  # a zero vector: cosine_similarity's eps clamp gives similarity 0
+    torch.testing.assert_close(local_cosine_similarity(x, shape[1]), similarity_unfold(x), rtol=0, atol=1e-6)
+
+
+def test_default_init_pos_is_the_sub_pixel_centres_in_the_documented_layout():
+    pos = LocalSimGuidedSampler(16).init_pos.view(2, 4, 2, 2)  # coord, group, i, j
+    for g in range(4):
+        for i in range(2):
+            for j in range(2):
+                assert pos[0, g, i, j] == (j - 0.5) / 2 and pos[1, g, i, j] == (i - 0.5) / 2
+
+
+def test_kernel_normalizer_applies_the_window_and_renormalises():
+    mask = torch.randn(2, 25, 4, 6)
+    out = kernel_normalizer(mask, torch.tensor([0.37]))
+    torch.testing.assert_close(out.sum(1), torch.ones(2, 4, 6))
+    torch.testing.assert_close(out, mask.softmax(1), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("batch,offset_scale", [(1, 0.3), (2, 3.0)])
+def test_gather_sampling_equals_grid_sample(batch, offset_scale):
+    """The export form (explicit bilinear gathers from the CARAFE layout) against the original grid_sample form,
+    with offsets large enough to push many points past the border."""
+    gen = torch.Generator().manual_seed(batch)
+    sampler = LocalSimGuidedSampler(16)
+    h, w = 5, 7
+    subpixels = carafe_subpixels(torch.randn(batch, 32, h, w, generator=gen),
+                                 torch.randn(batch, 25, 2 * h, 2 * w, generator=gen), 5, 2)
+    offset = offset_scale * torch.randn(batch, 32, h, w, generator=gen)
+    expected = sampler.sample(subpixels_to_image(subpixels), offset)
+    got = sampler.sample_subpixels(subpixels, offset)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_interleaving_matches_the_originals_batch_reshape():
+    a, b = torch.randn(2, 8, 3, 4), torch.randn(2, 12, 3, 4)
+    original = torch.cat([a.reshape(8, 2, 3, 4), b.reshape(8, 3, 3, 4)], dim=1).reshape(2, 20, 3, 4)
+    torch.testing.assert_close(interleave_channels(a, b), original, rtol=0, atol=0)
+
+
+def test_num_classes_reaches_every_class_sized_tensor(tmp_path):
+    model = models.create("offseg_t", num_classes=19)
+    head = model.decode_head
+    assert head.conv_seg.weight.shape[0] == head.conv_seg.bias.shape[0] == 19
+    assert head.offset_learning.cls_repr.shape == (1, 19, 256)
+    assert head.offset_learning.mask_norm.weight.shape == head.offset_learning.mask_norm.bias.shape == (19,)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 19, 16, 16)
+
+    # a 19-class checkpoint: the class count is read from the classifier that produces the logits
+    path = tmp_path / "offseg_t_19.pth"
+    torch.save({"state_dict": model.state_dict()}, path)
+    loaded = models.create("offseg_t", checkpoint=path)
+    assert loaded.num_classes == 19 and loaded.decode_head.offset_learning.cls_repr.shape[1] == 19
+
+
+def test_sizes_that_are_not_multiples_of_32_are_refused_with_the_nearest_valid_size():
+    with pytest.raises(InputError, match="nearest valid size is 512x320"):
+        models.create("offseg_t")(torch.zeros(1, 3, 500, 330))
+
+
+def _onnx_session(module: torch.nn.Module, args: tuple, names: list[str], dynamic: dict):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    buffer = io.BytesIO()
+    torch.onnx.export(module, args, buffer, opset_version=17, input_names=names, dynamic_axes=dynamic,
+                      dynamo=False)
+    graph = onnx.load_from_string(buffer.getvalue()).graph
+    ops = {node.op_type for node in graph.node}
+    assert all(node.domain in ("", "ai.onnx") for node in graph.node)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"]), ops
+
+
+def test_freqfusion_exports_with_standard_ops_and_runs_at_other_sizes():
+    fusion = FreqFusion(32, 64).eval()
+    fusion.load_state_dict(seeded_state_dict(fusion, 3))
+    hr, lr = torch.randn(1, 32, 16, 24), torch.randn(1, 64, 8, 12)
+
+    class Fused(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fusion = fusion
+
+        def forward(self, hr, lr):
+            return self.fusion(hr, lr)[1:]
+
+    session, ops = _onnx_session(Fused(), (hr, lr), ["hr", "lr"],
+                                 {"hr": {0: "b", 2: "h", 3: "w"}, "lr": {0: "b", 2: "h2", 3: "w2"}})
+    assert "GridSample" not in ops  # the export form samples by gathers
+    for high, low in [(hr, lr), (torch.randn(2, 32, 12, 8), torch.randn(2, 64, 6, 4))]:
+        with torch.no_grad():
+            expected = fusion(high, low)[1:]  # eager: grid_sample form
+        got = session.run(None, {"hr": high.numpy(), "lr": low.numpy()})
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e.numpy(), rtol=1e-4, atol=1e-4 * float(e.abs().max()))
+
+
+def test_offset_learning_exports_and_agrees():
+    head = OffsetLearning(32, 10).eval()
+    head.load_state_dict(seeded_state_dict(head, 5))
+    x = torch.randn(1, 32, 6, 10)
+    session, ops = _onnx_session(head, (x,), ["x"], {"x": {0: "b", 2: "h", 3: "w"}})
+    assert "LayerNormalization" in ops
+    x = torch.randn(2, 32, 5, 3)
+    with torch.no_grad():
+        expected = head(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, rtol=1e-4, atol=1e-4)
