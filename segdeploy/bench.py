@@ -506,9 +506,11 @@ def _measure_row(target: _Target, batch: int, machine: dict, peak: dict | None, 
                 progress(label + " (loading)", 0.0)
             runner = target.runner(batch)
             feed = random_feed(runner, batch, r.height, r.width)
-            fed_batch = next(iter(feed.values())).shape[0]
-            if fed_batch != batch:
-                raise InputError(f"the artifact has a fixed batch of {fed_batch}; pass --batch {fed_batch}")
+            fed = next(iter(feed.values())).shape
+            if fed[0] != batch:
+                raise InputError(f"the artifact has a fixed batch of {fed[0]}; pass --batch {fed[0]}")
+            # a static artifact decides the size it is fed; record that, not the request's default
+            row["height"], row["width"] = int(fed[-2]), int(fed[-1])
             timed = time_runner(runner, feed, r.protocol, progress, label)
         row.update(timed)
         row["runner"] = runner.describe()
@@ -530,7 +532,7 @@ def _measure_row(target: _Target, batch: int, machine: dict, peak: dict | None, 
         return row
     add_flops(row, target.model, peak)
     if target.model:
-        row["paper"] = paper_comparison(target.model, r.height, r.width, batch, is_max, row["throughput_ips"],
+        row["paper"] = paper_comparison(target.model, row["height"], row["width"], batch, is_max, row["throughput_ips"],
                                         device_label(r, machine))
     return row
 
@@ -572,7 +574,7 @@ def max_batch_sweep(target: _Target, machine: dict, peak: dict | None, progress:
         # the paper comparison depends on whether this is the max row
         if best.get("model"):
             r = target.request
-            best["paper"] = paper_comparison(best["model"], r.height, r.width, best["batch"], True,
+            best["paper"] = paper_comparison(best["model"], best["height"], best["width"], best["batch"], True,
                                              best["throughput_ips"], device_label(r, machine))
     return rows
 

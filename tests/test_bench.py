@@ -187,10 +187,13 @@ def test_a_failing_row_is_recorded_not_fatal(tmp_path):
 
     artifact = str(export_onnx("segnext_t", tmp_path / "b1.onnx", validate=False, **TINY).path)
     request = bench.BenchRequest(artifact=artifact, backends=["onnxruntime"], batches=[2, 1], threads=1,
-                                 measure_peak=False, protocol=FAST, **TINY)
+                                 measure_peak=False, protocol=FAST)  # the request's size is the 512x512 default
     results = bench.run_bench(request)["results"]
     assert results[0]["status"] == "failed" and "fixed batch of 1" in results[0]["error"]
-    assert results[1]["status"] == "ok" and results[1]["model"] == "segnext_t"  # named by the artifact's metadata
+    ok = results[1]
+    assert ok["status"] == "ok" and ok["model"] == "segnext_t"  # named by the artifact's metadata
+    assert (ok["height"], ok["width"]) == (64, 64)  # the static artifact's size, not the request's
+    assert ok["paper"]["gmacs_ratio"] is None  # 64x64 is not the papers' 512x512
 
 
 def test_bench_cli_end_to_end(tmp_path, capsys):

@@ -53,7 +53,10 @@ def add_parser(subparsers) -> None:
 
 
 def build_request(args) -> bench.BenchRequest:
-    backends = _names(args.backend) or (["onnxruntime"] if args.artifact else [fastest_cpu_backend()])
+    default = fastest_cpu_backend()
+    if args.artifact:  # an artifact runs on the backend of its format
+        default = "tensorrt" if args.artifact.lower().endswith((".engine", ".plan")) else "onnxruntime"
+    backends = _names(args.backend) or [default]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise InputError(f"unknown backend {unknown[0]!r}; backends: {', '.join(BACKENDS)}")
