@@ -13,8 +13,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the design card's headline model: export it to ONNX, check the artifact against PyTorch, print the report
+DEMO_MODEL ?= cgrseg_t
+
 demo: $(STAMP)
 	$(PYTHON) -m segdeploy list
+	$(PYTHON) -m segdeploy export --model $(DEMO_MODEL) --fmt onnx --height 512 --width 512 --force
+	$(PYTHON) -m segdeploy validate artifacts/$(DEMO_MODEL)_512x512.onnx --n 4 --images tests/data/images \
+		--json artifacts/$(DEMO_MODEL)_512x512.validate.json
 	$(PYTHON) -m segdeploy predict --model segnext_t --image tests/data/images/grace_hopper.jpg \
 		--output artifacts/grace_hopper_segnext_t.png --force
 

@@ -9,6 +9,10 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
 
 import onnx
@@ -68,7 +72,8 @@ def simplify(model: onnx.ModelProto, tools: tuple[str, ...] = ("onnxsim", "onnxs
     failures = []
     for tool in tools:
         try:
-            result = _SIMPLIFIERS[tool](model)
+            with _native_output_captured() as printed:
+                result = _SIMPLIFIERS[tool](model)
             onnx.checker.check_model(result)
         except ImportError:
             failures.append(f"{tool}: not installed")
@@ -76,9 +81,34 @@ def simplify(model: onnx.ModelProto, tools: tuple[str, ...] = ("onnxsim", "onnxs
         except Exception as exc:  # any simplifier failure: try the next one
             failures.append(f"{tool}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             continue
-        notes = [f"fell back after {f}" for f in failures]
+        notes = [f"fell back after {f}" for f in failures] + [f"{tool}: {line}" for line in printed]
         return result, PassReport("simplify", before, len(result.graph.node), tool, notes, op_counts(result))
     raise ArtifactError("could not simplify the graph (" + "; ".join(failures) + "); pass --no-simplify to keep it")
+
+
+@contextlib.contextmanager
+def _native_output_captured():
+    """Collect what native code prints on fds 1 and 2 (onnxsim's C++ warnings) into a list for the report, instead
+    of letting it interleave with segdeploy's own output."""
+    lines: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield lines
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            lines.extend(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:
