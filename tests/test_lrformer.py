@@ -94,7 +94,7 @@ def lrformer_t_pair():
 
 
 # Landscape with uneven, enlarging pools at stage 4 (8x10 -> 16x20, 11x14), and portrait (the other branch).
-@pytest.mark.parametrize("shape", [(2, 3, 256, 320), (1, 3, 384, 256)])
+@pytest.mark.parametrize("shape", [(1, 3, 256, 320), (1, 3, 384, 256)])
 def test_shape_derived_pooling_gives_the_constant_mode_output(lrformer_t_pair, shape):
     static, dynamic = lrformer_t_pair
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))

@@ -65,14 +65,16 @@ def _long_side(long, short, short_side: int):
 
 
 def pooled_size_from_shape(height, width, short_side: int):
-    """:func:`pooled_size` in integer arithmetic on the runtime sizes (ints, or 0-dim tensors while tracing)."""
-    if isinstance(height, torch.Tensor):
-        wide = width >= height
-        return (torch.where(wide, short_side, _long_side(height, width, short_side)),
-                torch.where(wide, _long_side(width, height, short_side), short_side))
-    if width >= height:
-        return short_side, _long_side(width, height, short_side)
-    return _long_side(height, width, short_side), short_side
+    """:func:`pooled_size` in integer arithmetic on the runtime sizes, without branching on the orientation.
+
+    Sizes are ints, SymInts (torch.export) or 0-dim tensors (TorchScript tracing). The long-side formula applied to
+    the short side gives at most ``short_side`` and applied to the long side at least ``short_side``, so taking the
+    maximum with ``short_side`` on both sides selects the right one.
+    """
+    pooled = _long_side(height, width, short_side), _long_side(width, height, short_side)
+    if isinstance(pooled[0], torch.Tensor):
+        return tuple(side.clamp(min=short_side) for side in pooled)
+    return tuple(torch.sym_max(short_side, side) for side in pooled)
 
 
 def _depthwise3x3(channels: int) -> nn.Conv2d:

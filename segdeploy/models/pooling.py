@@ -29,9 +29,13 @@ def pooling_matrix(n: int, m: int, dtype=torch.float32, device=None) -> torch.Te
 
 def pooling_matrix_traced(n: torch.Tensor | int, m: torch.Tensor | int, dtype=torch.float32,
                           device=None) -> torch.Tensor:
-    """The same matrix from (possibly traced) integer sizes, using only tensor ops."""
-    n = torch.as_tensor(n, dtype=torch.int64, device=device)
-    m = torch.as_tensor(m, dtype=torch.int64, device=device)
+    """The same matrix from (possibly traced) integer sizes, using only tensor ops.
+
+    Sizes may be ints, SymInts (torch.export keeps them symbolic) or 0-dim integer tensors (the TorchScript tracer's
+    sizes); none is turned into a Python constant.
+    """
+    n = n.to(torch.int64) if isinstance(n, torch.Tensor) else n
+    m = m.to(torch.int64) if isinstance(m, torch.Tensor) else m
     i = torch.arange(m, device=device).unsqueeze(1)  # (m, 1)
     j = torch.arange(n, device=device).unsqueeze(0)  # (1, n)
     # sizes are non-negative, so truncating division is floor division; it exports as a single Div
