@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,6 +54,18 @@ def test_integer_rule_equals_the_original_rounding():
         hs, ws = (torch.tensor(v) for v in zip(*itertools.product(sizes, sizes)))
         got_h, got_w = pooled_size_from_shape(hs, ws, p)
         assert list(zip(got_h.tolist(), got_w.tolist())) == expected
+
+
+def test_integer_rule_matches_float_rounding_for_large_maps():
+    # the original's float64 expression (np.rint rounds half-even like Python's round) over every map with a short
+    # side below 1000 and an aspect ratio up to 8
+    long = torch.cat([torch.arange(s, 8 * s + 1) for s in range(1, 1000)])
+    short = torch.cat([torch.full((7 * s + 1,), s) for s in range(1, 1000)])
+    for p in BACKBONE_GRIDS + DECODER_GRIDS:
+        expected = np.rint(long.numpy() * float(p) / short.numpy() + 0.001).astype(np.int64)
+        got_h, got_w = pooled_size_from_shape(long, short, p)
+        assert torch.equal(got_w, torch.full_like(got_w, p))
+        np.testing.assert_array_equal(got_h.numpy(), expected)
 
 
 def test_inputs_must_be_multiples_of_32():

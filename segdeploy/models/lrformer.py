@@ -20,10 +20,12 @@ lower adaptive pooling to sizes that do not divide the input). Two modes:
 * ``dynamic_pooling=False`` (default): pooled sizes are Python ints and the pooling matrices constants, frozen for
   the traced resolution; eager mode runs PyTorch's own kernel. One graph per deployment resolution.
 * ``dynamic_pooling=True`` (builder option, or ``model.use_shape_derived_pooling()``): pooled sizes are computed
-  from the runtime shape in integer arithmetic, ``(1000*long*q + 501*short) // (1000*short)`` (equal to the rounding
-  rule above for every size below 32,000 px), and the pooling matrices with arange / integer division / compare,
-  in eager mode too. Exported with the TorchScript exporter (``dynamo=False``) and dynamic H/W axes, one graph
-  then serves every input size and aspect ratio (multiples of 32).
+  from the runtime shape in integer arithmetic, ``(1000*long*q + 501*short) // (1000*short)``, and the pooling
+  matrices with arange / integer division / compare, in eager mode too. The integer rule equals the original's
+  float rounding for every map whose short side is below 1000 (inputs up to 4000 px, checked for aspect ratios up
+  to 8); only at exact ties, which need a short side that is a multiple of 1000, does Python's half-even rounding
+  differ. Exported with the TorchScript exporter (``dynamo=False``) and dynamic H/W axes, one graph serves every
+  input size and aspect ratio (multiples of 32); the sizes also stay symbolic under ``torch.export``.
 """
 from __future__ import annotations
 
