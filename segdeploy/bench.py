@@ -498,6 +498,8 @@ def _measure_row(target: _Target, batch: int, machine: dict, peak: dict | None, 
            "precision": r.precision, "layout": target.layout or "nchw", "batch": batch, "height": r.height,
            "width": r.width, "threads": r.threads or machine["cpu"]["usable_cores"], "sweep": "max" if sweep else None,
            "max_batch": is_max, "status": "ok"}
+    if target.backend == "torch":
+        row.update(compile=r.compile, cuda_graphs=r.cuda_graphs)
     label = f"{target.model or os.path.basename(r.artifact)} {target.backend}" + \
         (f" {target.layout}" if target.backend == "torch" else "") + f" b{batch}"
     try:
@@ -679,6 +681,7 @@ def _short_device(name: str | None) -> str:
 
 def _row_names(row: dict) -> list[str]:
     backend = row["backend"] + (f" {row['layout']}" if row["layout"] != "nchw" else "") + \
+        (" compiled" if row.get("compile") else "") + (" cuda-graphs" if row.get("cuda_graphs") else "") + \
         (f" {row['precision']}" if row["precision"] != "fp32" else "")
     return [row.get("model") or os.path.basename(row.get("artifact") or "-"), backend,
             f"{row['batch']}" + (" max" if row.get("max_batch") else "")]
@@ -785,9 +788,9 @@ def plot(report: dict, path: str) -> str:
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     ok = [r for r in report["results"] if r["status"] == "ok" and r.get("gmacs_per_image")]
-    for key in sorted({(r["backend"], r["layout"], r["precision"]) for r in ok}):
-        rows = [r for r in ok if (r["backend"], r["layout"], r["precision"]) == key]
-        label = " ".join(k for k in key if k and k not in ("nchw", "fp32"))
+    for key in sorted({_row_names(r)[1] for r in ok}):
+        rows = [r for r in ok if _row_names(r)[1] == key]
+        label = key
         ax.scatter([r["gmacs_per_image"] for r in rows], [r["throughput_ips"] for r in rows], label=label, s=30)
         for r in rows:
             ax.annotate(f"{r['model']} b{r['batch']}", (r["gmacs_per_image"], r["throughput_ips"]), fontsize=6,
