@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -588,12 +588,13 @@ def run_bench(request: BenchRequest, progress: Progress | None = None,
 
     check_request(request)
     machine = machine_info()
+    if request.threads is None:  # every backend gets the same count, not each its own default
+        request = replace(request, threads=machine["cpu"]["usable_cores"])
     peak = None
     if request.measure_peak:
         if progress:
             progress("measuring the FP32 matmul peak", 0.0)
-        peak = fp32_peak_gflops(request.device if request.device.startswith("cuda") else "cpu",
-                                request.threads or machine["cpu"]["usable_cores"])
+        peak = fp32_peak_gflops(request.device if request.device.startswith("cuda") else "cpu", request.threads)
     models = request.models or [None]
     if request.artifact:
         models = [request.models[0] if request.models else artifact_model_name(request.artifact)]

@@ -51,6 +51,14 @@ def test_torch_runner_names_its_tensors_and_matches_the_module(torch_runner, fee
     assert described["backend"] == "torch" and described["device"] == "cpu" and described["layout"] == "nchw"
 
 
+def test_thread_count_is_restored_on_close():
+    before = torch.get_num_threads()
+    runner = TorchRunner(MODEL, threads=1)
+    assert torch.get_num_threads() == 1 and runner.describe()["threads"] == 1
+    runner.close()
+    assert torch.get_num_threads() == before
+
+
 def test_channels_last_gives_the_same_logits(torch_runner, feed):
     cl = TorchRunner(MODEL, layout="channels_last")
     out = cl.infer(feed)["logits"]

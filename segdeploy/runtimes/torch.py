@@ -56,8 +56,10 @@ class TorchRunner(Runner):
             raise SegdeployError("fp16 needs a CUDA device: PyTorch's CPU kernels for half are slow reference code")
         if cuda_graphs and self.device.type != "cuda":
             raise SegdeployError("CUDA graphs need a CUDA device")
+        self._threads_before = None
         if threads is not None:
-            # Process-wide in PyTorch: the last runner built decides, which is what a benchmark wants.
+            # Process-wide in PyTorch: the runner sets it while it lives and close() puts the old value back.
+            self._threads_before = torch.get_num_threads()
             torch.set_num_threads(threads)
         self.name = model if isinstance(model, str) else type(model).__name__
         module = build_model(model, checkpoint) if isinstance(model, str) else model
@@ -179,4 +181,7 @@ class TorchRunner(Runner):
     def close(self) -> None:
         self._graphs.clear()
         self._pinned.clear()
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
         self.module = None
