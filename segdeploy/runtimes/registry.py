@@ -17,8 +17,9 @@ from segdeploy.errors import SegdeployError
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 # What each backend consumes: the PyTorch model itself, or an exported artifact.
 BACKEND_INPUT = {"torch": "model", "onnxruntime": "onnx", "openvino": "onnx", "tensorrt": "engine"}
-# Fastest first, from the CPU matrix in benchmarks/results (FP32, batch 1 and max). OpenVINO's default precision
-# would be bf16 on this class of CPU; both ONNX backends are timed at FP32, see runtimes/openvino.py.
+# Fastest first. ONNX Runtime and OpenVINO (both FP32, same opset-20 artifact) are within ~15 % of each other and
+# 2-4x ahead of PyTorch eager (benchmarks/README.md); ONNX Runtime leads because it is always installed, OpenVINO is
+# an optional extra. Revisit with the CPU matrix in benchmarks/results.
 CPU_PREFERENCE = ("onnxruntime", "openvino", "torch")
 
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
