@@ -819,7 +819,8 @@ def plot(report: dict, path: str) -> str:
     cpu = report["machine"]["cpu"]
     ax.set_title(f"Measured on {cpu['model']} ({cpu['usable_cores']} cores) vs the papers' GPU figures", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130)

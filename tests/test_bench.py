@@ -225,3 +225,55 @@ def test_bench_cli_errors_are_one_line(args, message, capsys):
     assert main(["bench", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+
+
+def _matrix_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "run_cpu_matrix.py"
+    spec = importlib.util.spec_from_file_location("run_cpu_matrix", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(model, backend, batch, ips, layout="nchw", max_batch=False):
+    lat = {k: 1000 * batch / ips for k in ("mean", "min", "max", "p50", "p90", "p95", "p99", "mean_clipped")}
+    return {"model": model, "backend": backend, "layout": layout, "batch": batch, "max_batch": max_batch,
+            "status": "ok", "precision": "fp32", "device": "cpu", "throughput_ips": ips,
+            "latency_ms": {**lat, "std": 0.0}, "memory": {"kind": "rss_delta", "peak_mb": 1.0}}
+
+
+def test_matrix_ratios_use_the_faster_eager_layout():
+    matrix = _matrix_module()
+    rows = [_row("m", "torch", 1, 10.0), _row("m", "torch", 1, 12.0, layout="channels_last"),
+            _row("m", "torch", 4, 15.0, max_batch=True), _row("m", "onnxruntime", 1, 30.0),
+            _row("m", "onnxruntime", 2, 40.0, max_batch=True), _row("m", "openvino", 1, 25.0)]
+    b1, bmax = matrix.summarize(rows)
+    assert b1["batch"] == 1 and b1["ort_over_eager"] == pytest.approx(30 / 12) and b1["meets_ort_target"]
+    assert b1["ort_over_openvino"] == pytest.approx(30 / 25)
+    assert bmax["ort_over_eager"] == pytest.approx(40 / 15) and bmax["ort_over_openvino"] is None  # no OV max row
+    assert "| m | 1 |" in matrix.summary_markdown([b1, bmax])
+
+
+def test_matrix_resumes_and_skips_finished_pairs(tmp_path, monkeypatch):
+    matrix = _matrix_module()
+    calls = []
+
+    def fake_pair(model, backend, args):
+        calls.append((model, backend))
+        return {"protocol": {"warmup_s": 0, "min_s": 0, "min_iters": 1}, "created": "now",
+                "results": [_row(model, backend, 1, 10.0, max_batch=True)]}
+
+    monkeypatch.setattr(matrix, "run_pair", fake_pair)
+    args = ["--models", "segnext_t", "--backends", "torch,onnxruntime", "--out-dir", str(tmp_path), "--tag", "t"]
+    assert matrix.main(args) == 0
+    assert calls == [("segnext_t", "torch"), ("segnext_t", "onnxruntime")]
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert len(report["results"]) == 2 and report["summary"][0]["ort_over_eager"] == pytest.approx(1.0)
+    assert "Ratios per model" in (tmp_path / "t.md").read_text()
+    assert matrix.main(args) == 0 and len(calls) == 2  # resumed: nothing left to run
+    assert matrix.main(args + ["--redo", "--backends", "onnxruntime"]) == 0
+    assert calls[-1] == ("segnext_t", "onnxruntime") and len(calls) == 3
+    assert len(json.loads((tmp_path / "t.json").read_text())["results"]) == 2  # replaced, not appended
