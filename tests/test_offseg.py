@@ -13,7 +13,6 @@ from segdeploy import models
 from segdeploy.errors import InputError
 from segdeploy.models.carafe import carafe_subpixels, subpixels_to_image
 from segdeploy.models.offseg import (
-    FreqFusion,
     LocalSimGuidedSampler,
     OffsetLearning,
     interleave_channels,
@@ -110,28 +109,36 @@ def _onnx_session(module: torch.nn.Module, args: tuple, names: list[str], dynami
     return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"]), ops
 
 
-def test_freqfusion_exports_with_standard_ops_and_runs_at_other_sizes():
-    fusion = FreqFusion(32, 64).eval()
-    fusion.load_state_dict(seeded_state_dict(fusion, 3))
-    hr, lr = torch.randn(1, 32, 16, 24), torch.randn(1, 64, 8, 12)
+def test_decode_head_exports_with_standard_ops_and_runs_at_other_sizes():
+    """The whole head (3 FreqFusions, interleaving, offset learning) with dynamic batch and sizes: nothing may
+    freeze a traced size (as a ``flatten`` before a shape read once did), and the export form agrees with eager."""
+    head = models.create("offseg_t").decode_head
+    head.load_state_dict(seeded_state_dict(head, 3))
 
-    class Fused(torch.nn.Module):
+    def features(batch, height, width):
+        gen = torch.Generator().manual_seed(height + width)
+        return [torch.randn(batch, c, height // s, width // s, generator=gen)
+                for c, s in zip((32, 48, 120, 224), (4, 8, 16, 32))]
+
+    class Head(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.fusion = fusion
+            self.head = head
 
-        def forward(self, hr, lr):
-            return self.fusion(hr, lr)[1:]
+        def forward(self, f0, f1, f2, f3):
+            return self.head([f0, f1, f2, f3])
 
-    session, ops = _onnx_session(Fused(), (hr, lr), ["hr", "lr"],
-                                 {"hr": {0: "b", 2: "h", 3: "w"}, "lr": {0: "b", 2: "h2", 3: "w2"}})
+    names = ["f0", "f1", "f2", "f3"]
+    dynamic = {name: {0: "batch", 2: f"h{i}", 3: f"w{i}"} for i, name in enumerate(names)}
+    session, ops = _onnx_session(Head(), tuple(features(1, 128, 160)), names, dynamic)
     assert "GridSample" not in ops  # the export form samples by gathers
-    for high, low in [(hr, lr), (torch.randn(2, 32, 12, 8), torch.randn(2, 64, 6, 4))]:
+    for batch, height, width in [(1, 128, 160), (2, 96, 192)]:
+        inputs = features(batch, height, width)
         with torch.no_grad():
-            expected = fusion(high, low)[1:]  # eager: grid_sample form
-        got = session.run(None, {"hr": high.numpy(), "lr": low.numpy()})
-        for g, e in zip(got, expected):
-            np.testing.assert_allclose(g, e.numpy(), rtol=1e-4, atol=1e-4 * float(e.abs().max()))
+            expected = head(inputs).numpy()  # eager: the grid_sample form
+        (got,) = session.run(None, {name: t.numpy() for name, t in zip(names, inputs)})
+        assert got.shape == expected.shape == (batch, 150, height // 4, width // 4)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
 
 
 def test_offset_learning_exports_and_agrees():

@@ -254,12 +254,16 @@ class OffsetLearning(nn.Module):
         classes = classes + self.cls_offset_proj(scores.transpose(1, 2).softmax(dim=-1) @ feats)
         feats = feats + self.feat_offset_proj(scores.softmax(dim=-1) @ self.cls_repr)
         logits = self.mask_norm(feats @ classes.transpose(1, 2))  # B, M, K
-        return logits.transpose(1, 2).unflatten(2, x.shape[-2:])
+        return logits.transpose(1, 2).reshape(x.shape[0], -1, x.shape[2], x.shape[3])
 
 
 def interleave_channels(a: torch.Tensor, b: torch.Tensor, chunks: int = 4) -> torch.Tensor:
     """[a_0, b_0, a_1, b_1, ...] over ``chunks`` consecutive channel chunks of each (the original's B*4 reshape)."""
-    return torch.cat([a.unflatten(1, (chunks, -1)), b.unflatten(1, (chunks, -1))], dim=2).flatten(1, 2)
+    batch, _, height, width = a.shape
+    stacked = torch.cat([a.unflatten(1, (chunks, -1)), b.unflatten(1, (chunks, -1))], dim=2)
+    # not .flatten(1, 2): torch.onnx types that output with the traced sizes, and every later shape read (the
+    # offset-learning output) would then be frozen into a dynamic-shape graph
+    return stacked.reshape(batch, -1, height, width)
 
 
 class OffSegHead(nn.Module):
