@@ -78,15 +78,19 @@ def test_every_variant_exports_at_512_static_and_dynamic(name, tmp_path):
     assert report.passed, report.failure_line()
 
 
-def test_mask_output_and_uint8_preprocessing_in_the_graph(tmp_path):
-    result = export_onnx("segnext_t", tmp_path / "end2end.onnx", height=CI_SIZE[0], width=CI_SIZE[1],
-                         outputs="mask", preprocess=True, threads=2)
-    assert result.metadata["validation"]["passed"]
-    runner = OnnxRuntimeRunner(result.path, threads=2)
+def test_mask_output_and_uint8_preprocessing_in_the_graph(tmp_path, capsys):
+    path = tmp_path / "end2end.onnx"
+    code = main(["export", "--model", "segnext_t", "--height", str(CI_SIZE[0]), "--width", str(CI_SIZE[1]),
+                 "--outputs", "mask", "--preprocess", "--output", str(path), "--threads", "2"])
+    out = capsys.readouterr().out
+    assert code == 0 and "passed on 1 inputs" in out and "label agreement" in out
+    metadata = meta.read(path)
+    assert metadata["validation"]["passed"] and metadata["output"]["dtype"] == "uint8"
+    runner = OnnxRuntimeRunner(str(path), threads=2)
     assert runner.inputs()[0].dtype == "uint8" and runner.inputs()[0].shape == (1, *CI_SIZE, 3)
     assert runner.outputs()[0].dtype == "uint8" and runner.outputs()[0].shape == (1, *CI_SIZE)
-    assert {"ArgMax", "Resize"} <= {n.op_type for n in onnx.load(result.path).graph.node}
-    assert result.metadata["input"]["layout"] == "NHWC" and result.metadata["preprocessing"]["in_graph"]
+    assert {"ArgMax", "Resize"} <= {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert metadata["input"]["layout"] == "NHWC" and metadata["preprocessing"]["in_graph"]
 
     # end to end on a real image against the NumPy preprocessing + PyTorch model + NumPy post-processing
     image = preprocess.read_image(IMAGES / "grace_hopper.jpg")

@@ -59,8 +59,10 @@ def run(args) -> int:
     if v.get("skipped"):
         rows.append(["validation", "skipped (--no-validate)"])
     else:
+        numbers = [f"max abs err {v['max_abs_err']:.3g}, cosine {v['cosine']:.6f}"] if v["max_abs_err"] is not None \
+            else []  # mask outputs have labels only
+        numbers.append(f"label agreement {v['mask_agreement']:.3%}")
         rows.append(["validation", f"{'passed' if v['passed'] else 'FAILED'} on {v['cases']} inputs "
-                                   f"{[list(s) for s in v['shapes']]}: max abs err {v['max_abs_err']:.3g}, "
-                                   f"cosine {v['cosine']:.6f}, mask agreement {v['mask_agreement']:.4%}"])
+                                   f"{[list(s) for s in v['shapes']]}: " + ", ".join(numbers)])
     print_table(f"{m['model']} -> {args.fmt}{' (dynamic)' if m['dynamic'] else ''}", ["", "value"], rows)
     return 0
