@@ -57,20 +57,39 @@ def _carafe_same_size(features: torch.Tensor, masks: torch.Tensor, kernel_size: 
     return out
 
 
+def window_rows(features: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Row index of every pixel's k*k window (row-major taps) in the zero-padded channels-last map flattened to
+    (N*(h+2r)*(w+2r), C): int64 (N, h, w, k*k).
+
+    Computed with tensor ops from the input itself (cumulative sums of ones), so an exported graph takes the sizes
+    from the runtime shape; a static graph folds it to a constant.
+    """
+    r = (kernel_size - 1) // 2
+    ones = torch.ones_like(features[:, :1], dtype=torch.long)  # N, 1, h, w
+    image = ones.cumsum(0)[:, :, :1, :1] - 1  # N, 1, 1, 1
+    y, x = ones[:1].cumsum(2) - 1, ones[:1].cumsum(3) - 1  # 1, 1, h, w
+    padded_h = ones[:1, :, :, :1].sum(2, keepdim=True) + 2 * r
+    padded_w = ones[:1, :, :1].sum(3, keepdim=True) + 2 * r
+    start = ((image * padded_h + y) * padded_w + x).permute(0, 2, 3, 1)  # N, h, w, 1: the window's top-left row
+    taps = torch.arange(kernel_size, device=features.device)
+    offsets = (taps.view(-1, 1) * padded_w.view(1, 1) + taps.view(1, -1)).flatten()  # k*k
+    return start + offsets
+
+
 def carafe_subpixels(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, scale: int) -> torch.Tensor:
     """CARAFE upsampling (groups 1) before the sub-pixels are interleaved: (N, h, w, s, s, C), where element
     [n, y, x, i, j, c] is output pixel (s*y + i, s*x + j) of channel c.
 
     The s*s output pixels above one source pixel all read the same k*k patch, so per source pixel the op is one
-    small matrix product (s*s, k*k) @ (k*k, C). Gathering the patches channels-last once and letting MatMul do the
-    contraction touches each value a few times, instead of k*k passes over an upsampled map. Consumers that gather
-    pixels (the FreqFusion sampler's export form) read this layout directly and skip the interleaving transpose.
+    small matrix product (s*s, k*k) @ (k*k, C). The patches are gathered channels-last (one Gather of whole channel
+    rows; ONNX Runtime's Concat of k*k shifted slices along the channel axis was 2-3x slower) and MatMul does the
+    contraction: each value is touched a few times instead of k*k passes over an upsampled map. Consumers that
+    gather pixels (the FreqFusion sampler's export form) read this layout directly and skip the interleaving.
     """
     r = (kernel_size - 1) // 2
-    taps = kernel_size * kernel_size
     padded = F.pad(features.permute(0, 2, 3, 1), (0, 0, r, r, r, r))  # N, h+2r, w+2r, C
-    patches = torch.cat(_shifted_windows(padded, kernel_size, (1, 2)), dim=3)  # N, h, w, k*k*C
-    patches = patches.unflatten(3, (taps, -1))  # N, h, w, k*k, C
+    rows = window_rows(features, kernel_size)  # N, h, w, k*k
+    patches = padded.flatten(0, 2).index_select(0, rows.flatten()).view(*rows.shape, -1)  # N, h, w, k*k, C
     # masks N, k*k, h*s, w*s -> N, h, w, s*s, k*k (sub-pixel row-major, then taps)
     weights = masks.unflatten(3, (-1, scale)).unflatten(2, (-1, scale)).permute(0, 2, 4, 3, 5, 1).flatten(3, 4)
     return (weights @ patches).unflatten(3, (scale, scale))

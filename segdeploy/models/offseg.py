@@ -150,17 +150,19 @@ class LocalSimGuidedSampler(nn.Module):
         wx0, wx1, wy0, wy1 = x0 + 1 - x, x - x0, y0 + 1 - y, y - y0
         x1, y1 = (x0 + 1).minimum(last_x), (y0 + 1).minimum(last_y)
 
-        # row of the (B*h*w*s*s*G, C/G) table: ((((n*h + py//s)*w + px//s)*s + py%s)*s + px%s)*G + g
-        width = ones.sum(3, keepdim=True)[:, :, :1].view(1, 1, 1, 1, 1, 1)
-        per_image = ones.sum(dim=(2, 3)).view(1, 1, 1, 1, 1, 1) * (s * s)
-        batch = (torch.ones_like(offset[:, :1, :1, :1]).cumsum(0) - 1).view(-1, 1, 1, 1, 1, 1)
-        group = torch.arange(groups, dtype=offset.dtype, device=offset.device).view(1, groups, 1, 1, 1, 1)
+        # row of the (B*h*w*s*s*G, C/G) table: ((((n*h + py//s)*w + px//s)*s + py%s)*s + px%s)*G + g, in int64
+        integer = torch.ones_like(offset[:, :1], dtype=torch.long)  # B, 1, h, w
+        width = integer[:1, :, :1].sum(3, keepdim=True).view(1, 1, 1, 1, 1, 1)
+        per_image = integer[:1].sum(dim=(2, 3)).view(1, 1, 1, 1, 1, 1) * (s * s)
+        batch = (integer[:, :, :1, :1].cumsum(0) - 1).view(-1, 1, 1, 1, 1, 1)
+        group = torch.arange(groups, device=offset.device).view(1, groups, 1, 1, 1, 1)
         table = subpixels.reshape(-1, channels)
 
         def corner(py: torch.Tensor, px: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-            qy, qx = (py / s).floor(), (px / s).floor()
+            py, px = py.long(), px.long()  # exact: floor()ed and clamped coordinates
+            qy, qx = torch.div(py, s, rounding_mode="trunc"), torch.div(px, s, rounding_mode="trunc")  # >= 0
             pixel = ((qy * width + qx) * s + (py - qy * s)) * s + (px - qx * s)
-            rows = ((batch * per_image + pixel) * groups + group).long()
+            rows = (batch * per_image + pixel) * groups + group
             # B, G, i, j, h, w -> B, G, h, i, w, j: output pixel order, so one transpose gives NCHW at the end
             rows, weight = rows.permute(0, 1, 4, 2, 5, 3), weight.permute(0, 1, 4, 2, 5, 3)
             return table.index_select(0, rows.flatten()).view(*rows.shape, channels) * weight.unsqueeze(-1)
