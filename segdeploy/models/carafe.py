@@ -1,7 +1,7 @@
 """CARAFE content-aware reassembly (Wang et al., ICCV 2019) as ordinary tensor operations.
 
 mmcv's ``carafe`` is a CUDA-only custom op (``mmcv::MMCVCARAFE`` in ONNX). This module computes the same thing with
-Pad / Slice / Concat / MatMul / Transpose / Mul / Add only, so it runs on any device and exports at any opset.
+Pad / Slice / Gather / MatMul / Transpose / Mul / Add only, so it runs on any device and exports at any opset.
 
 Semantics (mmcv 2.1 ``CARAFEForward``): for features (N, C, h, w) and masks (N, G*k*k, h*s, w*s),
 

@@ -4,11 +4,13 @@ Written from the authors' repository (HVision-NKU/OffSeg, mmseg 1.x fork): ``Off
 (Chen et al., TPAMI 2024) and its ``LocalSimGuidedSampler``; state_dict keys follow it exactly, so its ADE20K
 checkpoints load strictly. The backbone is the shared EfficientFormerV2 port (identical to CGRSeg's).
 
-Export notes. mmcv's CUDA-only CARAFE is replaced by :func:`segdeploy.models.carafe.carafe` (standard ops). The
-sampler's dilated unfold becomes shifted slices of a zero-padded map, its sampling grid is built from the offset
-tensor itself (CumSum of ones, no ``torch.arange`` of Python sizes), and ``grid_sample`` needs opset >= 16. Softmaxes
-run over the last axis (the head computes its class-token scores in both layouts instead of transposing).
-Inputs must have H and W divisible by 32; the decode head's logits are at stride 4.
+Export notes. mmcv's CUDA-only CARAFE is replaced by :mod:`segdeploy.models.carafe` (standard ops, exact). The
+sampler's dilated unfold becomes shifted slices of a zero-padded map, channel sums are 1x1 convs with unit weights,
+and every coordinate or index is computed from tensors (CumSum of ones), so graphs keep dynamic batch/H/W. While
+exporting, the sampler gathers its bilinear corners straight from CARAFE's sub-pixel layout instead of calling
+``grid_sample`` on the interleaved map (same values; ONNX Runtime's GridSample was the slowest node of the head);
+eager mode keeps ``grid_sample``. Softmaxes run over the last axis. Inputs must have H and W divisible by 32; the
+decode head's logits are at stride 4.
 """
 from __future__ import annotations
 
