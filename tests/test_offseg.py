@@ -48,7 +48,7 @@ def test_default_init_pos_is_the_sub_pixel_centres_in_the_documented_layout():
 
 def test_kernel_normalizer_applies_the_window_and_renormalises():
     mask = torch.randn(2, 25, 4, 6)
-    out = kernel_normalizer(mask, torch.tensor([0.37]))
+    out = kernel_normalizer(mask, 5, torch.tensor([0.37]))
     torch.testing.assert_close(out.sum(1), torch.ones(2, 4, 6))
     torch.testing.assert_close(out, mask.softmax(1), rtol=1e-6, atol=1e-7)
 

@@ -32,14 +32,17 @@ def _exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
-def kernel_normalizer(mask: torch.Tensor, hamming: torch.Tensor) -> torch.Tensor:
-    """Softmax over the k*k taps (channel axis), times the window, renormalised to sum 1.
+def kernel_normalizer(mask: torch.Tensor, kernel_size: int, hamming: torch.Tensor) -> torch.Tensor:
+    """Softmax over the k*k taps (channel axis of ``mask``), times the window, renormalised to sum 1.
 
-    The window is a learnable-looking scalar buffer in OffSeg's settings (hamming_window=False); it cancels in exact
-    arithmetic but not in float, so it is applied like the original does.
+    The window is a scalar buffer in OffSeg's settings (hamming_window=False); it cancels in exact arithmetic but
+    not in float, so it is applied like the original does. The softmax is written out (max, exp, channel sums as
+    1x1 convs): ONNX Runtime runs a Softmax over a non-last axis through two transposes, 6x slower here.
     """
-    mask = mask.softmax(dim=1) * hamming
-    return mask / mask.sum(dim=1, keepdim=True)
+    taps = kernel_size * kernel_size
+    exp = (mask - mask.amax(dim=1, keepdim=True)).exp()
+    mask = exp / channel_sum(exp, taps) * hamming
+    return mask / channel_sum(mask, taps)
 
 
 def channel_sum(x: torch.Tensor, channels: int, groups: int = 1) -> torch.Tensor:
@@ -212,15 +215,15 @@ class FreqFusion(nn.Module):
 
         # high-pass the compressed hr feature first; both kernel predictions below read the sharpened one
         mask_hr_hr = self.content_encoder2(hr_comp)
-        hr_comp = hr_comp + hr_comp - carafe(hr_comp, kernel_normalizer(mask_hr_hr, self.hamming_highpass), hi, 1)
+        hr_comp = hr_comp + hr_comp - carafe(hr_comp, kernel_normalizer(mask_hr_hr, hi, self.hamming_highpass), hi, 1)
         mask_lr_hr = self.content_encoder(hr_comp)
-        mask_lr_init = kernel_normalizer(mask_lr_hr, self.hamming_lowpass)
+        mask_lr_init = kernel_normalizer(mask_lr_hr, lo, self.hamming_lowpass)
 
         # low-pass kernels: hr prediction plus the lr prediction upsampled by the initial low-pass kernels
         mask_lr = mask_lr_hr + carafe(self.content_encoder(lr_comp), mask_lr_init, lo, 2)
-        lowpass = kernel_normalizer(mask_lr, self.hamming_lowpass)
+        lowpass = kernel_normalizer(mask_lr, lo, self.hamming_lowpass)
         mask_hr = mask_hr_hr + carafe(self.content_encoder2(lr_comp), lowpass, lo, 2)
-        highpass = kernel_normalizer(mask_hr, self.hamming_highpass)
+        highpass = kernel_normalizer(mask_hr, hi, self.hamming_highpass)
 
         hr_out = hr_feat - carafe(hr_feat, highpass, hi, 1) + hr_feat
         offsets = self.dysampler.offsets(hr_comp, lr_comp)
