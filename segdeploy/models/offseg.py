@@ -66,11 +66,10 @@ def local_cosine_similarity(x: torch.Tensor, channels: int, dilation: int = 2) -
     """Cosine similarity of each pixel with its 8 neighbours of a dilated 3x3 window (B, 8, H, W), row-major.
     ``channels`` is x's channel count.
 
-    Equals the original's ``F.unfold`` + ``F.cosine_similarity(eps=1e-8)``: that function divides each vector by
-    max(norm, eps) before the dot product, so normalising once and shifting gives the same values; out-of-image
-    neighbours are zero vectors (similarity 0). The similarity is symmetric, so only the 4 forward neighbours are
-    computed; sim(p, p - d) is sim(q, q + d) at q = p - d, i.e. the forward map shifted (the same products in the
-    same order, so bit-identical).
+    Equals the original's ``F.unfold`` + ``F.cosine_similarity(eps=1e-8)`` up to float rounding: that function
+    divides each vector by max(norm, eps) before the dot product, so normalising once and shifting gives the same
+    values; out-of-image neighbours are zero vectors (similarity 0). The similarity is symmetric, so only the 4
+    forward neighbours are computed: sim(p, p - d) is sim(q, q + d) at q = p - d, the forward map shifted.
     """
     unit = x / channel_sum(x * x, channels).sqrt().clamp_min(1e-8)
     d = dilation
