@@ -192,3 +192,14 @@ def test_an_output_of_the_wrong_shape_fails_the_case_instead_of_crashing():
     feeds = [("case", {"input": np.zeros((1, 3, 32, 32), np.float32)})]
     report = compare_runners(ArrayRunner(), WrongShapeRunner(), feeds, num_classes=4)
     assert not report.passed and "shape (1, 4, 3, 4) where the reference has (1, 4, 4, 4)" in report.failure_line()
+
+
+def test_a_foreign_onnx_file_validates_with_model(artifact, capsys, tmp_path):
+    model = onnx.load(artifact)
+    del model.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"  # no sidecar next to it either
+    onnx.save(model, str(foreign))
+    code, _, err = run_validate(capsys, str(foreign), "--n", "1")
+    assert code == 2 and "no segdeploy metadata" in err and "pass --model" in err
+    code, out, _ = run_validate(capsys, str(foreign), "--model", "segnext_t", "--n", "1", "--threads", "2")
+    assert code == 0 and "PASSED" in out
