@@ -1,5 +1,5 @@
-"""OffSeg specifics: the sampler's similarity, offsets and two sampling forms, the interleaving, class counts, input
-sizes, and the ONNX export of the head pieces (the golden tests cover the whole model)."""
+"""OffSeg specifics: the sampler's similarity, initial positions and two sampling forms, the interleaving, class
+counts, input sizes, and the ONNX export of the head (the golden tests cover the whole model in eager mode)."""
 from __future__ import annotations
 
 import io
@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from goldens import golden, logits_tolerance, recipe_model, run_public_case
 from segdeploy import models
 from segdeploy.errors import InputError
 from segdeploy.models.carafe import carafe_subpixels, subpixels_to_image
 from segdeploy.models.offseg import (
+    FreqFusion,
     LocalSimGuidedSampler,
     OffsetLearning,
     interleave_channels,
@@ -66,6 +68,18 @@ def test_gather_sampling_equals_grid_sample(batch, offset_scale):
     expected = sampler.sample(subpixels_to_image(subpixels), offset)
     got = sampler.sample_subpixels(subpixels, offset)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_the_export_sampling_form_is_golden_exact_too():
+    """Eager mode uses grid_sample; exports use the gather form. Run the gather form on the golden case."""
+    g = golden("offseg_t")
+    model = recipe_model("offseg_t", int(g["seed"]))
+    for module in model.modules():
+        if isinstance(module, FreqFusion):
+            module.gather_sampling = True
+    logits, _ = run_public_case(model, g)
+    err = float(np.abs(logits.numpy() - g["logits"]).max())
+    assert err <= logits_tolerance(g["logits"]), f"max|logits - golden| = {err:.3g}"
 
 
 def test_interleaving_matches_the_originals_batch_reshape():
