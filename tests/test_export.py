@@ -59,6 +59,8 @@ def test_t_variant_exports_static_and_dynamic(name, tmp_path):
     assert summary["passed"] and [list(s) for s in summary["shapes"]] == [[1, 3, 256, 320], [2, 3, 384, 640]]
     assert_standard_graph(dynamic.path)
     assert dynamic.metadata["dynamic_axes"]["input"] == {"0": "batch", "2": "height", "3": "width"}
+    stride = models.get_spec(name).output_stride
+    assert dynamic.metadata["output"]["shape"][2:] == [f"height/{stride}", f"width/{stride}"]
     runner = OnnxRuntimeRunner(dynamic.path, threads=2)
     assert runner.inputs()[0].shape == ("batch", 3, "height", "width")
 

@@ -116,4 +116,4 @@ class DeployGraph(nn.Module):
 
 
 def _strided(size, stride):
-    return size if isinstance(size, str) else -(-size // stride)
+    return f"{size}/{stride}" if isinstance(size, str) else -(-size // stride)
