@@ -51,6 +51,8 @@ def test_t_variant_exports_static_and_dynamic(name, tmp_path):
     assert static.metadata["validation"]["passed"] and static.metadata["validation"]["mask_agreement"] >= 0.999
     assert_standard_graph(static.path)
     assert static.metadata["graph"]["nodes"] <= static.metadata["graph"]["nodes_traced"]
+    # what the metadata promises is what the graph gives (output stride from the spec: 8, or 4 for OffSeg)
+    assert list(OnnxRuntimeRunner(static.path).outputs()[0].shape) == static.metadata["output"]["shape"]
 
     dynamic = export_onnx(name, tmp_path / "dynamic.onnx", height=CI_SIZE[0], width=CI_SIZE[1], dynamic=True,
                           threads=2)
