@@ -118,6 +118,12 @@ def summary_markdown(summary: list[dict]) -> str:
 
 
 def write_all(report: dict, stem: str) -> list[str]:
+    peak = report.get("peak")
+    if peak and peak.get("gflops"):
+        # rows merged from several processes: express all of them against the one peak the header shows
+        for row in report["results"]:
+            if row.get("achieved_gflops") is not None:
+                row["peak_fraction"] = row["achieved_gflops"] / peak["gflops"]
     report["summary"] = summarize(report["results"])
     written = bench.write_reports(report, json_path=stem + ".json")
     written.append(write_text_atomic(stem + ".md", bench.to_markdown(report) + "\n" +
