@@ -7,6 +7,12 @@ import tempfile
 from segdeploy.errors import ArtifactError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_writable(path: str | os.PathLike, force: bool) -> str:
     path = os.fspath(path)
     if os.path.exists(path) and not force:
@@ -25,6 +31,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, force: bool = False
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); an artifact gets the permissions any new file would get
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

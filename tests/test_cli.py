@@ -43,15 +43,23 @@ def test_info_json(capsys):
     assert info["params"] == 4263414 and info["input"]["channel_order"] == "RGB"
 
 
-def test_predict_on_a_real_image(tmp_path):
-    out = tmp_path / "mask.png"
-    code, stdout, stderr = run_cli("predict", "--model", "segnext_t", "--image", IMAGE, "--output", str(out))
-    assert code == 0, stderr
-    assert "classes in the mask" in stdout
-    mask = cv2.imread(str(out))
+def test_predict_on_a_real_image_agrees_across_backends(tmp_path):
+    masks = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"mask_{backend}.png"
+        code, stdout, stderr = run_cli("predict", "--model", "segnext_t", "--image", IMAGE, "--output", str(out),
+                                       "--backend", backend, "--cache-dir", str(tmp_path / "cache"))
+        assert code == 0, stderr
+        assert f"segnext_t on {backend}" in stdout and "classes in the mask" in stdout
+        masks[backend] = cv2.imread(str(out))
     image = cv2.imread(IMAGE)
-    assert mask.shape == image.shape and len(np.unique(mask.reshape(-1, 3), axis=0)) > 1
-    code, _, stderr = run_cli("predict", "--model", "segnext_t", "--image", IMAGE, "--output", str(out))
+    assert masks["torch"].shape == image.shape
+    assert len(np.unique(masks["torch"].reshape(-1, 3), axis=0)) > 1
+    agreement = (masks["torch"] == masks["onnxruntime"]).all(axis=2).mean()
+    assert agreement >= 0.999
+    assert [p.name for p in (tmp_path / "cache").glob("*.onnx")] == ["segnext_t_608x512_recipe.onnx"]
+    code, _, stderr = run_cli("predict", "--model", "segnext_t", "--image", IMAGE, "--backend", "torch",
+                              "--output", str(tmp_path / "mask_torch.png"))
     assert code == 2 and "exists; pass --force" in stderr
 
 
@@ -66,9 +74,23 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
         (("predict", "--model", "segnext_t", "--image", str(tmp_path / "none.jpg")), "image not found"),
         (("predict", "--model", "segnext_t", "--image", IMAGE, "--checkpoint", str(bad_ckpt)), "truncated"),
         (("predict", "--model", "segnext_t", "--image", IMAGE, "--size", "big"), "--size must look like"),
+        (("predict", "--model", "segnext_t", "--image", IMAGE, "--backend", "tpu"), "--backend must be auto"),
     ]
     for args, expected in cases:
         code, _, stderr = run_cli(*args)
         assert code == 2, args
         assert expected in stderr, (args, stderr)
         assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_artifacts_are_written_with_ordinary_permissions(tmp_path):
+    import os
+
+    from segdeploy.io import write_text_atomic
+
+    path = tmp_path / "report.json"
+    write_text_atomic(path, "{}\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~mask)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -17,10 +17,10 @@ from segdeploy.errors import SegdeployError
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 # What each backend consumes: the PyTorch model itself, or an exported artifact.
 BACKEND_INPUT = {"torch": "model", "onnxruntime": "onnx", "openvino": "onnx", "tensorrt": "engine"}
-# Fastest first. ONNX Runtime and OpenVINO (both FP32, same opset-20 artifact) are within ~15 % of each other and
-# 2-4x ahead of PyTorch eager (benchmarks/README.md); ONNX Runtime leads because it is always installed, OpenVINO is
-# an optional extra. Revisit with the CPU matrix in benchmarks/results.
-CPU_PREFERENCE = ("onnxruntime", "openvino", "torch")
+# Fastest first, from the CPU matrix (benchmarks/results/vm-2026-11-21.md, FP32, 512x512, batch 1, 2 threads):
+# OpenVINO was fastest on 12 of 14 models (ONNX Runtime on lrformer_s/l), both 1.1-3x ahead of PyTorch eager.
+# OpenVINO is an optional extra, so without it ONNX Runtime (always installed) is the default.
+CPU_PREFERENCE = ("openvino", "onnxruntime", "torch")
 
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
              "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
