@@ -88,8 +88,8 @@ def run(args) -> int:
         print("note: no --checkpoint given; using the deterministic golden-recipe weights, so the classes below "
               "show the pipeline works, not what is in the image")
     mask = preprocess.logits_to_mask(logits, image.shape[:2], spec.align_corners)[0]
-    print(f"{args.model} on {backend}: image {image.shape[1]}x{image.shape[0]} -> input {width}x{height} -> "
-          f"logits {logits.shape[3]}x{logits.shape[2]} in {latency_ms:.0f} ms; {len(np.unique(mask))} classes "
+    print(f"{args.model} on {backend}: image {image.shape[0]}x{image.shape[1]} -> input {height}x{width} -> "
+          f"logits {logits.shape[2]}x{logits.shape[3]} (HxW) in {latency_ms:.0f} ms; {len(np.unique(mask))} classes "
           "in the mask")
     for name, share in preprocess.class_histogram(mask, spec.class_names(num_classes), args.top):
         print(f"  {share:6.2f}%  {name}")
