@@ -415,6 +415,10 @@ def check_request(request: BenchRequest) -> None:
         raise InputError("give --model NAME[,NAME...] or --artifact FILE")
     if request.artifact and not os.path.isfile(request.artifact):
         raise InputError(f"artifact not found: {request.artifact}")
+    if request.artifact and request.artifact.endswith(".onnx"):
+        from segdeploy.export.metadata import load_onnx
+
+        load_onnx(request.artifact)  # a corrupt file is one ArtifactError line, not a failed row per backend
     if request.artifact and len(request.models) > 1:
         raise InputError("--artifact benchmarks one model; give at most one --model to name it")
     for name in request.models:

@@ -279,3 +279,11 @@ def test_matrix_resumes_and_skips_finished_pairs(tmp_path, monkeypatch):
     assert matrix.main(args + ["--redo", "--backends", "onnxruntime"]) == 0
     assert calls[-1] == ("segnext_t", "onnxruntime") and len(calls) == 3
     assert len(json.loads((tmp_path / "t.json").read_text())["results"]) == 2  # replaced, not appended
+
+
+def test_bench_on_a_corrupt_artifact_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf")
+    assert main(["bench", "--artifact", str(bad), "--backend", "onnxruntime"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a readable ONNX model" in err[0]
