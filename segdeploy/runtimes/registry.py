@@ -18,7 +18,7 @@ BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 # What each backend consumes: the PyTorch model itself, or an exported artifact.
 BACKEND_INPUT = {"torch": "model", "onnxruntime": "onnx", "openvino": "onnx", "tensorrt": "engine"}
 # Fastest first, from the CPU matrix (benchmarks/results/vm-2026-11-21.md, FP32, 512x512, batch 1, 2 threads):
-# OpenVINO was fastest on 12 of 14 models (ONNX Runtime on lrformer_s/l), both 1.1-3x ahead of PyTorch eager.
+# OpenVINO was fastest on 10 of 14 models and within 3 % on the other four; both are 1.2-2.5x ahead of eager.
 # OpenVINO is an optional extra, so without it ONNX Runtime (always installed) is the default.
 CPU_PREFERENCE = ("openvino", "onnxruntime", "torch")
 
