@@ -91,7 +91,7 @@ def build_deploy_graph(model_name: str, *, checkpoint=None, dynamic: bool = Fals
                   "note": "deterministic golden-recipe weights (segdeploy.recipe), not trained weights"}
     else:
         source = {"source": "checkpoint", "file": os.path.basename(os.fspath(checkpoint))}
-    # families cache size-dependent tensors at eval(); refresh them now that the weights are in
+    # eval() after loading, as the originals were run (no family keeps a stale cache: see the golden tests)
     model.eval()
     weights = {**source, "sha256": meta.state_dict_sha256(model), "options": options}
     return DeployGraph(model, outputs=outputs, preprocess=preprocess).eval(), weights

@@ -28,9 +28,10 @@ def build_model(name: str, checkpoint=None) -> nn.Module:
     because an exported graph cannot draw random numbers either.
     """
     from segdeploy import models
+    from segdeploy.export.onnx import export_options
 
-    options = {"nmf_bases": "fixed"} if "nmf_bases" in models.get_spec(name).options else {}
-    model = models.create(name, checkpoint=checkpoint, **options)
+    # the same pinned, static-shape form an exported graph has, so torch and ONNX rows time the same model
+    model = models.create(name, checkpoint=checkpoint, **export_options(models.get_spec(name), dynamic=False))
     if checkpoint is None:
         models.load_recipe_weights(model, seed=0)
     return model
