@@ -1,0 +1,109 @@
+"""The segdeploy engine file: a length-prefixed JSON manifest, then TensorRT's serialized plan.
+
+Layout (the one Ultralytics uses, so either tool reads the other's header): 4 bytes little-endian N, N bytes of
+UTF-8 JSON (the artifact manifest with its ``engine`` facts), then the plan. Everything about an engine (model,
+classes, I/O, profiles, TensorRT version, GPU and compute capability) can be read without TensorRT, and a runner
+can refuse a foreign engine with one line before TensorRT tries to deserialize it (TensorRT itself only returns
+None and logs). A plan written by trtexec has no header: its first four bytes are TensorRT's own magic, which read
+as a length far beyond any header, so headerless engines are recognised, not misread.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from segdeploy.errors import ArtifactError
+
+MAX_HEADER_BYTES = 16 << 20
+
+
+def pack(manifest, plan: bytes) -> bytes:
+    header = json.dumps(manifest.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return len(header).to_bytes(4, "little") + header + bytes(plan)
+
+
+def split(data: bytes, source: str = "engine"):
+    """(manifest or None, plan bytes) of an engine file's contents."""
+    from segdeploy.artifact.manifest import Manifest
+
+    if len(data) < 4:
+        raise ArtifactError(f"{source} is {len(data)} bytes: not an engine")
+    n = int.from_bytes(data[:4], "little")
+    if not (0 < n <= min(MAX_HEADER_BYTES, len(data) - 4)) or data[4:5] != b"{":
+        return None, data  # headerless (trtexec): TensorRT's magic is no plausible header length
+    try:
+        document = json.loads(data[4:4 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArtifactError(f"{source}: its segdeploy header is corrupt (not JSON)") from None
+    manifest = Manifest.from_dict(document, f"{source} (engine header)")
+    if manifest.format != "engine":
+        raise ArtifactError(f"{source}: its header describes a {manifest.format} artifact, not an engine")
+    plan = data[4 + n:]
+    if not plan:
+        raise ArtifactError(f"{source} has a header but no serialized engine after it (truncated?)")
+    return manifest, plan
+
+
+def read_header(path: str | os.PathLike):
+    """(manifest or None, offset of the plan) without reading the whole plan into memory."""
+    from segdeploy.artifact.manifest import Manifest
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ArtifactError(f"engine not found: {path}")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4:
+            raise ArtifactError(f"{path} is {size} bytes: not an engine")
+        n = int.from_bytes(head, "little")
+        if not (0 < n <= min(MAX_HEADER_BYTES, size - 4)):
+            return None, 0
+        body = f.read(n)
+    if body[:1] != b"{":
+        return None, 0
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArtifactError(f"{path}: its segdeploy header is corrupt (not JSON)") from None
+    manifest = Manifest.from_dict(document, f"{path} (engine header)")
+    if size == 4 + n:
+        raise ArtifactError(f"{path} has a header but no serialized engine after it (truncated?)")
+    return manifest, 4 + n
+
+
+def compatibility_problem(engine, tensorrt_version: str, compute_capability: str) -> str | None:
+    """Why an engine built as ``engine`` (EngineInfo) cannot run under this TensorRT on this GPU, or None.
+
+    TensorRT plans are tied to the TensorRT version that built them unless built version-compatible (and then only
+    forwards: a 10.x version-compatible engine runs on 11.x, not the reverse), and to the GPU's compute capability
+    unless built hardware-compatible (``ampere_plus``: any SM >= 8.0; ``same_compute_capability``: the same SM on
+    another GPU model).
+    """
+    built, here = _version_tuple(engine.tensorrt_version), _version_tuple(tensorrt_version)
+    if built[:3] != here[:3]:
+        if not engine.version_compatible:
+            return (f"built by TensorRT {engine.tensorrt_version}, this is TensorRT {tensorrt_version}; rebuild it "
+                    "here (or build it --version-compatible)")
+        if here[:3] < built[:3]:
+            return (f"a version-compatible engine built by TensorRT {engine.tensorrt_version} runs on that or a "
+                    f"newer TensorRT, not on {tensorrt_version}")
+    if engine.compute_capability != compute_capability:
+        if engine.hardware_compatibility == "ampere_plus":
+            if _version_tuple(compute_capability)[:1] < (8,):
+                return (f"built hardware-compatible for Ampere and newer (SM >= 8.0); this GPU is SM "
+                        f"{compute_capability}")
+        else:
+            return (f"built for compute capability {engine.compute_capability} ({engine.gpu_name}); this GPU is "
+                    f"{compute_capability}: rebuild it here (or build it --hardware-compat)")
+    return None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in str(text).split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) or (0,)
