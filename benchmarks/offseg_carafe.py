@@ -31,7 +31,7 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 from segdeploy import models  # noqa: E402
-from segdeploy.runtimes.registry import cpu_info  # noqa: E402
+from segdeploy.hostinfo import cpu_info  # noqa: E402
 
 TARGET_ORT_OVER_EAGER = 1.5  # the goal, not a test
 

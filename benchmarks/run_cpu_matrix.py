@@ -22,10 +22,12 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from segdeploy import bench  # noqa: E402
+from segdeploy.evaluation.bench import reports  # noqa: E402
+from segdeploy.evaluation.bench.run import SCHEMA  # noqa: E402
+from segdeploy.hostinfo import machine_info  # noqa: E402
 from segdeploy.io import write_text_atomic  # noqa: E402
 from segdeploy.models import list_models  # noqa: E402
-from segdeploy.runtimes.registry import backend_status, machine_info  # noqa: E402
+from segdeploy.runtimes.registry import backend_status  # noqa: E402
 
 TARGET_ORT_OVER_EAGER = 1.5  # the goal for ONNX Runtime FP32 over the faster PyTorch eager layout (not a test)
 
@@ -36,15 +38,14 @@ def parse_args(argv=None):
     p.add_argument("--backends", default="torch,onnxruntime,openvino",
                    help="comma-separated; backends that are not usable here are skipped with their reason")
     p.add_argument("--batch", default="1,max")
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--size", default="512x512", help="input size HxW")
     p.add_argument("--threads", type=int, help="default: all usable cores")
     p.add_argument("--warmup-s", type=float, default=1.0)
     p.add_argument("--min-s", type=float, default=3.0)
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--out-dir", default=os.path.join(ROOT, "benchmarks", "results"))
     p.add_argument("--tag", help="results file stem (default <host>-<UTC date>); reuse one to resume another day")
-    p.add_argument("--export-dir", default=os.path.join(ROOT, "artifacts", "bench"))
+    p.add_argument("--cache-dir", default=os.path.join(ROOT, "artifacts", "cache"))
     p.add_argument("--opset", type=int, default=20, help="opset of the ONNX exports (see benchmarks/README.md)")
     p.add_argument("--redo", action="store_true", help="re-run pairs that are already in the results file")
     return p.parse_args(argv)
@@ -59,9 +60,9 @@ def run_pair(model: str, backend: str, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "report.json")
         cmd = [sys.executable, "-m", "segdeploy", "bench", "--model", model, "--backend", backend,
-               "--height", str(args.height), "--width", str(args.width), "--batch", args.batch,
+               "--size", args.size, "--batch", args.batch,
                "--warmup-s", str(args.warmup_s), "--min-s", str(args.min_s), "--max-batch", str(args.max_batch),
-               "--export-dir", args.export_dir, "--opset", str(args.opset), "--json", out]
+               "--cache-dir", args.cache_dir, "--opset", str(args.opset), "--json", out]
         if backend == "torch":
             cmd += ["--layout", "nchw,channels_last"]
         if args.threads:
@@ -104,7 +105,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def summary_markdown(summary: list[dict]) -> str:
-    f = bench._f
+    f = reports._f
     lines = ["## Ratios per model", "",
              f"ORT / eager uses the faster of PyTorch NCHW and channels_last; target ORT / eager >= "
              f"{TARGET_ORT_OVER_EAGER} and ORT / OpenVINO >= 1 (all FP32).", "",
@@ -125,12 +126,12 @@ def write_all(report: dict, stem: str) -> list[str]:
             if row.get("achieved_gflops") is not None:
                 row["peak_fraction"] = row["achieved_gflops"] / peak["gflops"]
     report["summary"] = summarize(report["results"])
-    written = bench.write_reports(report, json_path=stem + ".json")
-    written.append(write_text_atomic(stem + ".md", bench.to_markdown(report) + "\n" +
+    written = reports.write_reports(report, json_path=stem + ".json", force=True)
+    written.append(write_text_atomic(stem + ".md", reports.to_markdown(report) + "\n" +
                                      summary_markdown(report["summary"]), force=True))
     if any(r.get("status") == "ok" for r in report["results"]):
         try:
-            written.append(bench.plot(report, stem + ".png"))
+            written += reports.write_reports(report, plot_path=stem + ".png", force=True)
         except Exception as exc:  # matplotlib missing: the JSON and Markdown still stand
             print(f"no plot: {exc}", file=sys.stderr)
     return written
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
             print(f"skipping {name}: {status.reason}")
     tag = args.tag or f"{socket.gethostname()}-{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}"
     stem = os.path.join(args.out_dir, tag)
-    report = {"schema": bench.SCHEMA, "machine": machine_info(), "results": []}
+    report = {"schema": SCHEMA, "machine": machine_info(), "results": []}
     if os.path.isfile(stem + ".json"):
         with open(stem + ".json") as f:
             report = json.load(f)

@@ -15,9 +15,9 @@ from segdeploy.artifact.manifest import (
     Resize,
     TensorSpec,
     Weights,
-    read_manifest,
     sidecar_path,
 )
+from segdeploy.artifact.reader import read_manifest
 
 __all__ = ["SCHEMA_VERSION", "Axis", "EngineInfo", "ExportInfo", "Manifest", "ModelInfo", "Precision",
            "Preprocessing", "Profile", "Range", "Resize", "TensorSpec", "Weights", "read_manifest", "sidecar_path"]

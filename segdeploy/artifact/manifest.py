@@ -420,36 +420,3 @@ def read_sidecar(path: str | os.PathLike) -> Manifest:
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     return Manifest.from_dict(data, path)
-
-
-def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bool = True) -> Manifest | None:
-    """The manifest of an artifact: an ``.onnx`` (embedded copy, else its sidecar), an engine (its header), or a
-    manifest ``.json`` itself. Where an ONNX file has both and they disagree, that is an error: the pair was not
-    written together. ``required=False`` returns None for a foreign ONNX file without any manifest."""
-    path = os.fspath(artifact)
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".json":
-        return read_sidecar(path)
-    if suffix in (".engine", ".plan"):
-        from segdeploy.artifact.engine_header import read_header
-
-        manifest, _ = read_header(path)
-        if manifest is None and required:
-            raise ArtifactError(f"{path} has no segdeploy header (built by trtexec?); it carries no manifest")
-        return manifest
-    if model_proto is None:
-        from segdeploy.artifact.onnx_file import load_onnx
-
-        model_proto = load_onnx(path)
-    inside = embedded(model_proto, path)
-    side = sidecar_path(path)
-    beside = read_sidecar(side) if os.path.isfile(side) else None
-    if inside is not None and beside is not None and inside.to_dict() != beside.to_dict():
-        raise ArtifactError(f"{side} does not match the manifest inside {path} (graph sha256 "
-                            f"{beside.graph_sha256[:12]} vs {inside.graph_sha256[:12]}): they were not written "
-                            "together; export again")
-    manifest = inside or beside
-    if manifest is None and required:
-        raise ArtifactError(f"{path} carries no segdeploy manifest (no embedded one, no sidecar {side}); pass --model "
-                            "to describe a foreign ONNX file")
-    return manifest

@@ -1,104 +1,199 @@
-"""segdeploy predict: segment a real image and print the mask's class histogram.
+"""segdeploy predict: segment an image, a folder or glob of images, or a video, with a model or an artifact.
 
-Runs on the fastest CPU backend available by default (OpenVINO when installed, then ONNX Runtime, then PyTorch; see
-``runtimes.registry.fastest_cpu_backend``). ONNX backends run a static export at the image's network input size,
-made (and validated against PyTorch) on first use and cached under ``--cache-dir`` (``artifacts/predict/``).
+A model runs on the fastest usable CPU backend by default (OpenVINO when installed, then ONNX Runtime, then
+PyTorch); for an artifact backend it is exported once and kept in the shared export cache (static at the size of a
+single image or a video's frames, dynamic for folders of mixed sizes). One image prints its class histogram and,
+with ``--output FILE``, writes its colour mask, as before; many images and videos write into ``--output DIR`` (or a
+video file) with a progress bar and a latency summary.
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
+import time
 
 import numpy as np
 
-from segdeploy import models, preprocess
+from segdeploy import preprocess
+from segdeploy.commands import common
 from segdeploy.errors import InputError
-from segdeploy.runtimes.registry import BACKEND_INPUT, create_runner, fastest_cpu_backend
+from segdeploy.export.cache import DEFAULT_CACHE_DIR
+from segdeploy.media import label_png, overlay, resolve_source, video_frames, write_image
+
+EXAMPLES = """examples:
+  segdeploy predict --model cgrseg_t --source photo.jpg --output mask.png
+  segdeploy predict --model cgrseg_t --checkpoint ckpt.pth --source photos/ --output masks/ --overlay --labels
+  segdeploy predict --artifact artifacts/cgrseg_t_512x512_dynamic.onnx --source 'frames/*.jpg' --output out/
+  segdeploy predict --model segnext_t --source clip.mp4 --output clip_masks.mp4 --overlay"""
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="segment an image (fastest CPU backend by default)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--image", required=True)
-    p.add_argument("--checkpoint", help="the authors' checkpoint (.pth); without it, the golden-recipe weights")
-    p.add_argument("--backend", default="auto",
-                   help="torch, onnxruntime or openvino; auto (default) picks the fastest usable CPU backend")
-    p.add_argument("--cache-dir", default=os.path.join("artifacts", "predict"),
-                   help="where ONNX backends keep their exports (default: artifacts/predict)")
-    p.add_argument("--size", metavar="HxW", help="network input size (default: the mmseg test resize policy)")
-    p.add_argument("--output", help="write the colour mask (PNG) here")
-    p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
-    p.add_argument("--top", type=int, default=8, help="classes to list")
+    p = subparsers.add_parser("predict", help="segment images or a video (fastest CPU backend by default)",
+                              description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
+                              formatter_class=common.HelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", metavar="NAME", help=f"registered model: {', '.join(common.model_names())}")
+    what.add_argument("--artifact", metavar="FILE", help="an artifact segdeploy exported (preprocessing from its "
+                                                         "manifest)")
+    p.add_argument("--source", "--image", dest="source", required=True, metavar="IMAGE|DIR|GLOB|VIDEO",
+                   help="an image, a folder of images, a quoted glob, or a video")
+    common.add_checkpoint(p)
+    common.add_backend(p, "backend (default: the fastest usable CPU backend)")
+    common.add_size(p, default=None, help_text="network input size (default: the test resize policy)")
+    p.add_argument("--output", metavar="FILE|DIR",
+                   help="one image: the colour mask PNG; images: a folder; video: the output video (.mp4/.avi)")
+    p.add_argument("--overlay", action="store_true", help="blend the mask over the image (images: *_overlay.jpg; "
+                                                          "video: overlay frames instead of the bare mask)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask (default 0.5)")
+    p.add_argument("--labels", action="store_true", help="also write raw class-index PNGs (*_labels.png)")
+    common.add_threads(p)
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"the export cache (default {DEFAULT_CACHE_DIR})")
+    p.add_argument("--no-simplify", dest="simplify", action="store_false", help="export without the simplifier")
+    common.add_force(p, "existing outputs")
+    p.add_argument("--top", type=int, default=8, help="classes to list for one image (default 8)")
     p.set_defaults(func=run)
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--size must look like 512x512, not {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise InputError(f"--size must be positive, not {text!r}")
-    return h, w
-
-
-def _weights_tag(checkpoint: str | None) -> str:
-    if checkpoint is None:
-        return "recipe"
-    stat = os.stat(checkpoint)
-    key = f"{os.path.abspath(checkpoint)}:{stat.st_size}:{stat.st_mtime_ns}"
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def cached_onnx(model: str, checkpoint: str | None, height: int, width: int, cache_dir: str) -> str:
-    """A validated static export of ``model`` at this size, reused across calls with the same weights file."""
-    from segdeploy.export.onnx import export_onnx
-
-    path = os.path.join(cache_dir, f"{model}_{height}x{width}_{_weights_tag(checkpoint)}.onnx")
-    if not os.path.isfile(path):
-        print(f"exporting {model} at {height}x{width} to {path} (once; validated against PyTorch)")
-        # opset 20 keeps GELU one node, which ONNX Runtime fuses (the bench exports the same way)
-        export_onnx(model, path, checkpoint=checkpoint, height=height, width=width, opset=20, force=True)
-    return path
-
-
 def run(args) -> int:
-    size = parse_size(args.size)
-    if args.output and os.path.exists(args.output) and not args.force:
-        raise InputError(f"{args.output} exists; pass --force to overwrite it")
-    spec = models.get_spec(args.model)
-    backend = fastest_cpu_backend() if args.backend == "auto" else args.backend
-    if backend not in BACKEND_INPUT or backend == "tensorrt":
-        raise InputError(f"--backend must be auto, torch, onnxruntime or openvino, not {args.backend!r}")
-    image = preprocess.read_image(args.image)
-    x = preprocess.prepare(image, spec, size)
-    height, width = x.shape[2:]
-    if BACKEND_INPUT[backend] == "model":
-        runner = create_runner(backend, model=args.model, checkpoint=args.checkpoint)
-    else:
-        artifact = cached_onnx(args.model, args.checkpoint, height, width, args.cache_dir)
-        runner = create_runner(backend, artifact=artifact)
-    with runner:
-        logits = runner.infer({runner.inputs()[0].name: x})[runner.outputs()[0].name]
-        latency_ms = runner.last_timing.host_ms
-    num_classes = logits.shape[1]
-    if args.checkpoint is None:
-        print("note: no --checkpoint given; using the deterministic golden-recipe weights, so the classes below "
-              "show the pipeline works, not what is in the image")
-    mask = preprocess.logits_to_mask(logits, image.shape[:2], spec.align_corners)[0]
-    print(f"{args.model} on {backend}: image {image.shape[0]}x{image.shape[1]} -> input {height}x{width} -> "
-          f"logits {logits.shape[2]}x{logits.shape[3]} (HxW) in {latency_ms:.0f} ms; {len(np.unique(mask))} classes "
-          "in the mask")
-    for name, share in preprocess.class_histogram(mask, spec.class_names(num_classes), args.top):
+    from segdeploy.evaluation.segment import open_segmenter
+    from segdeploy.evaluation.validate import verify_graph
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise InputError(f"--alpha must be between 0 and 1, not {args.alpha}")
+    source = resolve_source(args.source)
+    size = common.parse_size(args.size)
+    first = None
+    if source.kind == "image":
+        first = preprocess.read_image(source.paths[0])
+        common.check_outputs(args.force, args.output)
+    elif source.kind == "video":
+        frames, info = video_frames(source.paths[0])
+        if args.output and os.path.splitext(args.output)[1].lower() not in (".mp4", ".avi", ".mov", ".mkv", ".m4v"):
+            raise InputError("a video's --output is a video file (.mp4 or .avi)")
+        common.check_outputs(args.force, args.output)
+        first = np.zeros((info["height"], info["width"], 3), np.uint8)
+    elif args.output and os.path.isfile(args.output):
+        raise InputError(f"--output {args.output} is a file; many images need a folder")
+    if size is None and first is not None and args.model and args.artifact is None:
+        from segdeploy import models
+
+        size = preprocess.fit_size(*first.shape[:2], multiple=models.get_spec(args.model).size_multiple)
+    with common.status("loading" + (f" {args.model}" if args.model else f" {args.artifact}")) as say:
+        segmenter = open_segmenter(model=args.model, checkpoint=args.checkpoint, artifact=args.artifact,
+                                   backend=args.backend, size=size, fixed_size=source.kind != "images",
+                                   threads=args.threads, cache_dir=args.cache_dir, simplify=args.simplify,
+                                   verify=verify_graph, progress=say)
+    if args.checkpoint is None and args.model:
+        print("note: no --checkpoint given; using the deterministic golden-recipe weights, so the masks show the "
+              "pipeline works, not what is in the images")
+    with segmenter:
+        if source.kind == "image":
+            return _one_image(args, segmenter, source.paths[0], first)
+        if source.kind == "video":
+            return _video(args, segmenter, source.paths[0], frames, info)
+        return _images(args, segmenter, source.paths)
+
+
+def _one_image(args, segmenter, path, image) -> int:
+    result = segmenter(image)
+    mask = result.labels
+    h, w = result.network_size
+    print(f"{segmenter.description}: image {image.shape[0]}x{image.shape[1]} -> input {h}x{w} (HxW) in "
+          f"{result.latency_ms:.0f} ms; {len(np.unique(mask))} classes in the mask")
+    for name, share in preprocess.class_histogram(mask, segmenter.class_names, args.top):
         print(f"  {share:6.2f}%  {name}")
     if args.output:
-        import cv2
-
-        from segdeploy.io import write_bytes_atomic
-
-        ok, png = cv2.imencode(".png", preprocess.colorize(mask, spec.palette(num_classes)))
-        write_bytes_atomic(args.output, png.tobytes(), force=args.force)
+        write_image(args.output, preprocess.colorize(mask, segmenter.palette), args.force)
         print(f"wrote {args.output}")
+        stem = os.path.splitext(args.output)[0]
+        if args.overlay:
+            print(f"wrote {write_image(stem + '_overlay.jpg', _overlay(args, image, mask, segmenter), args.force)}")
+        if args.labels:
+            print(f"wrote {write_image(stem + '_labels.png', label_png(mask), args.force)}")
     return 0
+
+
+def _overlay(args, image, mask, segmenter):
+    return overlay(image, preprocess.colorize(mask, segmenter.palette), args.alpha)
+
+
+def _progress(total: int | None, what: str):
+    try:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    except ImportError:
+        return None
+    columns = [TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn()]
+    bar = Progress(*columns, transient=True)
+    bar.add_task(what, total=total, rate="")
+    return bar
+
+
+def _summary(latencies: list[float], wall_s: float, count: int) -> str:
+    a = np.asarray(latencies)
+    return (f"{count} {'frames' if count != 1 else 'frame'} in {wall_s:.1f} s ({count / wall_s:.2f}/s end to end); "
+            f"network latency p50 {np.percentile(a, 50):.1f} ms, p90 {np.percentile(a, 90):.1f} ms, "
+            f"mean {a.mean():.1f} ms")
+
+
+def _images(args, segmenter, paths) -> int:
+    out_dir = args.output
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        planned = []
+        for path in paths:
+            stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
+            planned += [stem + "_mask.png"] + ([stem + "_overlay.jpg"] if args.overlay else []) + \
+                ([stem + "_labels.png"] if args.labels else [])
+        common.check_outputs(args.force, *planned)
+    latencies, start = [], time.perf_counter()
+    bar = _progress(len(paths), "segmenting")
+    with bar or contextlib.nullcontext():
+        for i, path in enumerate(paths):
+            image = preprocess.read_image(path)
+            result = segmenter(image)
+            latencies.append(result.latency_ms)
+            if out_dir:
+                stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
+                write_image(stem + "_mask.png", preprocess.colorize(result.labels, segmenter.palette), args.force)
+                if args.overlay:
+                    write_image(stem + "_overlay.jpg", _overlay(args, image, result.labels, segmenter), args.force)
+                if args.labels:
+                    write_image(stem + "_labels.png", label_png(result.labels), args.force)
+            if bar is not None:
+                rate = (i + 1) / (time.perf_counter() - start)
+                bar.update(bar.task_ids[0], completed=i + 1, rate=f"{rate:.2f} img/s")
+    print(f"{segmenter.description}: " + _summary(latencies, time.perf_counter() - start, len(paths)))
+    if out_dir:
+        print(f"wrote {len(paths)} masks into {out_dir}")
+    return 0
+
+
+def _video(args, segmenter, path, frames, info) -> int:
+    from segdeploy.media import VideoOut
+
+    out = VideoOut(args.output, info["fps"], (info["height"], info["width"]), args.force) if args.output else None
+    latencies, start, ok = [], time.perf_counter(), False
+    bar = _progress(info["frames"] or None, "segmenting frames")
+    try:
+        with bar or contextlib.nullcontext():
+            for i, frame in enumerate(frames):
+                result = segmenter(frame)
+                latencies.append(result.latency_ms)
+                if out is not None:
+                    colour = preprocess.colorize(result.labels, segmenter.palette)
+                    out.write(overlay(frame, colour, args.alpha) if args.overlay else colour)
+                if bar is not None:
+                    bar.update(bar.task_ids[0], completed=i + 1,
+                               rate=f"{(i + 1) / (time.perf_counter() - start):.2f} fps")
+        ok = bool(latencies)
+    finally:
+        if out is not None:
+            out.close(ok)
+    if not latencies:
+        raise InputError(f"{path} has no frames OpenCV can decode")
+    print(f"{segmenter.description}: " + _summary(latencies, time.perf_counter() - start, len(latencies)))
+    if out is not None:
+        print(f"wrote {args.output} ({out.frames} frames)")
+    return 0
+

@@ -1,5 +1,2 @@
-"""PyTorch -> deployable artifacts. ``export_onnx`` is the entry point; each pass (simplify.py) is an ONNX -> ONNX
-function with a report, graph.py holds the in-graph pre/post-processing and metadata.py the self-description."""
-from segdeploy.export.onnx import ExportResult, export_onnx
-
-__all__ = ["ExportResult", "export_onnx"]
+"""PyTorch -> deployable artifacts. ``export_onnx`` (onnx.py) orchestrates; trace.py turns a deploy graph into ONNX;
+passes/ holds one graph pass per module; describe.py writes the manifest; cache.py is the one export cache."""

@@ -41,12 +41,29 @@ def create(name: str, num_classes: int | None = None, checkpoint: str | os.PathL
     if unknown:
         allowed = ", ".join(f"{k}={v!r}" for k, v in spec.options.items()) or "none"
         raise SegdeployError(f"{name} has no option {unknown[0]!r}; options: {allowed}")
+    for key, value in options.items():
+        choices = spec.option_choices.get(key, (spec.options[key],))
+        if not _allowed(value, choices):
+            raise SegdeployError(f"{name}: option {key}={value!r} is not one of its values ({_describe(choices)})")
     model = spec.builder(num_classes=num_classes or spec.num_classes, **{**spec.options, **options})
     model.spec = spec
     model.num_classes = num_classes or spec.num_classes
     if state is not None:
         load_into(model, state, origin=f"checkpoint {os.fspath(checkpoint)}")
     return model.eval()
+
+
+def _allowed(value, choices) -> bool:
+    """``value`` is one of ``choices``, type included (True == 1 in Python, but an int is no switch)."""
+    if isinstance(choices, range):
+        return type(value) is int and value in choices
+    return any(type(value) is type(c) and value == c for c in choices)
+
+
+def _describe(choices) -> str:
+    if isinstance(choices, range):
+        return f"integers {choices.start}-{choices.stop - 1}"
+    return ", ".join(repr(c) for c in choices)
 
 
 def load_recipe_weights(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -215,13 +215,18 @@ def _builder(variant: str):
     return build
 
 
-for _v in _VARIANTS:
-    register(ModelSpec(
-        name=f"cgrseg_{_v}", family="cgrseg", variant=_v.upper(), builder=_builder(_v),
-        size_multiple=32, output_stride=8, classifier_key="decode_head.conv_seg.weight",
-        source_config=_CONFIG.format(v=_v),
+def _spec(name: str, variant: str) -> ModelSpec:
+    return ModelSpec(
+        name=name, family="cgrseg", variant=variant.upper(), builder=_builder(variant),
+        size_multiple=CGRSeg.size_multiple, output_stride=8, classifier_key="decode_head.conv_seg.weight",
+        source_config=_CONFIG.format(v=variant),
         notes=("Follows the released config and checkpoint: next_repeat 6 gives 19.1M params where the paper "
-               "reports 18.1M (next_repeat 5). " if _v == "b" else "")
+               "reports 18.1M (next_repeat 5). " if variant == "b" else "")
         + "H and W must be multiples of 32 (64 keeps the pyramid pools uniform). Option dynamic_shapes=True "
           "is for ONNX export with dynamic H/W.",
-        options={"dynamic_shapes": False}))
+        options={"dynamic_shapes": False}, option_choices={"dynamic_shapes": (False, True)})
+
+
+register(_spec("cgrseg_t", "t"))
+register(_spec("cgrseg_b", "b"))
+register(_spec("cgrseg_l", "l"))

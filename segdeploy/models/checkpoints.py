@@ -1,6 +1,7 @@
 """Reading the authors' released checkpoints and loading them strictly, with errors a user can act on."""
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import zipfile
@@ -14,22 +15,56 @@ from segdeploy.errors import CheckpointError
 _WRAPPER_KEYS = ("state_dict", "model", "model_state", "module")
 
 
+def load_checkpoint_file(path: str | os.PathLike):
+    """The object a checkpoint file holds, loaded safely (weights only: no code from the file runs)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated, corrupt or not a PyTorch file "
+                              f"({first_line[:160]})") from None
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a checkpoint file safely (weights only) and return its flat tensor state_dict.
 
     Accepts raw state_dicts and the usual wrappers (``{"state_dict": ...}``, ``{"model": ...}``, mmengine's
     ``meta`` next to it) and strips DataParallel's ``module.`` prefix.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: truncated, corrupt or not a PyTorch file "
-                              f"({first_line[:160]})") from None
-    return unwrap_state_dict(obj, path)
+    return unwrap_state_dict(load_checkpoint_file(path), os.fspath(path))
+
+
+def checkpoint_dataset_meta(path: str | os.PathLike) -> dict | None:
+    """The class names and palette a checkpoint carries in mmseg's ``meta.dataset_meta`` (``classes``,
+    ``palette``), or None when it carries none or they are malformed."""
+    obj = load_checkpoint_file(path)
+    meta = obj.get("meta") if isinstance(obj, Mapping) else None
+    dataset = meta.get("dataset_meta") if isinstance(meta, Mapping) else None
+    if not isinstance(dataset, Mapping):
+        return None
+    classes, palette = dataset.get("classes"), dataset.get("palette")
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        return None
+    ok_palette = isinstance(palette, (list, tuple)) and len(palette) == len(classes) and all(
+        isinstance(c, (list, tuple)) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+        for c in palette)
+    return {"classes": list(classes), "palette": [list(c) for c in palette] if ok_palette else None}
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """SHA-256 over the persistent state (sorted keys, dtype, shape, raw bytes): what the weights are, not how they
+    were stored on disk."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def unwrap_state_dict(obj, origin: str = "checkpoint") -> dict[str, torch.Tensor]:

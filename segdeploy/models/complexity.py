@@ -27,8 +27,11 @@ def count_macs(model: nn.Module, height: int = 512, width: int = 512, batch: int
     return counter.get_total_flops() // 2
 
 
-def measure(name: str, height: int = 512, width: int = 512, with_macs: bool = True) -> dict:
-    """Params and GMACs of a registered model, without allocating its weights when possible (meta device)."""
+def measure(name: str, height: int = 512, width: int = 512, with_macs: bool = True, cached: bool = False) -> dict:
+    """Params and GMACs of a registered model, without allocating its weights when possible (meta device).
+    ``cached``: reuse (and record) the result in the user cache, keyed by segdeploy and torch versions."""
+    if cached:
+        return _cached_measure(name, height, width, with_macs)
     from segdeploy.models import get_spec
 
     spec = get_spec(name)
@@ -44,3 +47,29 @@ def measure(name: str, height: int = 512, width: int = 512, with_macs: bool = Tr
         macs = count_macs(model, height, width) if with_macs else None
     return {"params": count_params(model), "params_backbone": count_params(model, "backbone."),
             "gmacs": None if macs is None else macs / 1e9, "height": height, "width": width}
+
+
+def _cached_measure(name: str, height: int, width: int, with_macs: bool) -> dict:
+    import json
+
+    from segdeploy import __version__
+    from segdeploy.io import user_cache_dir, write_text_atomic
+
+    path = user_cache_dir("complexity.json")
+    key = f"{__version__}|{torch.__version__}|{name}|{height}x{width}|{'macs' if with_macs else 'params'}"
+    try:
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+        if not isinstance(table, dict):
+            table = {}
+    except (OSError, ValueError):  # absent or damaged: it is only a cache
+        table = {}
+    if isinstance(table.get(key), dict):
+        return table[key]
+    result = measure(name, height, width, with_macs)
+    table[key] = result
+    try:
+        write_text_atomic(path, json.dumps(table, indent=1, sort_keys=True) + "\n", force=True)
+    except Exception:  # an unwritable cache must not fail the command
+        pass
+    return result

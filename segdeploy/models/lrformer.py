@@ -348,14 +348,20 @@ def _builder(variant: str):
     return build
 
 
-for _v in _VARIANTS:
-    register(ModelSpec(
-        name=f"lrformer_{_v}", family="lrformer", variant=_v.upper(), builder=_builder(_v),
-        input_size=(640, 640) if _v == "l" else (512, 512),
-        size_multiple=32, output_stride=8,
-        source_config=_CONFIG.format(variant=_v),
+def _spec(name: str, variant: str) -> ModelSpec:
+    short = 640 if variant == "l" else 512
+    return ModelSpec(
+        name=name, family="lrformer", variant=variant.upper(), builder=_builder(variant),
+        input_size=(short, short), size_multiple=LRFormer.size_multiple, output_stride=8,
+        source_config=_CONFIG.format(variant=variant),
         notes="Pooled attention grids follow the input's aspect ratio, so a static ONNX graph is valid for one "
               "resolution; dynamic_pooling=True computes them from the runtime shape for a dynamic-H/W graph "
               "(TorchScript exporter). Test pipeline: AlignResize keep-ratio to multiples of 32 "
-              f"(short side {640 if _v == 'l' else 512}), mode 'whole'.",
-        options={"dynamic_pooling": False}))
+              f"(short side {short}), mode 'whole'.",
+        options={"dynamic_pooling": False}, option_choices={"dynamic_pooling": (False, True)})
+
+
+register(_spec("lrformer_t", "t"))
+register(_spec("lrformer_s", "s"))
+register(_spec("lrformer_b", "b"))
+register(_spec("lrformer_l", "l"))

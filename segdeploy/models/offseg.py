@@ -331,17 +331,22 @@ def _builder(variant: str):
     return build
 
 
-for _v, _cfg in _VARIANTS.items():
-    register(ModelSpec(
-        name=f"offseg_{_v}", family="offseg", variant=_v.upper(), builder=_builder(_v),
-        size_multiple=32, output_stride=4,
+def _spec(name: str, variant: str) -> ModelSpec:
+    return ModelSpec(
+        name=name, family="offseg", variant=variant.upper(), builder=_builder(variant),
+        size_multiple=OffSeg.size_multiple, output_stride=4,
         # decode_head.conv_seg is inherited and unused; the class count lives in the offset-learning head (the
         # LayerNorm over classes is the last class-sized layer; cls_repr is (1, K, 256))
         classifier_key="decode_head.offset_learning.mask_norm.weight",
-        source_config=f"local_configs/offseg/{_cfg['folder']}/offseg-{_v}_ade20k_160k-512x512.py",
+        source_config=f"local_configs/offseg/{_VARIANTS[variant]['folder']}/offseg-{variant}_ade20k_160k-512x512.py",
         notes="Logits at stride 4 from the offset-learning head (decode_head.conv_seg is kept for strict loading "
               "but unused). H and W must be multiples of 32. The class softmax runs over all H/4*W/4 pixels, so "
               "results depend on the whole image (use one window up to 512x512, like mmseg's slide test). "
               "mmcv's CUDA CARAFE is replaced by an exact plain-op form; grid_sample needs ONNX opset >= 16. "
               "Option dynamic_shapes=True is for ONNX export with dynamic H/W.",
-        options={"dynamic_shapes": False}))
+        options={"dynamic_shapes": False}, option_choices={"dynamic_shapes": (False, True)})
+
+
+register(_spec("offseg_t", "t"))
+register(_spec("offseg_b", "b"))
+register(_spec("offseg_l", "l"))

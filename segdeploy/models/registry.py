@@ -51,6 +51,8 @@ class ModelSpec:
     checkpoint_filter: Callable[[dict], dict] | None = field(default=None, repr=False, compare=False)
     # Options accepted by the builder, with their defaults, so the CLI can show and pass them.
     options: dict[str, Any] = field(default_factory=dict, compare=False)
+    # The values each option may take (anything with ``in``); an option without an entry takes its default only.
+    option_choices: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def paper(self) -> PaperFigures:

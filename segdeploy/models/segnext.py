@@ -266,7 +266,9 @@ _SIZE_NAMES = {"t": "tiny", "s": "small", "b": "base", "l": "large"}
 
 
 class SegNeXt(Segmentor):
-    size_multiple = 1  # every stride-2 conv rounds up; multiples of 32 keep stage sizes exact
+    # Every stride-2 conv rounds up, so the network runs at any size, but only multiples of 32 keep the four stage
+    # sizes exact; export, the resize policy and this check all use 32 (the spec reads it from here).
+    size_multiple = 32
 
 
 def _builder(variant: str):
@@ -282,12 +284,20 @@ def _builder(variant: str):
     return build
 
 
-for _v in _VARIANTS:
-    register(ModelSpec(
-        name=f"segnext_{_v}", family="segnext", variant=_v.upper(), builder=_builder(_v),
-        size_multiple=32, output_stride=8,
-        source_config=_CONFIG.format(size=_SIZE_NAMES[_v]),
+def _spec(name: str, variant: str) -> ModelSpec:
+    return ModelSpec(
+        name=name, family="segnext", variant=variant.upper(), builder=_builder(variant),
+        size_multiple=SegNeXt.size_multiple, output_stride=8,
+        source_config=_CONFIG.format(size=_SIZE_NAMES[variant]),
         notes="NMF rank R is not stored in checkpoints: original-repo B/L use 64 (default), mmseg 1.x B/L configs "
               "use 16 (pass nmf_rank=16 with those checkpoints).",
         checkpoint_filter=checkpoint_filter,
-        options={"nmf_bases": "random", "nmf_seed": 0, "nmf_rank": None}))
+        options={"nmf_bases": "random", "nmf_seed": 0, "nmf_rank": None},
+        option_choices={"nmf_bases": ("random", "fixed"), "nmf_rank": (None, 8, 16, 32, 64),
+                        "nmf_seed": range(0, 2**31)})
+
+
+register(_spec("segnext_t", "t"))
+register(_spec("segnext_s", "s"))
+register(_spec("segnext_b", "b"))
+register(_spec("segnext_l", "l"))

@@ -14,6 +14,7 @@ import numpy as np
 
 from segdeploy.errors import ArtifactError, InputError, SegdeployError
 from segdeploy.runtimes.base import Runner, TensorInfo, Timing
+from segdeploy.runtimes.manifests import artifact_manifest, tensor_infos
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -95,8 +96,10 @@ class OnnxRuntimeRunner(Runner):
             what = self.path or "the in-memory model"
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ArtifactError(f"ONNX Runtime cannot load {what}: {detail}") from None
-        self._inputs = [self._info(i) for i in self.session.get_inputs()]
-        self._outputs = [self._info(o) for o in self.session.get_outputs()]
+        found_inputs = [self._info(i) for i in self.session.get_inputs()]
+        found_outputs = [self._info(o) for o in self.session.get_outputs()]
+        self.manifest = artifact_manifest(self.path) if self.path else None
+        self._inputs, self._outputs = tensor_infos(self.manifest, found_inputs, found_outputs, self.path)
 
     @staticmethod
     def _info(arg) -> TensorInfo:
@@ -109,22 +112,12 @@ class OnnxRuntimeRunner(Runner):
     def outputs(self) -> list[TensorInfo]:
         return list(self._outputs)
 
-    def check_feed(self, feed: dict[str, np.ndarray]) -> None:
-        expected = {i.name: i for i in self._inputs}
-        missing, unknown = sorted(set(expected) - set(feed)), sorted(set(feed) - set(expected))
-        if missing or unknown:
-            raise InputError(f"feed has inputs {sorted(feed)}, the model takes {sorted(expected)}")
-        for name, array in feed.items():
-            info = expected[name]
-            if str(array.dtype) != info.dtype:
-                raise InputError(f"input {name!r} must be {info.dtype}, got {array.dtype}")
-            if array.ndim != len(info.shape) or any(isinstance(d, int) and d != s
-                                                    for d, s in zip(info.shape, array.shape)):
-                raise InputError(f"input {name!r} must have shape {_shape_text(info.shape)}, got "
-                                 f"{tuple(array.shape)}")
-
     def infer(self, feed: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Run one batch; ``output_names`` may ask for intermediate tensors the graph exposes (locate does)."""
         self.check_feed(feed)
+        return self._infer(feed, output_names)
+
+    def _infer(self, feed: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         names = output_names or [o.name for o in self._outputs]
         start = time.perf_counter()
         try:
@@ -143,14 +136,10 @@ class OnnxRuntimeRunner(Runner):
                 "device": "cpu" if active[0] == "CPUExecutionProvider" else active[0].removesuffix(
                     "ExecutionProvider").lower(),
                 "graph_optimization": self.graph_optimization, "threads": self.threads, "artifact": self.path,
-                "precision": ",".join(sorted({i.dtype for i in self._inputs}))}
+                "precision": self.manifest.precision.mode if self.manifest else "as stored"}
 
     def close(self) -> None:
         self.session = None
-
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
 def _feed_text(feed) -> str:

@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 
-from segdeploy.errors import ArtifactError, InputError, SegdeployError
+from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.runtimes.base import Runner, TensorInfo, Timing
+from segdeploy.runtimes.manifests import artifact_manifest, tensor_infos
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
@@ -46,18 +47,21 @@ class OpenVinoRunner(Runner):
             raise SegdeployError(f"OpenVINO device {device!r} not available; found {self.core.available_devices}")
         try:
             self.model = self.core.read_model(self.path)
-        except RuntimeError as exc:
-            raise ArtifactError(f"OpenVINO cannot read {self.path}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # OpenVINO raises RuntimeError and others on corrupt or foreign files
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"OpenVINO cannot read {self.path}: {detail}") from None
         self.device, self.precision, self.threads, self.hint = device, precision, threads, hint
         # A single synchronous request: the LATENCY hint gives it all the threads (THROUGHPUT would split them
         # into streams that only parallel requests can use).
         self.config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._inputs = [TensorInfo(p.get_any_name(), tuple(_dim(d) for d in p.get_partial_shape()),
+        found_inputs = [TensorInfo(p.get_any_name(), tuple(_dim(d) for d in p.get_partial_shape()),
                                    np.dtype(p.get_element_type().to_dtype()).name) for p in self.model.inputs]
-        self._outputs = [TensorInfo(p.get_any_name(), tuple(_dim(d) for d in p.get_partial_shape()),
+        found_outputs = [TensorInfo(p.get_any_name(), tuple(_dim(d) for d in p.get_partial_shape()),
                                     np.dtype(p.get_element_type().to_dtype()).name) for p in self.model.outputs]
+        self.manifest = artifact_manifest(self.path)
+        self._inputs, self._outputs = tensor_infos(self.manifest, found_inputs, found_outputs, self.path)
         self._requests: dict[tuple, object] = {}  # input shapes -> infer request of a model compiled for them
         if all(isinstance(d, int) for info in self._inputs for d in info.shape):
             self._request_for(tuple(info.shape for info in self._inputs))
@@ -78,16 +82,8 @@ class OpenVinoRunner(Runner):
             self._requests[shapes] = compiled.create_infer_request()
         return self._requests[shapes]
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [info.name for info in self._inputs]
-        if set(feed) != set(names):
-            raise InputError(f"openvino runner needs inputs {names}, got {sorted(feed)}")
-        for info in self._inputs:
-            x = feed[info.name]
-            if x.dtype != np.dtype(info.dtype) or x.ndim != len(info.shape) or any(
-                    isinstance(d, int) and d != s for d, s in zip(info.shape, x.shape)):
-                raise InputError(f"input {info.name!r} must be {info.dtype} of shape {info.shape}, got {x.dtype} "
-                                 f"{x.shape}")
         start = time.perf_counter()
         request = self._request_for(tuple(tuple(feed[n].shape) for n in names))
         request.infer({n: np.ascontiguousarray(feed[n]) for n in names}, share_inputs=True)

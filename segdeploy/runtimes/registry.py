@@ -1,29 +1,16 @@
-"""Which backends exist on this machine, why the others do not, and one way to build a runner for any of them.
+"""The backends segdeploy can run, one record each: what it consumes (the PyTorch model, an ONNX graph or an engine),
+which precisions it runs, a probe that says whether it is usable here and why not, and the factory of its runner.
 
-``doctor`` prints this; ``bench`` uses it to pick defaults and to fail with the reason instead of an ImportError.
-Nothing here imports a backend's heavy package unless asked for its status (TensorRT only when probed).
+Bench, predict, eval, validate, doctor and the commands read backends only from here (``BACKENDS``), so no backend
+name is spelled out anywhere else. Nothing imports a backend's heavy package unless asked for its status.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import os
-import platform
-import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from segdeploy.errors import SegdeployError
-
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-# What each backend consumes: the PyTorch model itself, or an exported artifact.
-BACKEND_INPUT = {"torch": "model", "onnxruntime": "onnx", "openvino": "onnx", "tensorrt": "engine"}
-# Fastest first, from the CPU matrix (benchmarks/results/vm-2026-11-21.md, FP32, 512x512, batch 1, 2 threads):
-# OpenVINO was fastest on 10 of 14 models and within 3 % on the other four; both are 1.2-2.5x ahead of eager.
-# OpenVINO is an optional extra, so without it ONNX Runtime (always installed) is the default.
-CPU_PREFERENCE = ("openvino", "onnxruntime", "torch")
-
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-             "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
+from segdeploy.errors import InputError, SegdeployError
+from segdeploy.hostinfo import installed_distributions, package_version
 
 
 @dataclass
@@ -34,19 +21,27 @@ class BackendStatus:
     devices: list[str] = field(default_factory=list)
     reason: str = ""  # why it is unavailable, or a caveat when it is available
     consumes: str = ""
+    distribution: str | None = None  # the installed distribution that provides it (onnxruntime vs onnxruntime-gpu)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def package_version(*distributions: str) -> str | None:
-    """Installed version of the first distribution found (e.g. onnxruntime or onnxruntime-gpu), without importing."""
-    for dist in distributions:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
+@dataclass(frozen=True)
+class BackendRecord:
+    name: str
+    consumes: str  # "model" | "onnx" | "engine" (artifact kinds, as in segdeploy.artifact.formats)
+    # the precisions it can be asked to compute in; artifacts run the precision their graph carries
+    precisions: tuple[str, ...]
+    devices: str  # what --device takes, for messages
+    probe: Callable[[], BackendStatus] = field(repr=False)
+    factory: Callable[..., object] = field(repr=False)
+    cpu_rank: int | None = None  # order among the CPU backends, fastest first (None: not a CPU backend)
+    install_hint: str = ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Probes
 
 
 def _torch_status() -> BackendStatus:
@@ -60,24 +55,26 @@ def _torch_status() -> BackendStatus:
         reason = f"CPU-only build of torch {torch.__version__}: no CUDA, no fp16, no CUDA graphs"
     else:
         reason = f"torch built with CUDA {torch.version.cuda} but no GPU is visible"
-    return BackendStatus("torch", True, torch.__version__, devices, reason)
+    return BackendStatus("torch", True, torch.__version__, devices, reason, distribution="torch")
 
 
 def _onnxruntime_status() -> BackendStatus:
-    version = package_version("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")
-    if version is None:
-        return BackendStatus("onnxruntime", False, reason="onnxruntime is not installed (pip install onnxruntime)")
+    found = installed_distributions("onnxruntime")
+    if not found:
+        return BackendStatus("onnxruntime", False, reason="ONNX Runtime is not installed (pip install onnxruntime, "
+                                                          "or onnxruntime-gpu on NVIDIA machines)")
+    dist, version = next(iter(found.items()))
+    caveat = ""
+    if len(found) > 1:
+        caveat = (f"several ONNX Runtime distributions are installed ({', '.join(found)}) and overwrite each "
+                  "other's files: keep one (pip uninstall the others, then reinstall it)")
     try:
         import onnxruntime
     except ImportError as exc:
-        return BackendStatus("onnxruntime", False, version, reason=f"import onnxruntime failed: {exc}")
-    providers = onnxruntime.get_available_providers()
-    try:
-        importlib.import_module("segdeploy.runtimes.onnxruntime")
-    except ImportError as exc:
-        return BackendStatus("onnxruntime", False, version, providers,
-                             reason=f"segdeploy's ONNX Runtime runner is missing from this install: {exc}")
-    return BackendStatus("onnxruntime", True, version, providers)
+        return BackendStatus("onnxruntime", False, version, reason=f"import onnxruntime failed: {exc}",
+                             distribution=dist)
+    return BackendStatus("onnxruntime", True, onnxruntime.__version__, onnxruntime.get_available_providers(),
+                         caveat, distribution=dist)
 
 
 def _openvino_status() -> BackendStatus:
@@ -89,37 +86,98 @@ def _openvino_status() -> BackendStatus:
         import openvino
         devices = openvino.Core().available_devices
     except Exception as exc:  # a broken install must not take doctor down with it
-        return BackendStatus("openvino", False, version, reason=f"OpenVINO fails to start: {exc}")
-    return BackendStatus("openvino", True, version, list(devices))
+        return BackendStatus("openvino", False, version, reason=f"OpenVINO fails to start: {exc}",
+                             distribution="openvino")
+    return BackendStatus("openvino", True, version, list(devices), distribution="openvino")
 
 
 def _tensorrt_status() -> BackendStatus:
-    version = package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12_libs")
-    if version is None:
-        return BackendStatus("tensorrt", False, reason="TensorRT is not installed (pip install tensorrt; needs an "
-                                                       "NVIDIA GPU with a CUDA build of torch for the buffers)")
+    # JetPack installs TensorRT with apt: the module imports but pip knows no distribution, so import it to know
+    try:
+        import tensorrt
+    except ImportError:
+        return BackendStatus("tensorrt", False, reason="TensorRT is not installed (pip install tensorrt, or JetPack's "
+                                                       "python3-libnvinfer; needs an NVIDIA GPU)")
+    except Exception as exc:  # the bindings load libnvinfer, which can be missing or the wrong version
+        return BackendStatus("tensorrt", False, package_version("tensorrt"), reason=f"import tensorrt failed: {exc}")
+    version = getattr(tensorrt, "__version__", None) or package_version("tensorrt")
     import torch
 
     if not torch.cuda.is_available():
         return BackendStatus("tensorrt", False, version, reason=f"TensorRT {version} is installed but torch "
                                                                 f"{torch.__version__} sees no CUDA GPU")
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as exc:
-        return BackendStatus("tensorrt", False, version, reason=f"import tensorrt failed: {exc}")
     return BackendStatus("tensorrt", True, version,
                          [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())])
 
 
-_PROBES = {"torch": _torch_status, "onnxruntime": _onnxruntime_status, "openvino": _openvino_status,
-           "tensorrt": _tensorrt_status}
+# ----------------------------------------------------------------------------------------------------------------
+# Factories
+
+
+def _torch_runner(*, model=None, artifact=None, device="cpu", precision=None, threads=None, **options):
+    if model is None:
+        raise InputError("the torch backend runs a registered model: pass --model, not an artifact")
+    from segdeploy.runtimes.torch import TorchRunner
+
+    return TorchRunner(model, device=device, precision=precision or "fp32", threads=threads, **options)
+
+
+def _check_cpu(backend: str, device: str) -> None:
+    if device.lower() != "cpu":
+        raise InputError(f"{backend} runs on the CPU here, not on {device!r}")
+
+
+def _onnxruntime_runner(*, model=None, artifact=None, device="cpu", precision=None, threads=None, **options):
+    _check_cpu("onnxruntime", device)
+    if precision not in (None, "fp32"):
+        raise InputError("onnxruntime runs the precision the artifact's graph carries; export an fp16 or int8 "
+                         "artifact instead of asking for one")
+    from segdeploy.runtimes.onnxruntime import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(artifact, threads=threads, **options)
+
+
+def _openvino_runner(*, model=None, artifact=None, device="cpu", precision=None, threads=None, **options):
+    _check_cpu("openvino", device)
+    from segdeploy.runtimes.openvino import OpenVinoRunner
+
+    return OpenVinoRunner(artifact, precision=precision or "fp32", threads=threads, **options)
+
+
+def _tensorrt_runner(*, model=None, artifact=None, device="cuda:0", precision=None, threads=None, **options):
+    if precision not in (None, "fp32", "as-built"):
+        raise InputError("tensorrt runs the precision its engine was built with")
+    from segdeploy.runtimes.tensorrt import TensorRTRunner
+
+    index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    return TensorRTRunner(artifact, device=index, **options)
+
+
+BACKENDS: dict[str, BackendRecord] = {
+    record.name: record for record in (
+        BackendRecord("torch", "model", ("fp32", "fp16"), "cpu or cuda[:N]", _torch_status, _torch_runner, 2),
+        BackendRecord("onnxruntime", "onnx", ("fp32",), "cpu", _onnxruntime_status, _onnxruntime_runner, 1,
+                      "pip install onnxruntime (onnxruntime-gpu on NVIDIA machines)"),
+        # OpenVINO's inference precision hint: fp32 by default (its CPU default is bf16 where the CPU has it)
+        BackendRecord("openvino", "onnx", ("fp32", "bf16", "fp16"), "cpu", _openvino_status, _openvino_runner, 0,
+                      "pip install 'segdeploy[openvino]'"),
+        BackendRecord("tensorrt", "engine", ("fp32",), "cuda[:N]", _tensorrt_status, _tensorrt_runner, None,
+                      "pip install tensorrt (NVIDIA GPU)"),
+    )
+}
+
+
+def get_backend(name: str) -> BackendRecord:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise InputError(f"unknown backend {name!r}; backends: {', '.join(BACKENDS)}") from None
 
 
 def backend_status(name: str) -> BackendStatus:
-    if name not in _PROBES:
-        raise SegdeployError(f"unknown backend {name!r}; backends: {', '.join(BACKENDS)}")
-    status = _PROBES[name]()
-    status.consumes = BACKEND_INPUT[name]
+    record = get_backend(name)
+    status = record.probe()
+    status.consumes = record.consumes
     return status
 
 
@@ -134,107 +192,49 @@ def require_backend(name: str) -> BackendStatus:
     return status
 
 
-def fastest_cpu_backend() -> str:
-    """The CPU backend to use by default: the fastest that is usable here (see CPU_PREFERENCE)."""
-    for name in CPU_PREFERENCE:
-        if backend_status(name).available:
+def cpu_backends() -> list[str]:
+    """The CPU backends, fastest first (from the committed CPU matrix, benchmarks/results/vm-2026-11-21.md: OpenVINO
+    fastest on 10 of 14 models and within 3 % on the rest, both 1.2-2.5x ahead of eager PyTorch)."""
+    ranked = [r for r in BACKENDS.values() if r.cpu_rank is not None]
+    return [r.name for r in sorted(ranked, key=lambda r: r.cpu_rank)]
+
+
+def fastest_cpu_backend(consumes: tuple[str, ...] = ("model", "onnx")) -> str:
+    """The CPU backend to use by default: the fastest usable here that takes what the caller has."""
+    for name in cpu_backends():
+        if BACKENDS[name].consumes in consumes and backend_status(name).available:
             return name
     return "torch"
 
 
-def create_runner(backend: str, *, model=None, artifact=None, device: str = "cpu", precision: str = "fp32",
+def backends_for(kind: str) -> list[str]:
+    """The backends that consume an artifact ``kind`` ("onnx", "engine") or the "model"."""
+    return [r.name for r in BACKENDS.values() if r.consumes == kind]
+
+
+def default_backend_for(kind: str) -> str:
+    """The backend an artifact of ``kind`` runs on when none is named: the fastest usable CPU one, else the first."""
+    names = backends_for(kind)
+    if not names:
+        raise InputError(f"no backend runs {kind} artifacts")
+    cpu = [n for n in cpu_backends() if n in names]
+    for name in cpu:
+        if backend_status(name).available:
+            return name
+    return names[0]
+
+
+def create_runner(backend: str, *, model=None, artifact=None, device: str = "cpu", precision: str | None = None,
                   threads: int | None = None, **options):
-    """Build a runner: ``model`` (a registered name or nn.Module) for torch, ``artifact`` (a file) for the others.
-
-    ``options`` are backend-specific (torch: layout, compile, cuda_graphs; onnxruntime: graph_optimization,
-    providers; openvino: hint).
-    """
+    """A runner of ``backend``: ``model`` (a registered name, DeployGraph or nn.Module) for the model backend,
+    ``artifact`` (a path) for the others. ``options`` are backend-specific (torch: layout, compile, cuda_graphs,
+    checkpoint, outputs, preprocess; onnxruntime: graph_optimization, providers; openvino: hint)."""
+    record = get_backend(backend)
     require_backend(backend)
-    if BACKEND_INPUT[backend] == "model":
-        if model is None:
-            raise SegdeployError("the torch backend runs a registered model: pass --model, not an artifact")
-        from segdeploy.runtimes.torch import TorchRunner
+    if record.consumes != "model" and artifact is None:
+        raise InputError(f"the {backend} backend runs an exported artifact; export it first")
+    if threads is not None and threads < 1:
+        raise InputError(f"threads must be >= 1, not {threads}")
+    return record.factory(model=model, artifact=artifact, device=device, precision=precision, threads=threads,
+                          **options)
 
-        return TorchRunner(model, device=device, precision=precision, threads=threads, **options)
-    if artifact is None:
-        raise SegdeployError(f"the {backend} backend runs an exported artifact; export it first")
-    if device not in ("cpu", "CPU") and backend != "tensorrt":
-        raise SegdeployError(f"{backend} runs on the CPU here, not {device!r}")
-    if backend == "onnxruntime":
-        if precision != "fp32":
-            raise SegdeployError("onnxruntime runs the artifact's own precision; export an fp16 model for fp16")
-        from segdeploy.runtimes.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(artifact, threads=threads, **options)
-    if backend == "openvino":
-        from segdeploy.runtimes.openvino import OpenVinoRunner
-
-        return OpenVinoRunner(artifact, precision=precision, threads=threads, **options)
-    from segdeploy.runtimes.tensorrt import TensorRTRunner
-
-    index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
-    return TensorRTRunner(artifact, device=index)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The machine the backends run on
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def cpu_info() -> dict:
-    """CPU model, logical/physical/usable cores and the ISA extensions that decide which kernels run."""
-    cpuinfo = _read("/proc/cpuinfo")
-    model, flags, cores = None, set(), set()
-    physical_id = core_id = None
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key in ("model name", "Model") and model is None:
-            model = value
-        elif key in ("flags", "Features") and not flags:
-            flags = set(value.split())
-        elif key == "physical id":
-            physical_id = value
-        elif key == "core id":
-            core_id = value
-            cores.add((physical_id, core_id))
-    logical = os.cpu_count() or 1
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
-    return {"model": model or platform.processor() or platform.machine(), "arch": platform.machine(),
-            "logical_cores": logical, "physical_cores": len(cores) or None, "usable_cores": usable,
-            "isa": [f for f in ISA_FLAGS if f in flags]}
-
-
-def memory_total_mb() -> float | None:
-    for line in _read("/proc/meminfo").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
-def library_versions() -> dict:
-    names = {"segdeploy": ("segdeploy",), "torch": ("torch",), "numpy": ("numpy",), "onnx": ("onnx",),
-             "onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
-             "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"), "onnxsim": ("onnxsim", "onnx-simplifier"),
-             "onnxslim": ("onnxslim",), "matplotlib": ("matplotlib",)}
-    return {key: package_version(*dists) for key, dists in names.items()}
-
-
-def machine_info() -> dict:
-    """Everything a benchmark number depends on besides the model: host, CPU, memory, load, libraries, GPUs."""
-    import torch
-
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() \
-        else []
-    return {"host": socket.gethostname(), "os": platform.platform(), "python": platform.python_version(),
-            "cpu": cpu_info(), "memory_mb": memory_total_mb(),
-            "load_average": None if load is None else [round(v, 2) for v in load],
-            "torch_threads": torch.get_num_threads(), "gpus": gpus, "versions": library_versions()}

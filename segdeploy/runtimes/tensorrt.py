@@ -76,7 +76,7 @@ class TensorRTRunner(Runner):
             self.context.set_tensor_address(name, buf.data_ptr())
         return buf
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
         names = [info.name for info in self._inputs]
         if set(feed) != set(names):

@@ -1,7 +1,9 @@
 """The PyTorch reference model behind the runner contract: CPU or CUDA, fp32 or fp16, NCHW or channels_last,
 optionally ``torch.compile``-d, and on CUDA optionally replayed from a captured CUDA graph.
 
-Tensor names match the ONNX export (``input`` -> ``logits``) so the same feed drives every backend.
+It runs the model in its deploy form (segdeploy.models.deploy): the same export switches and graph options (mask
+output, uint8 image input) an exported artifact has, with the same tensor names (``input`` -> ``logits``), so the
+same feed drives every backend and validate compares like with like.
 """
 from __future__ import annotations
 
@@ -11,38 +13,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from segdeploy.errors import InputError, SegdeployError
+from segdeploy.errors import SegdeployError
+from segdeploy.models.deploy import DeployGraph, build_deploy_graph
 from segdeploy.runtimes.base import Runner, TensorInfo, Timing
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 LAYOUTS = ("nchw", "channels_last")
 
 
-def build_model(name: str, checkpoint=None) -> nn.Module:
-    """A registered model with the authors' checkpoint, else the deterministic golden-recipe weights.
-
-    Random-init weights would do for timing, but recipe weights keep activations in a realistic range (no
-    denormals) and make outputs comparable across backends. Stochastic options are pinned (SegNeXt's NMF bases)
-    because an exported graph cannot draw random numbers either.
-    """
-    from segdeploy import models
-    from segdeploy.export.onnx import export_options
-
-    # the same pinned, static-shape form an exported graph has, so torch and ONNX rows time the same model
-    model = models.create(name, checkpoint=checkpoint, **export_options(models.get_spec(name), dynamic=False))
-    if checkpoint is None:
-        models.load_recipe_weights(model, seed=0)
-    return model
+def build_graph(name: str, checkpoint=None, outputs: str = "logits", preprocess: bool = False) -> DeployGraph:
+    """A registered model in the static deploy form of an exported artifact, with the authors' checkpoint, else
+    the deterministic golden-recipe weights (activations in a realistic range, outputs comparable across backends;
+    stochastic options such as SegNeXt's NMF bases pinned, as an exported graph pins them)."""
+    graph, _ = build_deploy_graph(name, checkpoint=checkpoint, outputs=outputs, preprocess=preprocess)
+    return graph
 
 
 class TorchRunner(Runner):
     backend = "torch"
 
-    def __init__(self, model: nn.Module | str, *, device: str = "cpu", precision: str = "fp32",
+    def __init__(self, model: DeployGraph | nn.Module | str, *, device: str = "cpu", precision: str = "fp32",
                  layout: str = "nchw", compile: bool = False, cuda_graphs: bool = False,
-                 threads: int | None = None, checkpoint=None):
+                 threads: int | None = None, checkpoint=None, outputs: str = "logits", preprocess: bool = False):
+        """``model``: a registered name (built in its deploy form), a DeployGraph, or a bare segmentor (wrapped
+        in a DeployGraph with logits output)."""
         super().__init__()
         if precision not in PRECISIONS:
             raise SegdeployError(f"torch precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
@@ -62,10 +56,14 @@ class TorchRunner(Runner):
             # Process-wide in PyTorch: the runner sets it while it lives and close() puts the old value back.
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(threads)
-        self.name = model if isinstance(model, str) else type(model).__name__
-        module = build_model(model, checkpoint) if isinstance(model, str) else model
-        self.num_classes = getattr(module, "num_classes", None)
-        self.output_stride = getattr(getattr(module, "spec", None), "output_stride", None)
+        if isinstance(model, str):
+            module = build_graph(model, checkpoint, outputs, preprocess)
+        elif isinstance(model, DeployGraph):
+            module = model
+        else:
+            module = DeployGraph(model, outputs=outputs, preprocess=preprocess)
+        self.graph = module
+        self.name = module.spec.name
         self.precision, self.layout = precision, layout
         self.dtype = PRECISIONS[precision]
         self.memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -77,37 +75,34 @@ class TorchRunner(Runner):
         self._pinned: dict[tuple, torch.Tensor] = {}  # input shape -> pinned host staging buffer (CUDA only)
 
     def inputs(self) -> list[TensorInfo]:
-        return [TensorInfo(INPUT_NAME, ("batch", 3, "height", "width"), "float32")]
+        g = self.graph
+        if g.normalize is not None:
+            return [TensorInfo(g.input_name, ("batch", "height", "width", 3), g.input_dtype, "NHWC")]
+        return [TensorInfo(g.input_name, ("batch", 3, "height", "width"), g.input_dtype, "NCHW")]
 
     def outputs(self) -> list[TensorInfo]:
-        stride = self.output_stride
-        h, w = (f"height/{stride}", f"width/{stride}") if stride else ("h", "w")
-        return [TensorInfo(OUTPUT_NAME, ("batch", self.num_classes or "classes", h, w), "float32")]
-
-    def _check_feed(self, feed: dict) -> np.ndarray:
-        if set(feed) != {INPUT_NAME}:
-            raise InputError(f"torch runner takes exactly one input named {INPUT_NAME!r}, got {sorted(feed)}")
-        x = feed[INPUT_NAME]
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-            raise InputError(f"input {INPUT_NAME!r} must be a float32 numpy array, got "
-                             f"{getattr(x, 'dtype', type(x).__name__)}")
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise InputError(f"input {INPUT_NAME!r} must have shape (N, 3, H, W), got {x.shape}")
-        return x
+        g = self.graph
+        if g.to_mask is not None:
+            return [TensorInfo(g.output_name, ("batch", "height", "width"), g.output_dtype)]
+        stride = g.spec.output_stride
+        return [TensorInfo(g.output_name, ("batch", g.num_classes, f"height/{stride}", f"width/{stride}"),
+                           g.output_dtype)]
 
     def _staged(self, x: np.ndarray) -> torch.Tensor:
         """``x`` copied into a pinned host buffer kept per shape, so the H2D copy is one async DMA (pinning a
         fresh buffer every call would be timed as transfer)."""
         buf = self._pinned.get(x.shape)
         if buf is None:
-            buf = self._pinned[x.shape] = torch.empty(x.shape, dtype=torch.float32).pin_memory()
+            buf = self._pinned[x.shape] = torch.from_numpy(np.empty_like(x)).pin_memory()
         buf.copy_(torch.from_numpy(x))
         return buf
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
             t = t.to(self.device, non_blocking=True)
-        return t.to(self.dtype).contiguous(memory_format=self.memory_format)
+        if t.is_floating_point():  # uint8 images stay uint8: the graph normalises them itself
+            t = t.to(self.dtype)
+        return t.contiguous(memory_format=self.memory_format)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.cuda_graphs:
@@ -136,14 +131,14 @@ class TorchRunner(Runner):
         return graph, static_in, static_out
 
     @torch.inference_mode()
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = self._check_feed(feed)
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = feed[self.graph.input_name]
         if self.device.type == "cuda":
             return self._infer_cuda(x)
         start = time.perf_counter()
-        out = np.ascontiguousarray(self._forward(self._to_device(torch.from_numpy(x))).float().numpy())
+        out = _to_host(self._forward(self._to_device(torch.from_numpy(np.ascontiguousarray(x)))))
         self.last_timing = Timing(host_ms=(time.perf_counter() - start) * 1e3)
-        return {OUTPUT_NAME: out}
+        return {self.graph.output_name: out}
 
     def _infer_cuda(self, x: np.ndarray) -> dict[str, np.ndarray]:
         # CUDA events split the call like trtexec: H2D, compute, D2H; host_ms is the caller's wall time.
@@ -155,13 +150,13 @@ class TorchRunner(Runner):
         events[1].record()
         y = self._forward(t)
         events[2].record()
-        out = np.ascontiguousarray(y.float().cpu().numpy())
+        out = _to_host(y)
         events[3].record()
         torch.cuda.synchronize(self.device)
         host_ms = (time.perf_counter() - start) * 1e3
         h2d, compute, d2h = (events[i].elapsed_time(events[i + 1]) for i in range(3))
         self.last_timing = Timing(host_ms=host_ms, h2d_ms=h2d, compute_ms=compute, d2h_ms=d2h)
-        return {OUTPUT_NAME: out}
+        return {self.graph.output_name: out}
 
     def peak_device_memory(self, reset: bool = False) -> int | None:
         if self.device.type != "cuda":
@@ -186,3 +181,8 @@ class TorchRunner(Runner):
             torch.set_num_threads(self._threads_before)
             self._threads_before = None
         self.module = None
+
+
+def _to_host(y: torch.Tensor) -> np.ndarray:
+    """float32 logits (fp16 runs are widened, as every backend reports float32) or the mask as it is."""
+    return np.ascontiguousarray((y.float() if y.is_floating_point() else y).cpu().numpy())

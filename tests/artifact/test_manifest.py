@@ -8,6 +8,7 @@ import pytest
 
 from manifests import sample_manifest
 from segdeploy.artifact import manifest as mf
+from segdeploy.artifact.reader import read_manifest
 from segdeploy.errors import ArtifactError
 
 
@@ -74,7 +75,7 @@ def test_unreadable_sidecars_are_one_line(tmp_path, content):
     path = tmp_path / "x.json"
     path.write_bytes(content)
     with pytest.raises(ArtifactError) as info:
-        mf.read_manifest(path)
+        read_manifest(path)
     assert "\n" not in str(info.value)
 
 

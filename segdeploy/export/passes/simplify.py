@@ -1,71 +1,24 @@
-"""Graph passes: each takes an ONNX model and returns ``(model, PassReport)``, so they compose and test alone.
-
-* ``check_standard_ops``: every node in the default ONNX domain and the opset at least 17 (LayerNormalization). A
-  custom domain would tie the artifact to one runtime's plugins; it is an error, not a warning.
-* ``simplify``: onnx-simplifier (constant folding, shape inference, BN/Conv fusion), falling back to onnxslim where
-  onnxsim fails or is absent; the model is checked with onnx.checker either way. The caller re-validates the
-  result numerically (export_onnx does), because a simplifier that returns a valid graph can still be wrong.
-"""
+"""``simplify``: constant folding, shape inference and Conv/BN fusion by onnxslim (pure Python, a core dependency,
+so a plain ``pip install segdeploy`` exports, and the same inputs give the same artifact on every install), with
+onnx-simplifier (the optional ``simplify`` extra) as the fallback or on request. The result is checked with
+onnx.checker either way, and the caller re-validates it numerically (export does), because a simplifier that returns
+a valid graph can still be wrong."""
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
 
 import onnx
 
 from segdeploy.errors import ArtifactError
+from segdeploy.export.passes import PassReport, op_counts
 
-MIN_OPSET = 17
-STANDARD_DOMAINS = ("", "ai.onnx")
-
-
-@dataclass
-class PassReport:
-    name: str
-    nodes_before: int
-    nodes_after: int
-    tool: str = ""
-    notes: list[str] = field(default_factory=list)
-    op_counts: dict[str, int] = field(default_factory=dict)  # of the result
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "tool": self.tool, "nodes_before": self.nodes_before,
-                "nodes_after": self.nodes_after, "notes": list(self.notes), "op_counts": dict(self.op_counts)}
+SIMPLIFIERS = ("onnxslim", "onnxsim")
 
 
-def op_counts(model: onnx.ModelProto) -> dict[str, int]:
-    return dict(sorted(collections.Counter(node.op_type for node in model.graph.node).items()))
-
-
-def default_opset(model: onnx.ModelProto) -> int:
-    for entry in model.opset_import:
-        if entry.domain in STANDARD_DOMAINS:
-            return entry.version
-    return 0
-
-
-def check_standard_ops(model: onnx.ModelProto, min_opset: int = MIN_OPSET) -> tuple[onnx.ModelProto, PassReport]:
-    foreign = sorted({f"{node.domain}::{node.op_type}" for node in model.graph.node
-                      if node.domain not in STANDARD_DOMAINS})
-    if foreign:
-        raise ArtifactError(f"graph uses non-standard ops ({', '.join(foreign[:5])}); only the default ONNX domain "
-                            "is allowed")
-    extra_domains = sorted(e.domain for e in model.opset_import if e.domain not in STANDARD_DOMAINS)
-    opset = default_opset(model)
-    if opset < min_opset:
-        raise ArtifactError(f"graph has opset {opset}; at least {min_opset} is needed (LayerNormalization)")
-    n = len(model.graph.node)
-    notes = [f"opset {opset}; all {n} nodes in the default domain"]
-    if extra_domains:
-        notes.append(f"unused opset imports: {', '.join(extra_domains)}")
-    return model, PassReport("check_standard_ops", n, n, "segdeploy", notes, op_counts(model))
-
-
-def simplify(model: onnx.ModelProto, tools: tuple[str, ...] = ("onnxsim", "onnxslim")
+def simplify(model: onnx.ModelProto, tools: tuple[str, ...] = SIMPLIFIERS
              ) -> tuple[onnx.ModelProto, PassReport]:
     """Simplify with the first of ``tools`` that succeeds; raise ArtifactError when none does."""
     before = len(model.graph.node)

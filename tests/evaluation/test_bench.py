@@ -8,13 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from segdeploy import bench
 from segdeploy.cli import main
 from segdeploy.errors import InputError
+from segdeploy.evaluation.bench import papers, peak, protocol, reports, run
+from segdeploy.evaluation.bench import request as bench_request
+from segdeploy.evaluation.bench import stats as bench_stats
 from segdeploy.runtimes.base import Runner, TensorInfo, Timing
 
 TINY = dict(height=64, width=64)
-FAST = bench.Protocol(warmup_s=0.0, min_s=0.0, min_iters=3)
+FAST = protocol.Protocol(warmup_s=0.0, min_s=0.0, min_iters=3)
 
 
 class FakeRunner(Runner):
@@ -31,7 +33,7 @@ class FakeRunner(Runner):
     def outputs(self):
         return [TensorInfo("logits", ("batch", 2), "float32")]
 
-    def infer(self, feed):
+    def _infer(self, feed):
         self.calls += 1
         self.last_timing = Timing(host_ms=5.0, h2d_ms=1.0, compute_ms=3.0 + self.calls % 2, d2h_ms=0.5)
         return {"logits": np.zeros((feed["input"].shape[0], 2), np.float32)}
@@ -39,43 +41,43 @@ class FakeRunner(Runner):
 
 def test_latency_stats_match_the_definitions():
     samples = np.arange(1, 101, dtype=float)  # 1..100 ms
-    stats = bench.latency_stats(samples)
+    stats = bench_stats.latency_stats(samples)
     assert stats["mean"] == 50.5 and stats["min"] == 1 and stats["max"] == 100
     assert stats["std"] == pytest.approx(np.sqrt(np.sum((samples - 50.5) ** 2) / 99))  # sample std, ddof=1
     # linear interpolation between order statistics: p-th percentile sits at rank (n - 1) * p / 100
     assert stats["p50"] == pytest.approx(50.5) and stats["p90"] == pytest.approx(90.1)
     assert stats["p95"] == pytest.approx(95.05) and stats["p99"] == pytest.approx(99.01)
     assert stats["mean_clipped"] == pytest.approx(50.5)  # nothing outside 2 sigma of a uniform ramp
-    spiky = bench.latency_stats([10.0] * 20 + [500.0])  # one call interrupted by another process
+    spiky = bench_stats.latency_stats([10.0] * 20 + [500.0])  # one call interrupted by another process
     assert spiky["mean"] > 30 and spiky["mean_clipped"] == 10.0
-    single = bench.latency_stats([7.0])
+    single = bench_stats.latency_stats([7.0])
     assert single["std"] == 0.0 and single["p99"] == 7.0
     with pytest.raises(ValueError):
-        bench.latency_stats([])
+        bench_stats.latency_stats([])
 
 
 def test_time_runner_follows_the_protocol_and_passes_the_split_through():
     runner = FakeRunner()
     feed = {"input": np.zeros((4, 3, 8, 8), np.float32)}
     seen = []
-    timed = bench.time_runner(runner, feed, bench.Protocol(warmup_s=0.0, min_s=0.0, min_iters=6),
+    timed = protocol.time_runner(runner, feed, protocol.Protocol(warmup_s=0.0, min_s=0.0, min_iters=6),
                               progress=lambda label, fraction: seen.append(fraction), label="fake")
     assert timed["iterations"] == 6 and runner.calls == 7  # one warm-up call, then six timed ones
     assert timed["throughput_ips"] == pytest.approx(4 * 6 / timed["wall_s"])
     assert timed["split_ms"] == {"host": 5.0, "h2d": 1.0, "compute": pytest.approx(3.5), "d2h": 0.5}
     assert seen[-1] == 1.0 and seen == sorted(seen)
-    capped = bench.time_runner(FakeRunner(), feed, bench.Protocol(warmup_s=0.0, min_s=60.0, min_iters=1,
+    capped = protocol.time_runner(FakeRunner(), feed, protocol.Protocol(warmup_s=0.0, min_s=60.0, min_iters=1,
                                                                   max_iters=4))
     assert capped["iterations"] == 4
 
 
 def test_parse_batches():
-    assert bench.parse_batches("1,2,4,8") == [1, 2, 4, 8]
-    assert bench.parse_batches("max") == ["max"]
-    assert bench.parse_batches("1, MAX, 1") == [1, "max"]
+    assert bench_request.parse_batches("1,2,4,8") == [1, 2, 4, 8]
+    assert bench_request.parse_batches("max") == ["max"]
+    assert bench_request.parse_batches("1, MAX, 1") == [1, "max"]
     for bad in ("0", "two", "1,,2", "-4"):
         with pytest.raises(InputError, match="--batch"):
-            bench.parse_batches(bad)
+            bench_request.parse_batches(bad)
 
 
 def test_max_batch_search_stops_when_throughput_saturates(monkeypatch):
@@ -88,29 +90,29 @@ def test_max_batch_search_stops_when_throughput_saturates(monkeypatch):
                 "max_batch": False, "latency_ms": {"mean": 1000 * batch / curve[batch]},
                 "memory": {"kind": "rss_delta", "peak_mb": 1.0}}
 
-    monkeypatch.setattr(bench, "_measure_row", fake_measure)
-    target = bench._Target(bench.BenchRequest(models=["segnext_t"]), None, "torch", "nchw")
-    rows = bench.max_batch_sweep(target, {}, None, None, limit=64)
+    monkeypatch.setattr(run, "_measure_row", fake_measure)
+    target = run._Target(bench_request.BenchRequest(models=["segnext_t"]), None, "torch", "nchw")
+    rows = run.max_batch_sweep(target, {}, None, None, limit=64)
     assert measured == [1, 2, 4, 8]  # 8 gains < 3 % over 4: saturated, 16 is never tried
     assert [r["batch"] for r in rows if r["max_batch"]] == [8]  # the best throughput seen is the max row
     measured.clear()
-    target = bench._Target(bench.BenchRequest(models=["segnext_t"]), None, "torch", "nchw")
-    rows = bench.max_batch_sweep(target, {}, None, None, limit=2)
+    target = run._Target(bench_request.BenchRequest(models=["segnext_t"]), None, "torch", "nchw")
+    rows = run.max_batch_sweep(target, {}, None, None, limit=2)
     assert measured == [1, 2] and rows[-1]["max_batch"]
 
 
 def test_same_device_matching():
-    assert bench.same_device("NVIDIA Tesla V100", "Tesla V100-SXM2-16GB")
-    assert bench.same_device("NVIDIA RTX 3090", "NVIDIA GeForce RTX 3090")
-    assert not bench.same_device("NVIDIA Tesla V100", "AMD EPYC (2 threads)")
-    assert not bench.same_device("unspecified GPU", "NVIDIA A100-SXM4-80GB")
+    assert papers.same_device("NVIDIA Tesla V100", "Tesla V100-SXM2-16GB")
+    assert papers.same_device("NVIDIA RTX 3090", "NVIDIA GeForce RTX 3090")
+    assert not papers.same_device("NVIDIA Tesla V100", "AMD EPYC (2 threads)")
+    assert not papers.same_device("unspecified GPU", "NVIDIA A100-SXM4-80GB")
 
 
 def test_paper_comparison_rows(monkeypatch):
     # measured complexity is segdeploy.models.complexity's business (tested there); pin it to test the comparison
-    monkeypatch.setitem(bench._COMPLEXITY, ("segnext_t", 512, 512), {"params": 4263414, "gmacs": 6.4})
-    monkeypatch.setitem(bench._COMPLEXITY, ("lrformer_s", 256, 256), {"params": 32e6, "gmacs": 10.0})
-    cmp = bench.paper_comparison("segnext_t", 512, 512, 16, True, 61.75, "AMD EPYC (2 threads)")
+    monkeypatch.setitem(papers._COMPLEXITY, ("segnext_t", 512, 512), {"params": 4263414, "gmacs": 6.4})
+    monkeypatch.setitem(papers._COMPLEXITY, ("lrformer_s", 256, 256), {"params": 32e6, "gmacs": 10.0})
+    cmp = papers.paper_comparison("segnext_t", 512, 512, 16, True, 61.75, "AMD EPYC (2 threads)")
     assert cmp["params_m_paper"] == 4.3 and cmp["params_m"] == pytest.approx(4.263414)
     assert cmp["params_ratio"] == pytest.approx(4.263414 / 4.3)
     assert cmp["gflops_paper"] == 6.6 and cmp["gmacs_ratio"] == pytest.approx(6.4 / 6.6)
@@ -121,37 +123,37 @@ def test_paper_comparison_rows(monkeypatch):
     rtx = by_device["NVIDIA RTX 3090"]
     assert not rtx["same_input"] and not rtx["same_batch"]
     assert rtx["label"] == "cross-device, different input, different batch"
-    assert bench.best_paper_match(cmp["throughput"]) is v100
+    assert papers.best_paper_match(cmp["throughput"]) is v100
     # a latency figure becomes img/s; another input size has no GFLOPs ratio
-    lr = bench.paper_comparison("lrformer_s", 256, 256, 1, False, 8.0, "AMD EPYC")
+    lr = papers.paper_comparison("lrformer_s", 256, 256, 1, False, 8.0, "AMD EPYC")
     assert lr["throughput"][0]["throughput_ips"] == pytest.approx(80.0) and lr["gmacs_ratio"] is None
 
 
 def test_flops_use_two_per_mac():
     row = {"height": 64, "width": 64, "throughput_ips": 10.0}
-    bench.add_flops(row, "segnext_t", {"gflops": 100.0})
+    papers.add_flops(row, "segnext_t", {"gflops": 100.0})
     assert row["flops_per_mac"] == 2
     assert row["achieved_gflops"] == pytest.approx(2 * row["gmacs_per_image"] * 10.0)
     assert row["peak_fraction"] == pytest.approx(row["achieved_gflops"] / 100.0)
 
 
 def test_fp32_peak_is_the_best_matmul_engine():
-    peak = bench.fp32_peak_gflops(n=256, seconds=0.05)
-    assert set(peak["by_engine"]) == {"torch.mm", "onnxruntime MatMul"} and peak["device"] == "cpu"
-    assert peak["gflops"] == pytest.approx(max(peak["by_engine"].values()), rel=1e-3)
-    assert peak["engine"] in peak["method"] and peak["gflops"] > 0
+    measured = peak.fp32_peak_gflops(n=256, seconds=0.05)
+    assert set(measured["by_engine"]) == {"torch.mm", "onnxruntime MatMul"} and measured["device"] == "cpu"
+    assert measured["gflops"] == pytest.approx(max(measured["by_engine"].values()), rel=1e-3)
+    assert measured["engine"] in measured["method"] and measured["gflops"] > 0
 
 
 @pytest.fixture(scope="module")
 def report():
-    request = bench.BenchRequest(models=["segnext_t"], backends=["torch"], batches=[1, 2], threads=1,
+    request = bench_request.BenchRequest(models=["segnext_t"], backends=["torch"], batches=[1, 2], threads=1,
                                  measure_peak=False, protocol=FAST, **TINY)
-    return bench.run_bench(request)
+    return run.run_bench(request)
 
 
 def test_report_json_schema(report):
-    data = json.loads(bench.to_json(report))
-    assert data["schema"] == bench.SCHEMA and data["flops"]["flops_per_mac"] == 2
+    data = json.loads(reports.to_json(report))
+    assert data["schema"] == run.SCHEMA and data["flops"]["flops_per_mac"] == 2
     assert {"cpu", "versions", "load_average", "host"} <= set(data["machine"])
     assert [r["batch"] for r in data["results"]] == [1, 2]
     for row in data["results"]:
@@ -167,11 +169,11 @@ def test_report_json_schema(report):
 
 
 def test_report_csv_and_markdown(report):
-    rows = list(csv.DictReader(io.StringIO(bench.to_csv(report))))
-    assert list(rows[0]) == list(bench.CSV_COLUMNS) and len(rows) == 2
+    rows = list(csv.DictReader(io.StringIO(reports.to_csv(report))))
+    assert list(rows[0]) == list(reports.CSV_COLUMNS) and len(rows) == 2
     assert rows[0]["model"] == "segnext_t" and float(rows[0]["throughput_ips"]) > 0
     assert rows[0]["paper_device"] == "NVIDIA RTX 3090" and rows[0]["params_m_paper"] == "4.3"
-    md = bench.to_markdown(report)
+    md = reports.to_markdown(report)
     lines = md.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
     assert lines[header + 1].startswith("|---|") and lines[header + 2].startswith("| segnext_t | torch | 1 |")
@@ -180,27 +182,27 @@ def test_report_csv_and_markdown(report):
 
 def test_plot_writes_a_png(report, tmp_path):
     pytest.importorskip("matplotlib")
-    path = bench.plot(report, str(tmp_path / "tput.png"))
+    path = reports.write_reports(report, plot_path=str(tmp_path / "tput.png"))[0]
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_failing_row_is_recorded_not_fatal(tmp_path):
     from segdeploy.export.onnx import export_onnx
 
-    artifact = str(export_onnx("segnext_t", tmp_path / "b1.onnx", validate=False, **TINY).path)
-    request = bench.BenchRequest(artifact=artifact, backends=["onnxruntime"], batches=[2, 1], threads=1,
+    artifact = str(export_onnx("segnext_t", tmp_path / "b1.onnx", **TINY).path)
+    request = bench_request.BenchRequest(artifact=artifact, backends=["onnxruntime"], batches=[2, 1], threads=1,
                                  measure_peak=False, protocol=FAST)  # the request's size is the 512x512 default
-    results = bench.run_bench(request)["results"]
+    results = run.run_bench(request)["results"]
     assert results[0]["status"] == "failed" and "fixed batch of 1" in results[0]["error"]
     ok = results[1]
-    assert ok["status"] == "ok" and ok["model"] == "segnext_t"  # named by the artifact's metadata
+    assert ok["status"] == "ok" and ok["model"] == "segnext_t"  # named by the artifact's manifest
     assert (ok["height"], ok["width"]) == (64, 64)  # the static artifact's size, not the request's
     assert ok["paper"]["gmacs_ratio"] is None  # 64x64 is not the papers' 512x512
 
 
 def test_bench_cli_end_to_end(tmp_path, capsys):
     paths = {ext: tmp_path / f"r.{ext}" for ext in ("json", "csv", "md")}
-    code = main(["bench", "--model", "segnext_t", "--backend", "torch", "--height", "64", "--width", "64",
+    code = main(["bench", "--model", "segnext_t", "--backend", "torch", "--size", "64",
                  "--threads", "1", "--warmup-s", "0", "--min-s", "0", "--min-iters", "2", "--no-peak",
                  "--json", str(paths["json"]), "--csv", str(paths["csv"]), "--md", str(paths["md"])])
     out = capsys.readouterr().out
@@ -208,6 +210,10 @@ def test_bench_cli_end_to_end(tmp_path, capsys):
     assert "segnext_t" in out and "against the papers" in out
     assert all(p.exists() for p in paths.values())
     assert json.loads(paths["json"].read_text())["results"][0]["backend"] == "torch"
+    # the reports exist now: a second run refuses to overwrite them, before measuring anything
+    assert main(["bench", "--model", "segnext_t", "--backend", "torch", "--size", "64", "--json",
+                 str(paths["json"])]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -215,11 +221,13 @@ def test_bench_cli_end_to_end(tmp_path, capsys):
     (["--model", "nope_t", "--backend", "torch"], "unknown model 'nope_t'"),
     (["--backend", "torch"], "give --model"),
     (["--model", "segnext_t", "--batch", "0"], "--batch values must be >= 1"),
-    (["--model", "segnext_t", "--height", "100"], "multiple of 32"),
+    (["--model", "segnext_t", "--size", "100"], "multiple of 32"),
+    (["--model", "segnext_t", "--size", "0x64"], "--size takes a positive"),
+    (["--model", "segnext_t", "--backend", "torch", "--device", "foo"], "--device takes cpu, cuda or cuda:N"),
     (["--model", "segnext_t", "--plot", "x.svg"], "give a .png path"),
     (["--model", "segnext_t", "--layout", "nhwc"], "--layout"),
-    (["--model", "segnext_t", "--backend", "torch", "--threads", "0"], "--threads must be >= 1"),
-    (["--model", "segnext_t", "--backend", "torch", "--precision", "fp16"], "torch fp16 needs --device cuda"),
+    (["--model", "segnext_t", "--backend", "torch", "--threads", "0"], "expected a positive integer"),
+    (["--model", "segnext_t", "--backend", "torch", "--precision", "fp16"], "fp16 on CUDA only"),
     (["--model", "segnext_t", "--backend", "onnxruntime", "--precision", "bf16"], "runs fp32, not bf16"),
     (["--artifact", "missing.onnx"], "artifact not found"),
 ])
@@ -233,7 +241,7 @@ def _matrix_module():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).parent.parent / "benchmarks" / "run_cpu_matrix.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "run_cpu_matrix.py"
     spec = importlib.util.spec_from_file_location("run_cpu_matrix", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from manifests import sample_manifest
+from segdeploy import hostinfo
 from segdeploy.errors import ArtifactError, InputError, SegdeployError
 from segdeploy.runtimes import registry
-from segdeploy.runtimes.base import TensorInfo, random_feed, resolve_shape
-from segdeploy.runtimes.torch import TorchRunner, build_model
+from segdeploy.runtimes.base import Runner, TensorInfo, random_feed, resolve_shape
+from segdeploy.runtimes.manifests import tensor_infos
+from segdeploy.runtimes.torch import TorchRunner, build_graph
 
 MODEL, SIZE = "segnext_t", 64
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -32,7 +35,7 @@ def onnx_artifact(tmp_path_factory):
     from segdeploy.export.onnx import export_onnx
 
     path = tmp_path_factory.mktemp("artifacts") / f"{MODEL}_{SIZE}.onnx"
-    return str(export_onnx(MODEL, path, height=SIZE, width=SIZE, validate=False).path)
+    return str(export_onnx(MODEL, path, height=SIZE, width=SIZE).path)
 
 
 def test_torch_runner_names_its_tensors_and_matches_the_module(torch_runner, feed):
@@ -42,7 +45,7 @@ def test_torch_runner_names_its_tensors_and_matches_the_module(torch_runner, fee
     out = torch_runner.infer(feed)
     assert set(out) == {"logits"} and out["logits"].shape == (1, 150, SIZE // 8, SIZE // 8)
     with torch.inference_mode():
-        expected = build_model(MODEL)(torch.from_numpy(feed["input"])).numpy()
+        expected = build_graph(MODEL)(torch.from_numpy(feed["input"])).numpy()
     np.testing.assert_array_equal(out["logits"], expected)
     timing = torch_runner.last_timing
     assert timing.host_ms > 0 and timing.compute_ms is None and timing.h2d_ms is None  # CPU: no device split
@@ -67,10 +70,10 @@ def test_channels_last_gives_the_same_logits(torch_runner, feed):
 
 
 @pytest.mark.parametrize("bad_feed, message", [
-    ({"image": np.zeros((1, 3, 64, 64), np.float32)}, "exactly one input named 'input'"),
-    ({"input": np.zeros((1, 3, 64, 64), np.float64)}, "float32"),
-    ({"input": np.zeros((3, 64, 64), np.float32)}, "(N, 3, H, W)"),
-    ({"input": np.zeros((1, 4, 64, 64), np.float32)}, "(N, 3, H, W)"),
+    ({"image": np.zeros((1, 3, 64, 64), np.float32)}, "the feed has inputs ['image'], the model takes ['input']"),
+    ({"input": np.zeros((1, 3, 64, 64), np.float64)}, "must be float32, not float64"),
+    ({"input": np.zeros((3, 64, 64), np.float32)}, "must have shape (batch, 3, height, width)"),
+    ({"input": np.zeros((1, 4, 64, 64), np.float32)}, "must have shape (batch, 3, height, width)"),
     ({"input": [[0.0]]}, "numpy array"),
 ])
 def test_torch_runner_rejects_bad_feeds(torch_runner, bad_feed, message):
@@ -95,8 +98,12 @@ def test_torch_runner_rejects_what_this_machine_cannot_do():
 def test_shapes_resolve_dynamic_dims_and_keep_static_ones(torch_runner):
     assert resolve_shape(TensorInfo("x", ("batch", 3, "height", "width"), "float32"), 4, 32, 96) == (4, 3, 32, 96)
     assert resolve_shape(TensorInfo("x", (1, 3, 64, 64), "float32"), 4, 32, 96) == (1, 3, 64, 64)
-    with pytest.raises(ValueError, match="dynamic dimension 1"):
+    with pytest.raises(InputError, match="dynamic dimension 1"):
         resolve_shape(TensorInfo("x", (1, "c", 64, 64), "float32"), 1, 64, 64)
+    # uint8 NHWC images (--preprocess --dynamic): the spatial dims are 1 and 2
+    nhwc = TensorInfo("image", ("batch", "height", "width", 3), "uint8", "NHWC")
+    assert resolve_shape(nhwc, 2, 32, 96) == (2, 32, 96, 3)
+    assert resolve_shape(TensorInfo("image", ("?", "?", "?", 3), "uint8"), 1, 32, 64) == (1, 32, 64, 3)
     feed = random_feed(torch_runner, 2, 32, 64, seed=3)
     assert feed["input"].shape == (2, 3, 32, 64) and feed["input"].dtype == np.float32
     np.testing.assert_array_equal(feed["input"], random_feed(torch_runner, 2, 32, 64, seed=3)["input"])
@@ -124,7 +131,7 @@ def test_openvino_runner_runs_the_onnx_artifact_in_fp32(onnx_artifact, torch_run
     assert runner.describe()["precision"] == "fp32"
     with pytest.raises(InputError, match="must be float32"):
         runner.infer({"input": np.zeros((1, 3, SIZE, SIZE), np.float64)})
-    with pytest.raises(InputError, match="needs inputs"):
+    with pytest.raises(InputError, match="the model takes"):
         runner.infer({"x": feed["input"]})
 
 
@@ -194,14 +201,26 @@ def test_registry_knows_every_backend_and_why_not():
     assert statuses["openvino"].available == HAS_OPENVINO
     for status in statuses.values():
         assert status.available or status.reason, status  # every unusable backend says why
-        assert status.consumes == registry.BACKEND_INPUT[status.name]
+        assert status.consumes == registry.BACKENDS[status.name].consumes
+    assert statuses["onnxruntime"].distribution in hostinfo.DISTRIBUTIONS["onnxruntime"]
     with pytest.raises(SegdeployError, match="unknown backend 'tflite'"):
         registry.backend_status("tflite")
 
 
+def test_one_record_per_backend_says_what_it_consumes():
+    records = registry.BACKENDS
+    assert {r.consumes for r in records.values()} == {"model", "onnx", "engine"}
+    assert registry.backends_for("onnx") == ["onnxruntime", "openvino"]
+    assert registry.backends_for("engine") == ["tensorrt"]
+    assert registry.cpu_backends() == ["openvino", "onnxruntime", "torch"]
+    for record in records.values():
+        assert record.precisions and record.devices and callable(record.probe) and callable(record.factory)
+
+
 def test_fastest_cpu_backend_is_the_first_usable_in_the_preference(monkeypatch):
     real = registry.backend_status
-    usable = [name for name in registry.CPU_PREFERENCE if real(name).available]
+    preference = registry.cpu_backends()
+    usable = [name for name in preference if real(name).available]
     assert registry.fastest_cpu_backend() == usable[0]
     disabled = {usable[0]}
 
@@ -213,7 +232,7 @@ def test_fastest_cpu_backend_is_the_first_usable_in_the_preference(monkeypatch):
 
     monkeypatch.setattr(registry, "backend_status", without_the_first)
     assert registry.fastest_cpu_backend() == (usable[1] if len(usable) > 1 else "torch")
-    disabled.update(registry.CPU_PREFERENCE)
+    disabled.update(preference)
     assert registry.fastest_cpu_backend() == "torch"  # PyTorch is always there to fall back on
 
 
@@ -222,13 +241,60 @@ def test_create_runner_checks_what_each_backend_consumes(onnx_artifact):
         registry.create_runner("torch", artifact=onnx_artifact)
     with pytest.raises(SegdeployError, match="exported artifact"):
         registry.create_runner("onnxruntime", model=MODEL)
-    with pytest.raises(SegdeployError, match="artifact's own precision"):
+    with pytest.raises(SegdeployError, match="precision the artifact's graph carries"):
         registry.create_runner("onnxruntime", artifact=onnx_artifact, precision="fp16")
+    with pytest.raises(SegdeployError, match="runs on the CPU here"):
+        registry.create_runner("onnxruntime", artifact=onnx_artifact, device="cuda")
 
 
 def test_machine_info_describes_the_cpu():
-    info = registry.machine_info()
+    info = hostinfo.machine_info()
     cpu = info["cpu"]
     assert cpu["model"] and cpu["logical_cores"] >= cpu["usable_cores"] >= 1
-    assert set(cpu["isa"]) <= set(registry.ISA_FLAGS)
+    assert set(cpu["isa"]) <= set(hostinfo.ISA_FLAGS)
+    assert set(cpu["int8_dot_product"]) <= set(hostinfo.INT8_DOT_PRODUCT_FLAGS)
     assert info["versions"]["torch"] and info["versions"]["onnxruntime"]
+    assert "INT8" in hostinfo.int8_speed_note(cpu)
+
+
+class EchoRunner(Runner):
+    backend = "echo"
+
+    def __init__(self, manifest=None):
+        super().__init__()
+        self.manifest = manifest
+        self.calls = 0
+
+    def inputs(self):
+        return [TensorInfo("input", ("batch", 3, "height", "width"), "float32", "NCHW")]
+
+    def outputs(self):
+        return [TensorInfo("logits", ("batch", 4, "h", "w"), "float32")]
+
+    def _infer(self, feed):
+        self.calls += 1
+        return {"logits": feed["input"]}
+
+
+def test_the_base_runner_checks_feeds_against_the_artifact_profile():
+    runner = EchoRunner(sample_manifest(dynamic=True))
+    runner.infer({"input": np.zeros((2, 3, 256, 320), np.float32)})
+    for shape, message in (((8, 3, 256, 256), "batch 8 outside 1-4"), ((1, 3, 250, 256), "not a multiple of 32"),
+                           ((1, 3, 2048, 256), "height 2048 outside 256-1024")):
+        with pytest.raises(InputError, match=message):
+            runner.infer({"input": np.zeros(shape, np.float32)})
+    assert runner.calls == 1  # the backend never saw a bad feed
+
+
+def test_a_manifest_that_does_not_fit_the_graph_is_refused():
+    manifest = sample_manifest()
+    found_in = [TensorInfo("input", (1, 3, 512, 512), "float32")]
+    found_out = [TensorInfo("logits", (1, 4, 64, 64), "float32")]
+    inputs, _ = tensor_infos(manifest, found_in, found_out, "m.onnx")
+    assert inputs[0].layout == "NCHW"
+    with pytest.raises(ArtifactError, match="describes inputs"):
+        tensor_infos(manifest, [TensorInfo("image", (1, 3, 512, 512), "float32")], found_out, "m.onnx")
+    with pytest.raises(ArtifactError, match="dimension 2 as 512, the graph as 256"):
+        tensor_infos(manifest, [TensorInfo("input", (1, 3, 256, 512), "float32")], found_out, "m.onnx")
+    with pytest.raises(ArtifactError, match="as float32 of rank 4, the graph has uint8"):
+        tensor_infos(manifest, [TensorInfo("input", (1, 3, 512, 512), "uint8")], found_out, "m.onnx")

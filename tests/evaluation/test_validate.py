@@ -9,21 +9,22 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from exports import export
 from goldens import IMAGES
 from segdeploy import models
 from segdeploy.cli import main
-from segdeploy.errors import CheckpointError
-from segdeploy.export.onnx import export_onnx
-from segdeploy.runtimes.base import Runner, TensorInfo
-from segdeploy.validate import (
+from segdeploy.errors import CheckpointError, SegdeployError
+from segdeploy.evaluation.compare import (
+    TOLERANCES,
     OutputReport,
     agreement,
     compare_runners,
     confusion,
     mean_iou,
     numeric_stats,
-    validate_artifact,
 )
+from segdeploy.evaluation.validate import validate_artifact
+from segdeploy.runtimes.base import Runner, TensorInfo
 
 # ----------------------------------------------------------------------------------------------------------------
 # Comparators
@@ -54,11 +55,30 @@ def test_label_agreement_and_miou_on_known_masks():
 def test_logits_tolerance_scales_with_the_reference():
     ref = np.zeros((1, 3, 4, 4), np.float32)
     ref[0, 0] = 1000.0  # max |ref| = 1000 -> tolerance 0.1
-    report = OutputReport("logits", "logits", 3)
+    report = OutputReport("logits", "logits", 3, TOLERANCES["fp32"])
     assert report.add(ref, ref + 0.05, (8, 8), False)
     assert not report.add(ref, ref + 0.2, (8, 8), False)
     assert report.cases == 2 and report.failed_cases == 1 and not report.passed
     assert report.max_abs_err == pytest.approx(0.2, rel=1e-3)  # 1000.2 in float32
+
+
+def test_non_finite_outputs_fail_instead_of_hiding_in_max():
+    ref = np.ones((1, 3, 4, 4), np.float32)
+    report = OutputReport("logits", "logits", 3, TOLERANCES["fp32"])
+    assert not report.add(ref, np.full_like(ref, np.nan), (8, 8), False)
+    assert not report.add(np.full_like(ref, np.inf), ref, (8, 8), False)
+    assert not report.passed and report.nonfinite == 2 * ref.size and "non-finite" in report.errors[0]
+
+
+def test_tolerances_are_one_row_per_precision():
+    ref = np.zeros((1, 3, 4, 4), np.float32)
+    ref[0, 0] = 10.0
+    noisy = ref + 0.01  # far beyond FP32 rounding, harmless for FP16's masks and direction
+    assert not OutputReport("logits", "logits", 3, TOLERANCES["fp32"]).add(ref, noisy, (8, 8), False)
+    assert OutputReport("logits", "logits", 3, TOLERANCES["fp16"]).add(ref, noisy, (8, 8), False)
+    flipped = ref.copy()
+    flipped[0, 1] = 20.0  # every pixel's label changes
+    assert not OutputReport("logits", "logits", 3, TOLERANCES["fp16"]).add(ref, flipped, (8, 8), False)
 
 
 class ArrayRunner(Runner):
@@ -75,7 +95,7 @@ class ArrayRunner(Runner):
     def outputs(self):
         return [TensorInfo("logits", ("batch", 4, "h", "w"), "float32")]
 
-    def infer(self, feed):
+    def _infer(self, feed):
         x = feed["input"][:, :, ::8, ::8]
         logits = np.concatenate([x, -x.sum(1, keepdims=True)], axis=1)
         return {"logits": logits + self.noise * np.sign(logits)}
@@ -98,7 +118,7 @@ def test_compare_runners_passes_equal_backends_and_fails_perturbed_ones():
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     path = tmp_path_factory.mktemp("validate") / "segnext_t.onnx"
-    return export_onnx("segnext_t", path, height=256, width=320, threads=2).path
+    return export("segnext_t", path, height=256, width=320).path
 
 
 def run_validate(capsys, *args):
@@ -122,8 +142,7 @@ def test_validate_cli_on_seeded_inputs_and_a_real_image(artifact, capsys, tmp_pa
 
 
 def test_validate_reads_a_dynamic_artifact_at_two_shapes(tmp_path):
-    path = export_onnx("segnext_t", tmp_path / "dyn.onnx", height=256, width=256, dynamic=True, validate=False,
-                       threads=2).path
+    path = export("segnext_t", tmp_path / "dyn.onnx", height=256, width=256, dynamic=True, verify=False).path
     report = validate_artifact(path, n=2, threads=2)
     assert report.passed
     assert sorted({tuple(c["input_shape"]) for c in report.cases}) == [(1, 3, 256, 256), (2, 3, 384, 640)]
@@ -138,7 +157,7 @@ def test_locate_names_the_node_fed_by_a_corrupted_initializer(artifact, capsys, 
     corrupted = numpy_helper.to_array(weight) * 1.5
     weight.CopyFrom(numpy_helper.from_array(corrupted, weight.name))
     broken = tmp_path / "broken.onnx"
-    onnx.save(model, str(broken))  # metadata travels along, so validate knows what it should be
+    onnx.save(model, str(broken))  # the manifest travels along, so validate knows what it should be
 
     report_path = tmp_path / "locate.json"
     code, out, _ = run_validate(capsys, str(broken), "--n", "1", "--locate", "--json", str(report_path),
@@ -162,8 +181,10 @@ def test_bad_artifacts_and_arguments_give_one_line(artifact, capsys, tmp_path):
     assert code == 2 and "not a readable ONNX model" in err and err.count("\n") == 1
     code, _, err = run_validate(capsys, str(tmp_path / "missing.onnx"))
     assert code == 2 and "not found" in err
-    code, _, err = run_validate(capsys, artifact, "--shape", "1x100x100")
-    assert code == 2 and "outside the artifact's input profile" in err
+    code, _, err = run_validate(capsys, artifact, "--size", "100")
+    assert code == 2 and "outside the artifact's profile" in err
+    code, _, err = run_validate(capsys, artifact, "--json", artifact)
+    assert code == 2 and "exists; pass --force" in err
     code, _, err = run_validate(capsys, artifact, "--model", "segnext_s")
     assert code == 2 and "exported from segnext_t, not segnext_s" in err
     code, _, err = run_validate(capsys, artifact, "--images", str(tmp_path / "nowhere"))
@@ -184,8 +205,8 @@ def test_a_checkpoint_that_is_not_the_artifacts_is_refused(artifact, tmp_path):
 
 
 class WrongShapeRunner(ArrayRunner):
-    def infer(self, feed):
-        return {"logits": super().infer(feed)["logits"][:, :, :-1]}
+    def _infer(self, feed):
+        return {"logits": super()._infer(feed)["logits"][:, :, :-1]}
 
 
 def test_an_output_of_the_wrong_shape_fails_the_case_instead_of_crashing():
@@ -200,6 +221,37 @@ def test_a_foreign_onnx_file_validates_with_model(artifact, capsys, tmp_path):
     foreign = tmp_path / "foreign.onnx"  # no sidecar next to it either
     onnx.save(model, str(foreign))
     code, _, err = run_validate(capsys, str(foreign), "--n", "1")
-    assert code == 2 and "no segdeploy metadata" in err and "pass --model" in err
+    assert code == 2 and "carries no segdeploy manifest" in err and "pass --model" in err
     code, out, _ = run_validate(capsys, str(foreign), "--model", "segnext_t", "--n", "1", "--threads", "2")
     assert code == 0 and "PASSED" in out
+
+
+def lying_copy(artifact, tmp_path, edit):
+    """The artifact with its manifest edited (embedded copy; no sidecar beside it)."""
+    from segdeploy.artifact import manifest as mf
+
+    model = onnx.load(artifact)
+    data = mf.embedded(model).to_dict()
+    edit(data)
+    prop = next(p for p in model.metadata_props if p.key == mf.ONNX_METADATA_KEY)
+    prop.value = json.dumps(data)
+    path = tmp_path / "lying.onnx"
+    onnx.save(model, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["model"].update(num_classes=19, class_names=["c"] * 19, palette=[[0, 0, 0]] * 19),
+     "150 channels for 19 classes"),
+    (lambda d: d["preprocessing"].update(mean=[0.0, 0.0, 0.0]), "preprocessing mean"),
+    (lambda d: d["export"]["model_options"].update(nmf_rank=100000000), "nmf_rank=100000000"),
+    (lambda d: d["inputs"][0].update(name="image"), "describes inputs"),
+    (lambda d: d["model"].update(name="cgrseg_t"), "export switch nmf_bases"),
+])
+def test_a_manifest_that_lies_about_the_graph_is_refused(artifact, tmp_path, edit, message):
+    import re
+
+    with pytest.raises(SegdeployError) as info:
+        validate_artifact(lying_copy(artifact, tmp_path, edit), n=1)
+    assert re.search(message, str(info.value)), str(info.value)
+    assert "\n" not in str(info.value)

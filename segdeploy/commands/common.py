@@ -1,0 +1,130 @@
+"""One CLI vocabulary: the arguments several commands share are defined once, here, so a flag means the same thing
+everywhere (trtexec/Ultralytics spirit): ``--model NAME``, ``--checkpoint FILE``, ``--size HxW``, ``--batch N``,
+``--backend NAME``, ``--threads N``, ``--json FILE``, ``--force``. Progress for steps longer than a moment goes to
+stderr, so stdout stays the command's result."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+
+from segdeploy.errors import InputError
+
+
+def model_names() -> list[str]:
+    from segdeploy.models import list_models
+
+    return list_models()
+
+
+def add_model(parser, required: bool = True, help_text: str = "registered model") -> None:
+    names = model_names()
+    parser.add_argument("--model", required=required, metavar="NAME",
+                        help=f"{help_text}: {', '.join(names)}")
+
+
+def add_checkpoint(parser) -> None:
+    parser.add_argument("--checkpoint", metavar="FILE",
+                        help="the model's checkpoint (.pth, the authors' layout); default: the deterministic "
+                             "golden-recipe weights (not trained: masks show the pipeline works, not the scene)")
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """"512" -> (512, 512); "512x1024" -> (512, 1024) (height x width)."""
+    if text is None:
+        return None
+    parts = str(text).lower().replace("×", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise InputError(f"--size takes HxW or N (e.g. 512x1024 or 512), not {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise InputError(f"--size takes a positive HxW or N (e.g. 512x1024 or 512), not {text!r}")
+    return values[0], values[1]
+
+
+def add_size(parser, default: str | None = "512x512", help_text: str = "network input size, height x width",
+             repeat: bool = False) -> None:
+    parser.add_argument("--size", metavar="HxW", default=None if repeat else default, action="append" if repeat
+                        else "store", help=f"{help_text} (e.g. 512x1024, or 512 for square)"
+                                           + (f"; default {default}" if default else ""))
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
+def add_threads(parser) -> None:
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: all usable cores)")
+
+
+def add_backend(parser, help_text: str, multiple: bool = False) -> None:
+    from segdeploy.runtimes.registry import BACKENDS
+
+    names = ", ".join(BACKENDS)
+    parser.add_argument("--backend", metavar="NAME[,NAME...]" if multiple else "NAME",
+                        help=f"{help_text} ({names})")
+
+
+def add_json(parser, what: str = "the full report") -> None:
+    parser.add_argument("--json", metavar="FILE", help=f"write {what} as JSON to FILE ('-' for stdout)")
+
+
+def add_force(parser, what: str = "existing output files") -> None:
+    parser.add_argument("--force", action="store_true", help=f"overwrite {what}")
+
+
+def names(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def check_outputs(force: bool, *paths) -> None:
+    """Refuse now, before the work, any output that exists (without --force) or cannot be written."""
+    from segdeploy.io import check_destination
+
+    for path in paths:
+        if path and path != "-":
+            check_destination(path, force)
+
+
+def write_json(path: str | None, data, force: bool) -> str | None:
+    """Write ``data`` as JSON to ``path`` ('-': stdout); returns what was written, for the 'wrote' line."""
+    if not path:
+        return None
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        return None
+    from segdeploy.io import write_text_atomic
+
+    return write_text_atomic(path, text, force=force)
+
+
+@contextlib.contextmanager
+def status(message: str):
+    """A spinner on stderr while a step runs (a no-op when stderr is not a terminal); yields a callback that
+    updates its text: ``say("tracing")``."""
+    try:
+        from rich.console import Console
+    except ImportError:
+        yield lambda text, *_: None
+        return
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda text, *_: None
+        return
+    with console.status(message) as spinner:
+        yield lambda text, *_: spinner.update(text)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples in a command's epilog as written."""

@@ -1,0 +1,119 @@
+"""What a benchmark run is asked to do, parsed and checked before anything runs."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from segdeploy.errors import InputError
+from segdeploy.evaluation.bench.protocol import Protocol
+from segdeploy.export.cache import DEFAULT_CACHE_DIR
+from segdeploy.export.trace import DEFAULT_OPSET
+
+
+@dataclass
+class BenchRequest:
+    models: list[str] = field(default_factory=list)
+    artifact: str | None = None
+    backends: list[str] = field(default_factory=lambda: ["torch"])
+    height: int = 512
+    width: int = 512
+    batches: list = field(default_factory=lambda: [1])  # ints and/or "max"
+    threads: int | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    layouts: list[str] = field(default_factory=lambda: ["nchw"])  # torch only
+    compile: bool = False
+    cuda_graphs: bool = False
+    checkpoint: str | None = None
+    export_dir: str = DEFAULT_CACHE_DIR
+    opset: int = DEFAULT_OPSET
+    simplify: bool = True
+    force_export: bool = False
+    max_batch_limit: int = 64
+    measure_peak: bool = True
+    protocol: Protocol = field(default_factory=Protocol)
+
+
+def parse_batches(text: str) -> list:
+    """"1,2,4" -> [1, 2, 4]; "max" and "1,max" allowed."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if part == "max":
+            out.append("max")
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise InputError(f"--batch takes positive integers and/or 'max' (e.g. 1,2,4,8 or max), not {text!r}") \
+                from None
+        if value < 1:
+            raise InputError(f"--batch values must be >= 1, got {value}")
+        out.append(value)
+    return list(dict.fromkeys(out))
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise InputError(f"--device takes cpu, cuda or cuda:N, not {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU here")
+
+
+def check_request(request: BenchRequest) -> None:
+    """Fail early, with one line, on anything the run would otherwise trip over halfway."""
+    from segdeploy.artifact.formats import format_of
+    from segdeploy.artifact.reader import read_manifest
+    from segdeploy.models import get_spec
+    from segdeploy.runtimes.registry import get_backend, require_backend
+
+    if not request.models and not request.artifact:
+        raise InputError("give --model NAME[,NAME...] or --artifact FILE")
+    if request.artifact and len(request.models) > 1:
+        raise InputError("--artifact benchmarks one model; give at most one --model to name it")
+    kind = "model"
+    if request.artifact:
+        if not os.path.isfile(request.artifact):
+            raise InputError(f"artifact not found: {request.artifact}")
+        kind = format_of(request.artifact).kind
+        # a corrupt or lying artifact is one line now, not a failed row per backend later
+        manifest = read_manifest(request.artifact, required=False)
+        if manifest is not None and request.models and request.models[0] != manifest.model.name:
+            raise InputError(f"{request.artifact} was exported from {manifest.model.name}, not {request.models[0]}")
+    for name in request.models:
+        spec = get_spec(name)
+        m = spec.size_multiple
+        if request.height % m or request.width % m:
+            raise InputError(f"{name} needs a size that is a multiple of {m}, not {request.height}x{request.width}")
+    if request.height <= 0 or request.width <= 0:
+        raise InputError("the size must be positive")
+    if not request.backends:
+        raise InputError("no backend given")
+    check_device(request.device)
+    for backend in request.backends:
+        record = get_backend(backend)
+        if request.artifact and record.consumes != kind:
+            raise InputError(f"backend {backend} runs {record.consumes} artifacts, not {kind}"
+                             + ("; use --model" if record.consumes == "model" else ""))
+        if request.precision not in record.precisions:
+            raise InputError(f"backend {backend} runs {' or '.join(record.precisions)}, not {request.precision}")
+        if record.devices == "cpu" and request.device != "cpu":
+            raise InputError(f"backend {backend} runs on the CPU here; --device {request.device} is for the model "
+                             "backend")
+        require_backend(backend)
+    if request.precision == "fp16" and not request.device.startswith("cuda") and any(
+            get_backend(b).consumes == "model" for b in request.backends):
+        raise InputError("the model backend runs fp16 on CUDA only (PyTorch's CPU half kernels are reference code)")
+    if request.threads is not None and request.threads < 1:
+        raise InputError("--threads must be >= 1")
+
+
+def device_label(request: BenchRequest, machine: dict) -> str:
+    if request.device.startswith("cuda"):
+        return ", ".join(machine.get("gpus") or ["cuda"])
+    cpu = machine["cpu"]
+    return f"{cpu['model']} ({request.threads or cpu['usable_cores']} threads)"
+

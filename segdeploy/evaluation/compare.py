@@ -1,0 +1,279 @@
+"""Comparators: does a candidate runner compute what a reference runner computes? Written once against the Runner
+contract (Polygraphy's comparator: running, post-processing and the compare function kept apart).
+
+Per output and over all cases: max abs error, max relative error (max abs error over max |reference|), mean abs
+error and cosine similarity; for segmentation, pixel label agreement and the mIoU of the candidate's masks taken
+against the reference's masks as ground truth (dataset-level: intersections and unions summed over every case
+before dividing). Logits are turned into masks exactly as deployment does (bilinear resize to the input size,
+argmax); mask outputs are compared as they are. Non-finite values (NaN, inf) in either side fail the case: a NaN
+compares false with everything, so it must be looked for, never left to a max().
+
+Tolerances are data, one row per precision (``TOLERANCES``): FP32 must match to float rounding; FP16 and INT8 are
+judged by what they are for, the masks (agreement, cosine of the logits) and, with labelled data, the mIoU drop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from segdeploy import preprocess
+from segdeploy.errors import SegdeployError
+from segdeploy.runtimes.base import Runner, TensorInfo, image_dims
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    precision: str
+    max_rel: float | None  # max abs error <= max_rel * max(1, max |reference|) per case; None: not bounded
+    min_agreement: float  # pixel label agreement with the reference's masks, per case
+    min_cosine: float | None = None  # cosine of the logits, per case
+    max_miou_drop: float | None = None  # mIoU points lost on labelled data (eval --reference), when given
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_rel is not None:
+            parts.append(f"max abs <= {self.max_rel:g} * max(1, max|ref|)")
+        if self.min_cosine is not None:
+            parts.append(f"cosine >= {self.min_cosine:g}")
+        parts.append(f"label agreement >= {self.min_agreement:.1%}")
+        if self.max_miou_drop is not None:
+            parts.append(f"mIoU drop <= {self.max_miou_drop:g} points on labelled data")
+        return f"{self.precision}: " + "; ".join(parts)
+
+
+# FP32: float rounding only; a few pixels sit on near-ties between classes, so exact mask equality is not fair.
+# FP16: the issue's bar (agreement >= 99.5 %) plus the logits' direction. INT8: judged by masks and mIoU.
+TOLERANCES = {
+    "fp32": Tolerance("fp32", max_rel=1e-4, min_agreement=0.999),
+    "fp16": Tolerance("fp16", max_rel=None, min_agreement=0.995, min_cosine=0.999),
+    "int8": Tolerance("int8", max_rel=None, min_agreement=0.95, min_cosine=0.98, max_miou_drop=1.0),
+}
+
+
+def tolerance_for(precision: str) -> Tolerance:
+    try:
+        return TOLERANCES[precision]
+    except KeyError:
+        raise SegdeployError(f"no tolerance for precision {precision!r}; known: {', '.join(TOLERANCES)}") from None
+
+
+def bound(reference: np.ndarray, rel: float) -> float:
+    return rel * max(1.0, float(np.abs(reference).max(initial=0.0)))
+
+
+def numeric_stats(reference: np.ndarray, actual: np.ndarray) -> dict:
+    ref = reference.astype(np.float64, copy=False).ravel()
+    out = actual.astype(np.float64, copy=False).ravel()
+    finite = bool(np.isfinite(out).all() and np.isfinite(ref).all())
+    if not finite:
+        return {"finite": False, "nonfinite": int((~np.isfinite(out)).sum() + (~np.isfinite(ref)).sum()),
+                "max_abs_err": float("nan"), "max_rel_err": float("nan"), "mean_abs_err": float("nan"),
+                "cosine": float("nan"), "max_abs_ref": float("nan")}
+    diff = np.abs(out - ref)
+    ref_max = float(np.abs(ref).max(initial=0.0))
+    norms = float(np.linalg.norm(ref) * np.linalg.norm(out))
+    return {"finite": True, "nonfinite": 0, "max_abs_err": float(diff.max(initial=0.0)),
+            "max_rel_err": float(diff.max(initial=0.0)) / ref_max if ref_max > 0 else float(diff.max(initial=0.0)),
+            "mean_abs_err": float(diff.mean()) if diff.size else 0.0,
+            "cosine": float(np.dot(ref, out) / norms) if norms > 0 else float(np.array_equal(ref, out)),
+            "max_abs_ref": ref_max}
+
+
+def confusion(reference_labels: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K+1, K+1) counts, rows = reference class, columns = candidate class; labels outside [0, K) count as K."""
+    k = num_classes + 1
+    ref, out = (np.clip(m.astype(np.int64).ravel(), -1, num_classes) for m in (reference_labels, labels))
+    ref[ref < 0], out[out < 0] = num_classes, num_classes
+    return np.bincount(ref * k + out, minlength=k * k).reshape(k, k)
+
+
+def agreement(conf: np.ndarray) -> float:
+    total = conf.sum()
+    return float(np.trace(conf) / total) if total else 1.0
+
+
+def mean_iou(conf: np.ndarray) -> float:
+    """Mean over the classes present in either mask of intersection / union."""
+    inter = np.diag(conf).astype(np.float64)
+    union = conf.sum(0) + conf.sum(1) - inter
+    present = union > 0
+    return float((inter[present] / union[present]).mean()) if present.any() else 1.0
+
+
+@dataclass
+class OutputReport:
+    """One output, accumulated over every case."""
+    name: str
+    kind: str  # "logits" or "mask"
+    num_classes: int
+    tolerance: Tolerance
+    cases: int = 0
+    failed_cases: int = 0
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    mean_abs_err: float | None = None
+    cosine: float | None = None
+    max_abs_ref: float | None = None
+    nonfinite: int = 0
+    confusion: np.ndarray | None = field(default=None, repr=False)
+    errors: list[str] = field(default_factory=list)
+    _abs_sum: float = field(default=0.0, repr=False)
+    _count: int = field(default=0, repr=False)
+
+    def fail(self, error: str) -> bool:
+        """Count a case the candidate could not be compared on (it did not run, gave another shape, or NaN)."""
+        self.errors.append(error)
+        self.cases += 1
+        self.failed_cases += 1
+        return False
+
+    def add(self, reference: np.ndarray, actual: np.ndarray, input_size, align_corners: bool) -> bool:
+        if reference.shape != actual.shape:
+            return self.fail(f"shape {tuple(actual.shape)} where the reference has {tuple(reference.shape)}")
+        tol = self.tolerance
+        passed = True
+        if self.kind == "logits":
+            stats = numeric_stats(reference, actual)
+            if not stats["finite"]:
+                self.nonfinite += stats["nonfinite"]
+                return self.fail(f"{stats['nonfinite']} non-finite values (NaN or inf) in the outputs")
+            self.max_abs_err = max(self.max_abs_err or 0.0, stats["max_abs_err"])
+            self.max_rel_err = max(self.max_rel_err or 0.0, stats["max_rel_err"])
+            self.max_abs_ref = max(self.max_abs_ref or 0.0, stats["max_abs_ref"])
+            self.cosine = stats["cosine"] if self.cosine is None else min(self.cosine, stats["cosine"])
+            self._abs_sum += stats["mean_abs_err"] * reference.size
+            self._count += reference.size
+            self.mean_abs_err = self._abs_sum / self._count
+            if tol.max_rel is not None:
+                passed = stats["max_abs_err"] <= bound(reference, tol.max_rel)
+            if tol.min_cosine is not None:
+                passed = passed and stats["cosine"] >= tol.min_cosine
+            ref_labels = preprocess.logits_to_mask(reference, input_size, align_corners)
+            labels = preprocess.logits_to_mask(actual, input_size, align_corners)
+        else:
+            ref_labels, labels = reference, actual
+        conf = confusion(ref_labels, labels, self.num_classes)
+        self.confusion = conf if self.confusion is None else self.confusion + conf
+        passed = passed and agreement(conf) >= tol.min_agreement
+        self.cases += 1
+        self.failed_cases += not passed
+        return passed
+
+    @property
+    def mask_agreement(self) -> float | None:
+        return None if self.confusion is None else agreement(self.confusion)
+
+    @property
+    def miou_vs_reference(self) -> float | None:
+        return None if self.confusion is None else mean_iou(self.confusion)
+
+    @property
+    def passed(self) -> bool:
+        return self.cases > 0 and self.failed_cases == 0
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "cases": self.cases, "failed_cases": self.failed_cases,
+                "passed": self.passed, "max_abs_err": self.max_abs_err, "max_rel_err": self.max_rel_err,
+                "mean_abs_err": self.mean_abs_err, "cosine": self.cosine, "max_abs_ref": self.max_abs_ref,
+                "nonfinite": self.nonfinite, "mask_agreement": self.mask_agreement,
+                "miou_vs_reference": self.miou_vs_reference, "errors": list(self.errors)}
+
+
+@dataclass
+class ValidationReport:
+    outputs: dict[str, OutputReport]
+    cases: list[dict]
+    reference: dict
+    candidate: dict
+    tolerance: Tolerance
+    locate: dict | None = None
+    artifact: str | None = None
+    model: str | None = None
+    # integrity: does the graph still hash to what export recorded? (False = edited since export)
+    graph_unchanged: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outputs) and all(o.passed for o in self.outputs.values())
+
+    def _worst(self, key, pick):
+        values = [getattr(o, key) for o in self.outputs.values() if getattr(o, key) is not None]
+        return pick(values) if values else None
+
+    def summary(self, digits: int = 3) -> dict:
+        """The headline numbers, rounded (they go into artifacts, which must be byte-reproducible)."""
+        def r(v):
+            return None if v is None else float(f"{v:.{digits}g}")
+        return {"passed": self.passed, "precision": self.tolerance.precision,
+                "max_abs_err": r(self._worst("max_abs_err", max)),
+                "max_rel_err": r(self._worst("max_rel_err", max)), "cosine": r(self._worst("cosine", min)),
+                "mask_agreement": r(self._worst("mask_agreement", min)),
+                "miou_vs_reference": r(self._worst("miou_vs_reference", min)),
+                "shapes": [list(s) for s in sorted({tuple(c["input_shape"]) for c in self.cases})],
+                "cases": len(self.cases), "tolerance": self.tolerance.describe(),
+                "reference": self.reference.get("backend"), "runtime": self.candidate.get("backend")}
+
+    def as_dict(self) -> dict:
+        out = self.summary(digits=6)
+        out.update({"artifact": self.artifact, "model": self.model, "graph_unchanged": self.graph_unchanged,
+                    "outputs": {k: v.as_dict() for k, v in self.outputs.items()}, "case_results": self.cases,
+                    "reference_runner": self.reference, "candidate_runner": self.candidate, "locate": self.locate,
+                    "notes": list(self.notes)})
+        return out
+
+    def failure_line(self) -> str:
+        bad = [o for o in self.outputs.values() if not o.passed]
+        parts = []
+        for o in bad:
+            text = f"{o.name}: {o.failed_cases}/{o.cases} cases out of tolerance"
+            if o.max_abs_err is not None:
+                text += f", max abs err {o.max_abs_err:.3g} (max |ref| {o.max_abs_ref:.3g})"
+            if o.cosine is not None and o.tolerance.min_cosine is not None:
+                text += f", cosine {o.cosine:.5f}"
+            if o.mask_agreement is not None:
+                text += f", label agreement {o.mask_agreement:.4%}"
+            if o.errors:
+                text += f", {len(o.errors)} not comparable (first: {o.errors[0]})"
+            parts.append(text)
+        return "; ".join(parts) or "no outputs compared"
+
+
+def compare_runners(reference: Runner, candidate: Runner, feeds: list[tuple[str, dict]], *, num_classes: int,
+                    align_corners: bool = False, tolerance: Tolerance | None = None,
+                    progress=None) -> ValidationReport:
+    """Run every feed through both runners and compare every output the two have in common."""
+    tolerance = tolerance or TOLERANCES["fp32"]
+    common = [o for o in candidate.outputs() if o.name in {r.name for r in reference.outputs()}]
+    if not common:
+        raise SegdeployError(f"no output names in common: reference {[o.name for o in reference.outputs()]}, "
+                             f"candidate {[o.name for o in candidate.outputs()]}")
+    reports = {o.name: OutputReport(o.name, "logits" if o.dtype.startswith("float") else "mask", num_classes,
+                                    tolerance) for o in common}
+    input_info = candidate.inputs()[0]
+    cases = []
+    for index, (source, feed) in enumerate(feeds):
+        if progress:
+            progress(f"comparing on {source}", index / max(1, len(feeds)))
+        expected = reference.infer(feed)
+        case = {"source": source, "input_shape": list(next(iter(feed.values())).shape), "outputs": {}}
+        try:
+            actual = candidate.infer(feed)
+        except SegdeployError as exc:  # the candidate does not run on an input the reference takes
+            actual, case["error"] = None, str(exc)
+        size = spatial_size(feed, input_info)
+        for name, report in reports.items():
+            if actual is None:
+                ok = report.fail(f"{source} {case['input_shape']}: {case['error']}")
+            else:
+                ok = report.add(expected[name], actual[name], size, align_corners)
+            case["outputs"][name] = ok
+        case["passed"] = all(case["outputs"].values())
+        cases.append(case)
+    return ValidationReport(reports, cases, reference.describe(), candidate.describe(), tolerance)
+
+
+def spatial_size(feed: dict, info: TensorInfo) -> tuple[int, int]:
+    _, height, width = image_dims(info, feed[info.name].shape)
+    return height, width

@@ -1,0 +1,121 @@
+"""Image in, label map out, on any backend: what predict and eval do with a runner. Written once against the runner
+contract and the manifest, so a model on PyTorch, an ONNX artifact on ONNX Runtime or OpenVINO, and (later) an
+engine all segment an image the same way: the network input size from the resize policy (a static artifact's own
+size), preprocessing as the manifest says, and the mask at the image's size (logits resized bilinearly then argmax,
+as mmseg does; an in-graph mask resized nearest)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from segdeploy import models, preprocess
+from segdeploy.artifact import manifest as mf
+from segdeploy.artifact.formats import format_of
+from segdeploy.errors import InputError
+from segdeploy.evaluation.feeds import image_feed, network_size
+from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
+from segdeploy.runtimes.registry import (
+    backends_for,
+    create_runner,
+    default_backend_for,
+    fastest_cpu_backend,
+    get_backend,
+)
+
+
+@dataclass
+class Segmentation:
+    labels: np.ndarray  # (H, W) class indices at the image's size
+    network_size: tuple[int, int]
+    latency_ms: float  # the runner's own time for the forward pass
+
+
+class Segmenter:
+    """A runner plus how to feed it: ``preprocessing`` (a manifest's), ``profile`` (None: any size the policy gives),
+    ``align_corners`` and the names of the classes."""
+
+    def __init__(self, runner, preprocessing: mf.Preprocessing, profile: mf.Profile | None, class_names, palette,
+                 size: tuple[int, int] | None = None, description: str = ""):
+        self.runner, self.preprocessing, self.profile = runner, preprocessing, profile
+        self.class_names, self.palette = list(class_names), [tuple(c) for c in palette]
+        self.size, self.description = size, description
+        self.input = runner.inputs()[0]
+        self.output = runner.outputs()[0]
+        self.batch = profile.batch.opt if profile is not None and profile.static else 1
+
+    def __call__(self, image_bgr: np.ndarray) -> Segmentation:
+        import cv2
+
+        size = self.size or network_size(image_bgr, self.preprocessing, self.profile)
+        feed = image_feed(image_bgr, self.input, self.preprocessing, size, self.batch)
+        out = self.runner.infer(feed)[self.output.name][:1]
+        height, width = image_bgr.shape[:2]
+        if out.ndim == 3:  # an in-graph mask at the network size
+            labels = cv2.resize(out[0], (width, height), interpolation=cv2.INTER_NEAREST) if \
+                out.shape[1:] != (height, width) else out[0]
+        else:
+            labels = preprocess.logits_to_mask(out, (height, width), self.preprocessing.align_corners)[0]
+        return Segmentation(labels, tuple(size), self.runner.last_timing.host_ms)
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def model_preprocessing(spec) -> mf.Preprocessing:
+    return mf.Preprocessing(in_graph=False, mean=list(spec.mean), std=list(spec.std),
+                            channel_order=spec.channel_order, size_multiple=spec.size_multiple,
+                            align_corners=spec.align_corners,
+                            resize=mf.Resize("fit", list(preprocess.TEST_SCALE), spec.size_multiple, "bilinear"),
+                            description=preprocess.RESIZE_POLICY)
+
+
+def open_segmenter(*, model: str | None = None, checkpoint=None, artifact: str | None = None,
+                   backend: str | None = None, size: tuple[int, int] | None = None, fixed_size: bool = False,
+                   threads: int | None = None, cache_dir: str = DEFAULT_CACHE_DIR, simplify: bool = True,
+                   verify=None, progress=None) -> Segmenter:
+    """A segmenter for a model (on the model backend, or exported on the fly and cached for an artifact backend)
+    or for an artifact. ``fixed_size``: every image has the same size (a video), so a static export at that size
+    serves; otherwise an artifact backend gets a dynamic export that takes every size the policy gives."""
+    if (model is None) == (artifact is None):
+        raise InputError("give a model (--model) or an artifact, not both")
+    if artifact is not None:
+        kind = format_of(artifact).kind
+        backend = backend or default_backend_for(kind)
+        if get_backend(backend).consumes != kind:
+            raise InputError(f"backend {backend} does not run {kind} artifacts; use {', '.join(backends_for(kind))}")
+        runner = create_runner(backend, artifact=artifact, threads=threads)
+        manifest = runner.manifest
+        if manifest is None:
+            runner.close()
+            raise InputError(f"{artifact} carries no segdeploy manifest: cannot tell how to prepare images for it")
+        return Segmenter(runner, manifest.preprocessing, manifest.profile, manifest.model.class_names,
+                         manifest.model.palette, size, f"{os.path.basename(artifact)} on {backend}")
+    spec = models.get_spec(model)
+    backend = backend or fastest_cpu_backend()
+    record = get_backend(backend)
+    if record.consumes == "model":
+        runner = create_runner(backend, model=model, checkpoint=checkpoint, threads=threads)
+        k = runner.graph.num_classes
+        return Segmenter(runner, model_preprocessing(spec), None, spec.class_names(k), spec.palette(k), size,
+                         f"{model} on {backend}")
+    if record.consumes != "onnx":
+        raise InputError(f"backend {backend} runs {record.consumes}s; export one first and pass it as the artifact")
+    if size is not None or fixed_size:
+        height, width = size or (512, 512)
+        path = cached_onnx(model, checkpoint=checkpoint, height=height, width=width, simplify=simplify,
+                           cache_dir=cache_dir, verify=verify, progress=progress)
+    else:
+        path = cached_onnx(model, checkpoint=checkpoint, height=512, width=512, dynamic=True, simplify=simplify,
+                           cache_dir=cache_dir, verify=verify, progress=progress)
+    runner = create_runner(backend, artifact=path, threads=threads)
+    m = runner.manifest
+    return Segmenter(runner, m.preprocessing, m.profile, m.model.class_names, m.model.palette, size,
+                     f"{model} on {backend}")

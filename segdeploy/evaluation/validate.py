@@ -1,0 +1,102 @@
+"""Does an artifact compute what the PyTorch model computes?
+
+``validate_artifact`` rebuilds the PyTorch reference from the artifact's manifest (evaluation/reference.py), runs
+both on seeded inputs and real images (evaluation/feeds.py) through the runner contract, and compares them with
+the tolerance of the artifact's precision (evaluation/compare.py). The candidate is built through the runtime
+registry, so any runnable artifact can be validated on any backend that consumes it. ``verify_graph`` is the same
+check on an in-memory graph, handed to export as its verifier.
+"""
+from __future__ import annotations
+
+import os
+
+from segdeploy import preprocess
+from segdeploy.artifact import manifest as mf
+from segdeploy.artifact.formats import format_of
+from segdeploy.artifact.onnx_file import graph_sha256, load_onnx
+from segdeploy.artifact.reader import read_manifest
+from segdeploy.errors import InputError
+from segdeploy.evaluation.compare import ValidationReport, compare_runners, tolerance_for
+from segdeploy.evaluation.feeds import list_images, manifest_image_feed, seeded_feed
+from segdeploy.evaluation.reference import build_reference, foreign_reference
+from segdeploy.export.onnx import validation_shapes
+from segdeploy.runtimes.onnxruntime import OnnxRuntimeRunner
+from segdeploy.runtimes.registry import backends_for, create_runner, get_backend
+from segdeploy.runtimes.torch import TorchRunner
+
+
+def verify_graph(graph, model_proto, shapes, *, seed: int = 0, threads: int | None = None,
+                 precision: str = "fp32") -> ValidationReport:
+    """Compare an in-memory ONNX graph with its eager deploy graph on one seeded input per shape (export's
+    verifier)."""
+    candidate = OnnxRuntimeRunner(model_proto, threads=threads)
+    info = candidate.inputs()[0]
+    feeds = [(f"seeded:{seed + i}", seeded_feed(info, shape, seed + i)) for i, shape in enumerate(shapes)]
+    return compare_runners(TorchRunner(graph), candidate, feeds, num_classes=graph.num_classes,
+                           align_corners=graph.spec.align_corners, tolerance=tolerance_for(precision))
+
+
+def default_shapes(manifest: mf.Manifest) -> list[tuple[int, int, int]]:
+    return validation_shapes(*manifest.profile.opt, manifest.dynamic)
+
+
+def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, checkpoint=None, images=None,
+                      n: int = 8, seed: int = 0, shapes=None, locate: bool = False, threads: int | None = None,
+                      backend: str | None = None, providers=None, progress=None) -> ValidationReport:
+    """Compare an artifact with its PyTorch reference on ``n`` seeded inputs (and the images in ``images``)."""
+    say = progress or (lambda step, fraction=0.0: None)
+    path = os.fspath(artifact)
+    if n < 0:
+        raise InputError(f"--n must be >= 0, not {n}")
+    kind = format_of(path).kind
+    backend = backend or backends_for(kind)[0]
+    if get_backend(backend).consumes != kind:
+        raise InputError(f"backend {backend} does not run {kind} artifacts; use one of "
+                         f"{', '.join(backends_for(kind))}")
+    model_proto = load_onnx(path) if kind == "onnx" else None
+    manifest = read_manifest(path, model_proto, required=model is None)
+    say("building the PyTorch reference")
+    if manifest is None:  # a foreign ONNX file: describe it from the model and the graph itself
+        graph, manifest = foreign_reference(model_proto, model, checkpoint)
+    else:
+        graph = build_reference(manifest, model, checkpoint)
+    image_paths = list_images(images) if images else []
+    shapes = [tuple(s) for s in shapes] if shapes else default_shapes(manifest)
+    for shape in shapes:
+        problem = manifest.profile.check(*shape)
+        if problem:
+            raise InputError(f"shape {'x'.join(map(str, shape))} is outside the artifact's profile ({problem}; it "
+                             f"takes {manifest.profile.describe()})")
+    say(f"loading the artifact on {backend}")
+    options = {"providers": providers} if providers and get_backend(backend).name == "onnxruntime" else {}
+    candidate = create_runner(backend, artifact=path, threads=threads, **options)
+    info = candidate.inputs()[0]
+    feeds = [(f"seeded:{seed + i}", seeded_feed(info, shapes[i % len(shapes)], seed + i)) for i in range(n)]
+    for image_path in image_paths:
+        feeds.append((image_path, manifest_image_feed(preprocess.read_image(image_path), info, manifest)))
+    if not feeds:
+        raise InputError("nothing to validate: --n 0 and no --images")
+    with candidate:
+        report = compare_runners(TorchRunner(graph), candidate, feeds, num_classes=graph.num_classes,
+                                 align_corners=graph.spec.align_corners,
+                                 tolerance=tolerance_for(manifest.precision.mode), progress=progress)
+    report.artifact, report.model = path, graph.spec.name
+    if model_proto is not None and manifest.tool_versions.get("segdeploy"):
+        report.graph_unchanged = graph_sha256(model_proto) == manifest.graph_sha256
+    if locate:
+        report.locate = _locate(report, graph, manifest, model_proto, feeds, threads, say)
+    return report
+
+
+def _locate(report: ValidationReport, graph, manifest, model_proto, feeds, threads, say) -> dict:
+    if report.passed:
+        return {"skipped": "every output is within tolerance; nothing to locate"}
+    if model_proto is None:
+        return {"skipped": "locate compares ONNX intermediates; this artifact is not an ONNX graph"}
+    from segdeploy.evaluation.locate import locate_divergence, reference_onnx
+
+    failing = next(i for i, case in enumerate(report.cases) if not case["passed"])
+    say("re-exporting the reference graph to locate the divergence")
+    located = locate_divergence(model_proto, reference_onnx(graph, manifest), feeds[failing][1], threads=threads)
+    located["case"] = feeds[failing][0]
+    return located

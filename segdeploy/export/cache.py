@@ -1,0 +1,78 @@
+"""One export cache for the commands that export on the fly (bench, predict, eval).
+
+An entry is named by what it was exported from and how (model, weights file hash, size, dynamic, opset, graph
+options, segdeploy version), so another request never picks it up. A hit is trusted only after its manifest has been
+read and the graph hashes to what the manifest records and says what was asked for; a swapped-in, corrupt or stale
+file is rebuilt (and the caller told why), never used silently.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from segdeploy import __version__
+from segdeploy.artifact.onnx_file import file_sha256, graph_sha256, load_onnx
+from segdeploy.artifact.reader import read_manifest
+from segdeploy.errors import ArtifactError
+from segdeploy.export.onnx import Progress, Verifier, export_onnx
+from segdeploy.export.trace import DEFAULT_OPSET
+
+DEFAULT_CACHE_DIR = os.path.join("artifacts", "cache")
+
+
+def _key(request: dict) -> str:
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_path(model: str, *, checkpoint=None, height: int, width: int, batch: int = 1, dynamic: bool = False,
+               opset: int = DEFAULT_OPSET, simplify: bool = True, outputs: str = "logits", preprocess: bool = False,
+               cache_dir: str = DEFAULT_CACHE_DIR) -> tuple[str, dict]:
+    weights = "recipe" if checkpoint is None else file_sha256(checkpoint)
+    request = {"model": model, "weights": weights, "batch": batch, "height": height, "width": width,
+               "dynamic": dynamic, "opset": opset, "simplify": simplify, "outputs": outputs,
+               "preprocess": preprocess, "segdeploy": __version__}
+    shape = f"{height}x{width}" + (f"_b{batch}" if batch != 1 else "") + ("_dynamic" if dynamic else "")
+    return os.path.join(cache_dir, f"{model}_{shape}_{_key(request)}.onnx"), request
+
+
+def stale_reason(path: str, request: dict) -> str | None:
+    """Why the cached file at ``path`` cannot serve ``request`` (None: it can)."""
+    try:
+        model_proto = load_onnx(path)
+        manifest = read_manifest(path, model_proto)
+    except ArtifactError as exc:
+        return str(exc)
+    if graph_sha256(model_proto) != manifest.graph_sha256:
+        return "its graph does not hash to what its manifest records (edited or swapped)"
+    profile = manifest.profile
+    expected = {"model": manifest.model.name, "dynamic": manifest.export.dynamic, "opset": manifest.export.opset,
+                "outputs": manifest.export.outputs, "preprocess": manifest.export.preprocess,
+                "height": profile.height.opt, "width": profile.width.opt, "batch": profile.batch.opt}
+    wrong = [k for k, v in expected.items() if request[k] != v]
+    if wrong:
+        return f"its manifest says {', '.join(f'{k}={expected[k]!r}' for k in wrong)}, not what was asked"
+    if (manifest.weights.source == "recipe") != (request["weights"] == "recipe"):
+        return f"it was exported from {manifest.weights.source} weights"
+    return None
+
+
+def cached_onnx(model: str, *, checkpoint=None, height: int, width: int, batch: int = 1, dynamic: bool = False,
+                opset: int = DEFAULT_OPSET, simplify: bool = True, outputs: str = "logits", preprocess: bool = False,
+                cache_dir: str = DEFAULT_CACHE_DIR, verify: Verifier | None = None,
+                progress: Progress | None = None, rebuild: bool = False) -> str:
+    """The path of a cached ONNX export for this request, exporting (and verifying, when given ``verify``) it first
+    when it is missing, stale or ``rebuild`` is set."""
+    say = progress or (lambda step: None)
+    path, request = cache_path(model, checkpoint=checkpoint, height=height, width=width, batch=batch,
+                               dynamic=dynamic, opset=opset, simplify=simplify, outputs=outputs,
+                               preprocess=preprocess, cache_dir=cache_dir)
+    if os.path.exists(path) and not rebuild:
+        reason = stale_reason(path, request)
+        if reason is None:
+            return path
+        say(f"rebuilding the cached export {path}: {reason}")
+    export_onnx(model, path, checkpoint=checkpoint, height=height, width=width, batch=batch, dynamic=dynamic,
+                opset=opset, simplify=simplify, outputs=outputs, preprocess=preprocess, force=True, verify=verify,
+                progress=progress)
+    return path

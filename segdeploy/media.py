@@ -1,0 +1,126 @@
+"""Where images come from and where masks go: one image, a folder, a glob or a video in; colour masks, overlays,
+label PNGs and an output video out. Written atomically like every other output."""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from segdeploy.errors import InputError
+from segdeploy.io import check_destination, write_bytes_atomic
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+
+@dataclass
+class Source:
+    kind: str  # "image" | "images" | "video"
+    paths: list[str]
+
+
+def resolve_source(text: str) -> Source:
+    """An image file, a video file, a folder of images or a glob pattern; one clear line when it is none of them."""
+    if os.path.isdir(text):
+        paths = sorted(os.path.join(text, f) for f in os.listdir(text) if f.lower().endswith(IMAGE_SUFFIXES))
+        if not paths:
+            raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {text}")
+        return Source("images", paths)
+    if os.path.isfile(text):
+        suffix = os.path.splitext(text)[1].lower()
+        if suffix in VIDEO_SUFFIXES:
+            return Source("video", [text])
+        return Source("image", [text])
+    if glob.has_magic(text):
+        paths = sorted(p for p in glob.glob(text) if os.path.isfile(p) and p.lower().endswith(IMAGE_SUFFIXES))
+        if not paths:
+            raise InputError(f"no images match {text}")
+        return Source("images", paths)
+    raise InputError(f"source not found: {text} (give an image, a folder of images, a glob or a video)")
+
+
+def video_frames(path: str) -> tuple[Iterator[np.ndarray], dict]:
+    """The frames of a video (uint8 BGR) and its properties (fps, size, frame count as the container says)."""
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        raise InputError(f"cannot open video {path}: not a video OpenCV can read")
+    info = {"fps": capture.get(cv2.CAP_PROP_FPS) or 25.0, "width": int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            "height": int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            "frames": int(capture.get(cv2.CAP_PROP_FRAME_COUNT))}
+
+    def frames():
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    return
+                yield frame
+        finally:
+            capture.release()
+
+    return frames(), info
+
+
+def overlay(image_bgr: np.ndarray, colour_mask_bgr: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The mask's colours blended over the image: (1 - alpha) * image + alpha * mask."""
+    blended = image_bgr.astype(np.float32) * (1.0 - alpha) + colour_mask_bgr.astype(np.float32) * alpha
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def encode(image: np.ndarray, suffix: str) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(suffix, image)
+    if not ok:
+        raise InputError(f"OpenCV cannot encode a {suffix} image")
+    return data.tobytes()
+
+
+def write_image(path: str, image: np.ndarray, force: bool) -> str:
+    return write_bytes_atomic(path, encode(image, os.path.splitext(path)[1].lower() or ".png"), force=force)
+
+
+def label_png(labels: np.ndarray) -> np.ndarray:
+    """Raw class indices as a PNG-able array: uint8 when they fit, uint16 otherwise."""
+    return labels.astype(np.uint8 if labels.max(initial=0) <= 255 else np.uint16)
+
+
+class VideoOut:
+    """An output video written to a hidden temp file beside its destination and renamed into place on success, so a
+    failed or interrupted run leaves no half-written video."""
+
+    def __init__(self, path: str, fps: float, size: tuple[int, int], force: bool):
+        import cv2
+
+        check_destination(path, force)
+        folder = os.path.dirname(os.path.abspath(path)) or "."
+        os.makedirs(folder, exist_ok=True)
+        suffix = os.path.splitext(path)[1].lower()
+        self.path, self.tmp = path, os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp{suffix}")
+        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if suffix in (".mp4", ".m4v", ".mov") else "MJPG"))
+        self.writer = cv2.VideoWriter(self.tmp, fourcc, fps, (size[1], size[0]))
+        if not self.writer.isOpened():
+            self._remove()
+            raise InputError(f"OpenCV cannot write a {suffix} video (try .mp4 or .avi)")
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        self.writer.write(frame)
+        self.frames += 1
+
+    def _remove(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+    def close(self, ok: bool) -> None:
+        self.writer.release()
+        if ok and self.frames:
+            os.replace(self.tmp, self.path)
+        else:
+            self._remove()

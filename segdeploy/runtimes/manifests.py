@@ -1,0 +1,44 @@
+"""What a runner of an artifact learns from its manifest, checked against what the backend found in the artifact.
+
+The manifest is the artifact's promise (names, dtypes, layouts, ranges); the loaded graph or engine is the truth.
+Where they disagree the artifact is lying (a manifest copied from another export, or edited), and the runner
+refuses it with one line instead of feeding it by a description that does not fit.
+"""
+from __future__ import annotations
+
+from segdeploy.artifact import manifest as mf
+from segdeploy.artifact.reader import read_manifest
+from segdeploy.errors import ArtifactError
+from segdeploy.runtimes.base import TensorInfo
+
+
+def artifact_manifest(path: str | None) -> mf.Manifest | None:
+    """The artifact's manifest, or None for a foreign file that carries none."""
+    return read_manifest(path, required=False) if path else None
+
+
+def _check(kind: str, described: list[mf.TensorSpec], found: list[TensorInfo], source: str) -> None:
+    if [t.name for t in described] != [t.name for t in found]:
+        raise ArtifactError(f"{source}: its manifest describes {kind} {[t.name for t in described]}, the graph has "
+                            f"{[t.name for t in found]}")
+    for spec, info in zip(described, found):
+        if spec.dtype != info.dtype or len(spec.shape) != len(info.shape):
+            raise ArtifactError(f"{source}: its manifest describes {kind[:-1]} {spec.name!r} as {spec.dtype} of rank "
+                                f"{len(spec.shape)}, the graph has {info.dtype} of rank {len(info.shape)}")
+        for i, (want, got) in enumerate(zip(spec.shape, info.shape)):
+            if isinstance(want, int) and isinstance(got, int) and got >= 0 and want != got:
+                raise ArtifactError(f"{source}: its manifest gives {spec.name!r} dimension {i} as {want}, the graph "
+                                    f"as {got}")
+
+
+def tensor_infos(manifest: mf.Manifest | None, inputs: list[TensorInfo], outputs: list[TensorInfo],
+                 source: str | None) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """The runner's I/O table: what the backend found, with the layouts the manifest adds, after checking that the
+    two agree."""
+    if manifest is None:
+        return inputs, outputs
+    source = source or "the artifact"
+    _check("inputs", manifest.inputs, inputs, source)
+    _check("outputs", manifest.outputs, outputs, source)
+    with_layout = [TensorInfo(i.name, i.shape, i.dtype, spec.layout) for i, spec in zip(inputs, manifest.inputs)]
+    return with_layout, outputs
