@@ -1,0 +1,1 @@
+"""TensorRT engines from segdeploy ONNX artifacts: lint, build plan, trtexec command lines, build bundle, builder."""
