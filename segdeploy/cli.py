@@ -10,7 +10,7 @@ import sys
 from segdeploy import __version__
 from segdeploy.errors import SegdeployError
 
-COMMANDS = ("list", "info", "predict", "export", "validate", "bench", "doctor", "lint_trt")
+COMMANDS = ("list", "info", "predict", "export", "validate", "bench", "doctor", "lint_trt", "build_engine")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,15 +1,18 @@
-"""segdeploy info MODEL: everything the registry knows about one variant."""
+"""segdeploy info MODEL|ARTIFACT: everything the registry knows about one variant, or what an artifact (engine,
+ONNX file, manifest) says about itself, read without TensorRT."""
 from __future__ import annotations
 
 import json
+import os
 
 from segdeploy.models import get_spec
 from segdeploy.models.complexity import measure
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("info", help="show one model's metadata, options and paper figures")
-    p.add_argument("model")
+    p = subparsers.add_parser("info", help="show one model's metadata, options and paper figures, or an artifact's "
+                                           "manifest (x.engine, x.onnx, x.json; no TensorRT needed)")
+    p.add_argument("model", help="a registered model name, or the path of an engine, ONNX artifact or manifest")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 
@@ -32,7 +35,16 @@ def describe(name: str) -> dict:
     }
 
 
+ARTIFACT_SUFFIXES = (".engine", ".plan", ".onnx", ".json")
+
+
+def is_artifact(name: str) -> bool:
+    return os.path.exists(name) or name.lower().endswith(ARTIFACT_SUFFIXES)
+
+
 def run(args) -> int:
+    if is_artifact(args.model):
+        return print_artifact(args.model, as_json=args.json)
     info = describe(args.model)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -40,4 +52,81 @@ def run(args) -> int:
     width = max(len(k) for k in info)
     for key, value in info.items():
         print(f"{key:<{width}}  {value if not isinstance(value, (dict, list)) else json.dumps(value)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Artifacts: the manifest, from an engine's header, an ONNX file or a sidecar, without TensorRT
+
+
+def _shape(tensor) -> str:
+    return f"{tensor.name} {tensor.dtype} {tensor.layout} {list(tensor.shape)}"
+
+
+def artifact_rows(manifest) -> list[list[str]]:
+    m = manifest
+    names = m.model.class_names
+    rows = [["format", m.format], ["model", f"{m.model.name} ({m.model.family} {m.model.variant})"],
+            ["classes", f"{m.num_classes}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"],
+            ["precision", m.precision.mode + (f" ({m.precision.flavour})" if m.precision.flavour else "")]]
+    rows += [[f"input {i}", _shape(t)] for i, t in enumerate(m.inputs)]
+    rows += [[f"output {i}", _shape(t) + (f" ({t.kind}, stride {t.stride})" if t.kind else "")]
+             for i, t in enumerate(m.outputs)]
+    rows.append(["profile", m.profile.describe()])
+    p = m.preprocessing
+    rows.append(["preprocessing", ("in the graph" if p.in_graph else "outside the graph") +
+                 f": {p.channel_order}, mean {p.mean}, std {p.std}, multiple of {p.size_multiple}"])
+    rows.append(["weights", f"{m.weights.source} sha256 {m.weights.sha256[:12]}"])
+    e = m.engine
+    if e is not None:
+        rows += [["TensorRT", f"{e.tensorrt_version} ({e.builder}, "
+                              f"{'strongly typed' if e.strongly_typed else 'weakly typed'})"],
+                 ["GPU", f"{e.gpu_name} (compute capability {e.compute_capability})"],
+                 ["compatibility", f"version-compatible {'yes' if e.version_compatible else 'no'}, hardware "
+                                   f"{e.hardware_compatibility}"],
+                 ["DLA", "no" if e.dla_core is None else f"core {e.dla_core}"
+                  + (" with GPU fallback" if e.gpu_fallback else "")],
+                 ["ONNX sha256", e.onnx_sha256]]
+        for i, profile in enumerate(e.profiles):
+            for name, r in profile.items():
+                rows.append([f"engine profile {i}", f"{name} {r['min']} .. {r['opt']} .. {r['max']}"])
+        rows.append(["runs here", runs_here(e)])
+    return rows
+
+
+def runs_here(engine) -> str:
+    """Whether this machine's TensorRT and GPU can load the engine, found without importing TensorRT."""
+    from segdeploy.artifact.engine_header import compatibility_problem
+    from segdeploy.tensorrt_host import find_tensorrt, gpu_info
+
+    install = find_tensorrt()
+    if not install.installed:
+        return "unknown: no TensorRT here"
+    gpu = gpu_info(0)
+    if gpu is None:
+        return f"unknown: TensorRT {install.version} but no GPU found"
+    problem = compatibility_problem(engine, install.version, gpu.compute_capability)
+    return f"no: {problem}" if problem else f"yes (TensorRT {install.version}, {gpu.name})"
+
+
+def print_artifact(path: str, as_json: bool = False) -> int:
+    from segdeploy.artifact import read_manifest
+    from segdeploy.console import print_table
+    from segdeploy.errors import ArtifactError
+
+    if os.path.isdir(path):
+        raise ArtifactError(f"{path} is a folder; info reads an engine, an ONNX artifact or a manifest .json")
+    manifest = read_manifest(path, required=False)
+    if manifest is None:
+        size = os.path.getsize(path)
+        if as_json:
+            print(json.dumps({"path": path, "manifest": None, "bytes": size}, indent=2))
+        else:
+            print(f"{path}: {size / 2**20:.1f} MiB, no segdeploy manifest (a bare TensorRT plan from trtexec, or a "
+                  "foreign ONNX file); the runner loads such engines with a warning")
+        return 0
+    if as_json:
+        print(manifest.to_json(), end="")
+        return 0
+    print_table(path, ["", "value"], artifact_rows(manifest))
     return 0
