@@ -6,9 +6,9 @@ import os
 import shutil
 
 import pytest
-from fakes import FAKE_PLAN, FakeHost, fake_tensorrt, write_fake_trtexec, write_onnx_artifact
 from onnx import helper
 
+from fakes import FAKE_PLAN, FakeHost, fake_tensorrt, write_fake_trtexec, write_onnx_artifact
 from manifests import sample_manifest
 from segdeploy.artifact import read_manifest
 from segdeploy.artifact.engine_header import read_header
