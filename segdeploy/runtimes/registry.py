@@ -94,21 +94,27 @@ def _openvino_status() -> BackendStatus:
 
 
 def _tensorrt_status() -> BackendStatus:
-    version = package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12_libs")
-    if version is None:
-        return BackendStatus("tensorrt", False, reason="TensorRT is not installed (pip install tensorrt; needs an "
-                                                       "NVIDIA GPU with a CUDA build of torch for the buffers)")
+    # found without importing it: pip wheels by their metadata, JetPack's apt install (no pip metadata) by module
+    from segdeploy import tensorrt_host
+
+    install = tensorrt_host.find_tensorrt()
+    if not install.installed:
+        return BackendStatus("tensorrt", False, reason="TensorRT is not installed (pip install tensorrt, or JetPack's "
+                                                       "python3-libnvinfer; needs an NVIDIA GPU with a CUDA build of "
+                                                       "torch for the buffers)")
+    version = install.version
     import torch
 
     if not torch.cuda.is_available():
-        return BackendStatus("tensorrt", False, version, reason=f"TensorRT {version} is installed but torch "
-                                                                f"{torch.__version__} sees no CUDA GPU")
+        return BackendStatus("tensorrt", False, version, reason=f"TensorRT {version} ({install.source}) is installed "
+                                                                f"but torch {torch.__version__} sees no CUDA GPU")
     try:
         import tensorrt  # noqa: F401
     except Exception as exc:
         return BackendStatus("tensorrt", False, version, reason=f"import tensorrt failed: {exc}")
-    return BackendStatus("tensorrt", True, version,
-                         [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())])
+    devices = [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    note = "" if install.source.startswith("pip") else f"installed without pip metadata ({install.location})"
+    return BackendStatus("tensorrt", True, version, devices, reason=note)
 
 
 _PROBES = {"torch": _torch_status, "onnxruntime": _onnxruntime_status, "openvino": _openvino_status,
@@ -173,7 +179,7 @@ def create_runner(backend: str, *, model=None, artifact=None, device: str = "cpu
     from segdeploy.runtimes.tensorrt import TensorRTRunner
 
     index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
-    return TensorRTRunner(artifact, device=index)
+    return TensorRTRunner(artifact, device=index, **options)
 
 
 # ----------------------------------------------------------------------------------------------------------------
