@@ -30,9 +30,13 @@ class Format:
 FORMATS: dict[str, Format] = {
     "onnx": Format("onnx", ".onnx", "ONNX graph + JSON sidecar, run by ONNX Runtime",
                    requires=("onnx", "onnxruntime"), exportable=True, runnable=True),
-    "trt": Format("trt", ".engine", "TensorRT engine built from the ONNX artifact",
-                  requires=("tensorrt",), exportable=False, runnable=False,
-                  note="needs TensorRT and an NVIDIA GPU; the engine builder is not part of this version"),
+    "trt": Format("trt", ".engine", "TensorRT engine with segdeploy's header, built from the ONNX artifact (where "
+                  "TensorRT is missing: a build bundle to build on the target)", requires=(), exportable=True,
+                  runnable=True, note="running it needs TensorRT and an NVIDIA GPU"),
+    # a folder, so no file suffix can match it
+    "triton": Format("triton", "/", "Triton model repository (ONNX Runtime, or a TensorRT plan built here)",
+                     requires=(), exportable=True, runnable=False,
+                     note="served by tritonserver; segdeploy writes the repository only"),
 }
 
 

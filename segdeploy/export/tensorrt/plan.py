@@ -130,6 +130,24 @@ def input_ranges(manifest) -> tuple[ShapeRange, ...]:
     return tuple(ranges)
 
 
+def check_options(options: BuildOptions) -> None:
+    """Refuse, with one line, what the options alone rule out (before any export work runs)."""
+    if options.workspace_mb is not None and options.workspace_mb <= 0:
+        raise SegdeployError(f"--workspace must be a positive number of MiB, not {options.workspace_mb}")
+    if options.opt_level is not None and options.opt_level not in OPT_LEVELS:
+        raise SegdeployError(f"--opt-level must be 0-5, not {options.opt_level}")
+    if options.hardware_compat not in HARDWARE_COMPAT:
+        raise SegdeployError(f"unknown hardware compatibility {options.hardware_compat!r}; one of "
+                             f"{', '.join(HARDWARE_COMPAT)}")
+    if options.dla_core is not None and options.dla_core < 0:
+        raise SegdeployError(f"--dla-core must be 0 or more, not {options.dla_core}")
+    if options.dla_core is not None and options.hardware_compat != "none":
+        raise SegdeployError("hardware-compatible engines run on the GPU only; --hardware-compat and --dla-core "
+                             "exclude each other")
+    if options.gpu_fallback and options.dla_core is None:
+        raise SegdeployError("GPU fallback applies to DLA builds only: add --dla-core N")
+
+
 def make_plan(manifest, options: BuildOptions | None = None) -> BuildPlan:
     """The build plan for an ONNX artifact described by ``manifest``, or one SegdeployError line saying why the
     requested engine cannot be built from it."""
@@ -142,15 +160,7 @@ def make_plan(manifest, options: BuildOptions | None = None) -> BuildPlan:
         raise SegdeployError(f"this int8 artifact is the {manifest.precision.flavour!r} flavour (asymmetric uint8 "
                              "activations), which TensorRT cannot build: TensorRT quantizes symmetrically; export "
                              "the int8 artifact for TensorRT")
-    if options.workspace_mb is not None and options.workspace_mb <= 0:
-        raise SegdeployError(f"--workspace must be a positive number of MiB, not {options.workspace_mb}")
-    if options.opt_level is not None and options.opt_level not in OPT_LEVELS:
-        raise SegdeployError(f"--opt-level must be 0-5, not {options.opt_level}")
-    if options.hardware_compat not in HARDWARE_COMPAT:
-        raise SegdeployError(f"unknown hardware compatibility {options.hardware_compat!r}; one of "
-                             f"{', '.join(HARDWARE_COMPAT)}")
-    if options.gpu_fallback and options.dla_core is None:
-        raise SegdeployError("GPU fallback applies to DLA builds only: add --dla-core N")
+    check_options(options)
     profile = input_ranges(manifest)
     notes = []
     if options.dla_core is not None:
@@ -169,8 +179,6 @@ def make_plan(manifest, options: BuildOptions | None = None) -> BuildPlan:
 
 
 def _check_dla(options: BuildOptions, precision: str, profile) -> None:
-    if options.dla_core < 0:
-        raise SegdeployError(f"--dla-core must be 0 or more, not {options.dla_core}")
     if precision not in ("fp16", "int8"):
         raise SegdeployError(f"DLA runs FP16 and INT8 only and this artifact is {precision}: export it with "
                              "--precision fp16 or int8")
@@ -178,9 +186,6 @@ def _check_dla(options: BuildOptions, precision: str, profile) -> None:
     if dynamic:
         raise SegdeployError(f"DLA takes static shapes only and input(s) {', '.join(dynamic)} are dynamic: export "
                              "without --dynamic")
-    if options.hardware_compat != "none":
-        raise SegdeployError("hardware-compatible engines run on the GPU only; --hardware-compat and --dla-core "
-                             "exclude each other")
 
 
 def version_problem(plan: BuildPlan, tensorrt_version: str) -> str | None:

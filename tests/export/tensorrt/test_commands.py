@@ -75,3 +75,26 @@ def test_build_engine_refusals(tmp_path, capsys):
     assert "takes the bundle folder" in capsys.readouterr().err
     assert main(["build-engine", str(tmp_path)]) == 2
     assert "not a build bundle" in capsys.readouterr().err
+
+
+def test_export_flags_reach_the_build_plan(tmp_path, monkeypatch, capsys):
+    """export --fmt trt without TensorRT here: the flags land in the bundle's plan."""
+    from segdeploy import tensorrt_host
+    from segdeploy.cli import build_parser
+    from segdeploy.commands import export as export_command
+
+    monkeypatch.setattr(tensorrt_host, "find_tensorrt", lambda: tensorrt_host.TensorRTInstall(None, "absent"))
+    monkeypatch.setattr(tensorrt_host, "find_trtexec", lambda: None)
+    onnx_path = write_onnx_artifact(tmp_path / "m.onnx", manifest=sample_manifest(precision="fp16"))
+    args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "trt", "--workspace", "512",
+                                      "--opt-level", "5", "--dla-core", "0", "--gpu-fallback",
+                                      "--version-compatible"])
+    result = export_command.export_trt(args, onnx_path)
+    from segdeploy.export.tensorrt.bundle import read_bundle
+
+    _, plan, _ = read_bundle(result.path)
+    assert (plan.workspace_mb, plan.opt_level, plan.dla_core, plan.gpu_fallback, plan.version_compatible) == \
+        (512, 5, 0, True, True)
+    assert "bundle" in capsys.readouterr().out
+    args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "triton", "--hardware-compat"])
+    assert args.hardware_compat == "ampere_plus"
