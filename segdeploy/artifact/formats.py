@@ -33,9 +33,11 @@ class Format:
 FORMATS: dict[str, Format] = {
     "onnx": Format("onnx", "onnx", (".onnx",), "ONNX graph with its manifest (embedded and as a JSON sidecar)",
                    requires=("onnx", "onnxruntime")),
-    "trt": Format("trt", "engine", (".engine", ".plan"), "TensorRT engine with a segdeploy header",
-                  requires=("tensorrt",), exportable=False,
-                  note="needs TensorRT and an NVIDIA GPU; the engine builder is not part of this version"),
+    "trt": Format("trt", "engine", (".engine", ".plan"), "TensorRT engine with segdeploy's header, built from the "
+                  "ONNX artifact (where TensorRT is missing: a build bundle to build on the target)",
+                  note="running it needs TensorRT and an NVIDIA GPU"),
+    "triton": Format("triton", "repository", (), "Triton model repository (ONNX Runtime, or a TensorRT plan built "
+                     "here)", note="served by tritonserver; segdeploy writes the repository only"),
 }
 
 

@@ -1,4 +1,5 @@
-"""segdeploy export: a registered model -> a verified, self-describing artifact (ONNX + manifest)."""
+"""segdeploy export: a registered model -> a verified, self-describing artifact (ONNX + manifest), and from it a
+TensorRT engine (or a build bundle for the target) or a Triton model repository."""
 from __future__ import annotations
 
 import os
@@ -6,12 +7,15 @@ import os
 from segdeploy.artifact.formats import FORMATS, require_exportable
 from segdeploy.commands import common
 from segdeploy.console import print_table
+from segdeploy.errors import InputError
 
 EXAMPLES = """examples:
   segdeploy export --model cgrseg_t                                  # artifacts/cgrseg_t_512x512.onnx
   segdeploy export --model segnext_t --size 512x1024 --dynamic        # batch 1-4, H and W 256-1024
   segdeploy export --model offseg_t --outputs mask --preprocess       # uint8 BGR image in, uint8 labels out
-  segdeploy export --model cgrseg_t --checkpoint cgrseg_t_ade.pth --output cgrseg_t.onnx --force"""
+  segdeploy export --model cgrseg_t --checkpoint cgrseg_t_ade.pth --output cgrseg_t.onnx --force
+  segdeploy export --model cgrseg_t --fmt trt --dynamic               # engine here, else a bundle for the target
+  segdeploy export --model cgrseg_t --fmt triton --output repo/       # Triton model repository (ONNX Runtime)"""
 
 
 def add_parser(subparsers) -> None:
@@ -20,7 +24,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("export", help="export a model to a verified, self-describing artifact",
                               description="Trace a registered model to ONNX (standard ops only), simplify it, verify "
                                           "it against PyTorch and write it with its manifest (embedded and as a "
-                                          "JSON sidecar). Nothing is written unless every step succeeds.",
+                                          "JSON sidecar); --fmt trt and triton build on that artifact. Nothing is "
+                                          "written unless every step succeeds.",
                               epilog=EXAMPLES, formatter_class=common.HelpFormatter)
     common.add_model(p)
     p.add_argument("--fmt", default="onnx", choices=sorted(FORMATS), help="artifact format (default onnx)")
@@ -38,17 +43,68 @@ def add_parser(subparsers) -> None:
                         "graph (uint8 up to 255 classes)")
     p.add_argument("--preprocess", action="store_true",
                    help="the graph takes uint8 NHWC BGR images (OpenCV's layout) and normalises them itself")
-    p.add_argument("--output", metavar="FILE",
-                   help="artifact path (default artifacts/<model>_<H>x<W>[_dynamic][_mask][_uint8].onnx)")
-    common.add_force(p, "the artifact and its sidecar")
+    p.add_argument("--output", metavar="PATH",
+                   help="onnx: the artifact (default artifacts/<model>_<H>x<W>[_dynamic][_mask][_uint8].onnx); trt: "
+                        "the engine (the ONNX goes beside it); triton: the repository folder (default "
+                        "artifacts/triton)")
+    common.add_force(p, "the artifact and its sidecar (and the engine or repository)")
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="skip the comparison with PyTorch (the manifest then says so)")
     common.add_threads(p)
+    add_engine_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_engine_arguments(p) -> None:
+    """--fmt trt / triton options (the ONNX artifact is exported first, then built or packaged)."""
+    g = p.add_argument_group("TensorRT (--fmt trt; --fmt triton --platform tensorrt)")
+    g.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                   help="the engine's precision: the ONNX artifact's own (its precision passes put fp16 casts or "
+                        "Q/DQ in the graph); checked against the artifact")
+    g.add_argument("--workspace", type=int, metavar="MiB", help="builder workspace limit (default: TensorRT's)")
+    g.add_argument("--opt-level", type=int, choices=range(6), metavar="0-5",
+                   help="builder optimization level (TensorRT's default 3)")
+    g.add_argument("--timing-cache", metavar="FILE", help="load and update this timing cache (merged under a lock)")
+    g.add_argument("--dla-core", type=int, metavar="N", help="build for DLA core N (Jetson; static fp16/int8 only)")
+    g.add_argument("--gpu-fallback", action="store_true", help="let layers DLA cannot run fall back to the GPU")
+    g.add_argument("--version-compatible", action="store_true",
+                   help="engine runs on newer TensorRT releases too (10.x engines on 11.x)")
+    g.add_argument("--hardware-compat", nargs="?", const="ampere_plus", default="none",
+                   choices=("none", "ampere_plus", "same_compute_capability"),
+                   help="engine runs on other GPUs: ampere_plus (SM >= 8.0, the default when given) or "
+                        "same_compute_capability (TensorRT >= 10.9)")
+    t = p.add_argument_group("Triton (--fmt triton; --output is the model repository folder)")
+    t.add_argument("--platform", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                   help="onnxruntime_onnx (model.onnx) or tensorrt_plan (model.plan, built here)")
+    t.add_argument("--instance-kind", choices=("gpu", "cpu"), default="gpu", help="instance_group kind")
+    t.add_argument("--instances", type=int, default=1, help="instance_group count")
+
+
+def build_options(args):
+    from segdeploy.export.tensorrt.plan import BuildOptions
+
+    return BuildOptions(precision=args.precision, workspace_mb=args.workspace, opt_level=args.opt_level,
+                        timing_cache=args.timing_cache, dla_core=args.dla_core, gpu_fallback=args.gpu_fallback,
+                        version_compatible=args.version_compatible, hardware_compat=args.hardware_compat)
+
+
+def _onnx_output(args):
+    """Where the ONNX artifact goes: --output itself for onnx; beside the engine for trt; default for triton."""
+    if args.fmt == "onnx" or not args.output:
+        return args.output
+    if args.fmt == "trt":
+        return os.path.splitext(args.output)[0] + ".onnx"
+    return None
 
 
 def run(args) -> int:
     require_exportable(args.fmt)
+    if args.fmt == "trt" and args.output and os.path.splitext(args.output)[1].lower() not in (".engine", ".plan"):
+        raise InputError(f"--fmt trt writes an engine: --output must end in .engine or .plan, not {args.output}")
+    if args.fmt in ("trt", "triton"):
+        from segdeploy.export.tensorrt.plan import check_options
+
+        check_options(build_options(args))  # refuse impossible flag combinations before the export runs
     from segdeploy.evaluation.validate import verify_graph
     from segdeploy.export.onnx import export_onnx
 
@@ -56,15 +112,19 @@ def run(args) -> int:
     verify = (lambda graph, proto, shapes: verify_graph(graph, proto, shapes, threads=args.threads)) \
         if args.validate else None
     with common.status(f"exporting {args.model}") as say:
-        result = export_onnx(args.model, args.output, checkpoint=args.checkpoint, height=height, width=width,
+        result = export_onnx(args.model, _onnx_output(args), checkpoint=args.checkpoint, height=height, width=width,
                              batch=args.batch, dynamic=args.dynamic, opset=args.opset, simplify=args.simplify,
                              outputs=args.outputs, preprocess=args.preprocess, force=args.force, verify=verify,
                              progress=say)
-    print_summary(result.path, result.manifest, args.fmt)
+    print_summary(result.path, result.manifest)
+    if args.fmt == "trt":
+        export_trt(args, result.path)
+    elif args.fmt == "triton":
+        export_triton(args, result.path)
     return 0
 
 
-def print_summary(path: str, m, fmt: str) -> None:
+def print_summary(path: str, m) -> None:
     ex, v = m.export, m.validation
     rows = [
         ["artifact", f"{path} ({os.path.getsize(path) / 2**20:.1f} MiB)"],
@@ -87,4 +147,30 @@ def print_summary(path: str, m, fmt: str) -> None:
         numbers.append(f"label agreement {v['mask_agreement']:.3%}")
         rows.append(["verification", f"{'passed' if v['passed'] else 'FAILED'} on {v['cases']} inputs "
                                      f"{v['shapes']}: " + ", ".join(numbers)])
-    print_table(f"{m.model.name} -> {fmt}{' (dynamic)' if m.dynamic else ''}", ["", "value"], rows)
+    print_table(f"{m.model.name} -> onnx{' (dynamic)' if m.dynamic else ''}", ["", "value"], rows)
+
+
+def export_trt(args, onnx_path: str):
+    from segdeploy.commands.build_engine import print_engine_result
+    from segdeploy.export.tensorrt import export_engine
+
+    result = export_engine(onnx_path, build_options(args), args.output, force=args.force, log=print)
+    print_engine_result(result)
+    return result
+
+
+def export_triton(args, onnx_path: str):
+    from segdeploy.export.triton import write_repository
+
+    artifact = onnx_path
+    if args.platform == "tensorrt":
+        from segdeploy.export.tensorrt import export_engine
+
+        artifact = export_engine(onnx_path, build_options(args), force=args.force, log=print,
+                                 builders=("tensorrt-python", "trtexec")).path
+    repository = args.output or os.path.join("artifacts", "triton")
+    folder = write_repository(artifact, repository, platform=args.platform, instance_kind=args.instance_kind,
+                              instances=args.instances, force=args.force)
+    print(f"Triton model repository: {folder} (serve with: tritonserver --model-repository "
+          f"{os.path.dirname(folder)})")
+    return folder

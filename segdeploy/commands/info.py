@@ -1,7 +1,8 @@
-"""segdeploy info MODEL|ARTIFACT: everything the registry knows about a variant, or everything an artifact's
-manifest says (an ONNX file, its JSON sidecar, or an engine, read without TensorRT)."""
+"""segdeploy info MODEL|ARTIFACT: everything the registry knows about one variant, or what an artifact (engine,
+ONNX file, manifest) says about itself, read without TensorRT."""
 from __future__ import annotations
 
+import json
 import os
 
 from segdeploy.commands import common
@@ -15,15 +16,17 @@ EXAMPLES = """examples:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("info", help="show a model's metadata, or an artifact's manifest",
+    p = subparsers.add_parser("info", help="show one model's metadata, options and paper figures, or an artifact's "
+                                           "manifest (x.engine, x.onnx, x.json; no TensorRT needed)",
                               epilog=EXAMPLES, formatter_class=common.HelpFormatter)
-    p.add_argument("target", metavar="MODEL|ARTIFACT", help="a registered model name or an artifact path")
+    p.add_argument("model", metavar="MODEL|ARTIFACT",
+                   help="a registered model name, or the path of an engine, ONNX artifact or manifest")
     common.add_json(p, "the information")
     common.add_force(p, "--json")
     p.set_defaults(func=run)
 
 
-def describe_model(name: str) -> dict:
+def describe(name: str) -> dict:
     spec = get_spec(name)
     m = measure(name, with_macs=False, cached=True)
     paper = spec.paper
@@ -41,56 +44,104 @@ def describe_model(name: str) -> dict:
     }
 
 
-def _tensor(t) -> str:
-    ranges = "".join(f", {a.name} {a.min}-{a.max} (opt {a.opt})" for a in t.dynamic_axes)
-    return f"{t.name} {t.dtype} {t.layout} {t.shape}{ranges}"
+ARTIFACT_SUFFIXES = (".engine", ".plan", ".onnx", ".json")
 
 
-def manifest_lines(path: str, m) -> list[tuple[str, str]]:
-    p = m.precision
-    lines = [("artifact", f"{path} ({m.format}, manifest schema {m.schema_version})"),
-             ("model", f"{m.model.name} ({m.model.family}-{m.model.variant}), {m.model.num_classes} classes: "
-                       f"{', '.join(m.model.class_names[:6])}{', ...' if m.model.num_classes > 6 else ''}"),
-             ("weights", f"{m.weights.source}" + (f" {m.weights.file}" if m.weights.file else "")
-              + f", sha256 {m.weights.sha256[:12]}"),
-             ("precision", p.mode + (f" ({p.flavour})" if p.flavour else "") + f", I/O {p.io_dtype}")]
-    lines += [("input", _tensor(t)) for t in m.inputs] + [("output", _tensor(t)) for t in m.outputs]
-    pre = m.preprocessing
-    lines += [("profile", m.profile.describe()),
-              ("preprocessing", ("in the graph (uint8 BGR NHWC in); " if pre.in_graph else "")
-               + f"{pre.channel_order}, mean {pre.mean}, std {pre.std}; {pre.description}"),
-              ("export", f"opset {m.export.opset}, {m.export.nodes} nodes, simplifier {m.export.simplifier or 'none'}, "
-                         f"options {m.export.model_options or 'none'}"),
-              ("validation", "skipped" if m.validation.get("skipped") else
-               f"{'passed' if m.validation.get('passed') else 'FAILED'}: {m.validation.get('tolerance', '')}")]
-    if m.engine is not None:
-        e = m.engine
-        lines += [("engine", f"TensorRT {e.tensorrt_version} on {e.gpu_name} (SM {e.compute_capability}), built "
-                             f"by {e.builder}; version-compatible {e.version_compatible}, hardware compatibility "
-                             f"{e.hardware_compatibility}" + (f", DLA core {e.dla_core}" if e.dla_core is not None
-                                                              else ""))]
-    return lines
+def is_artifact(name: str) -> bool:
+    return os.path.exists(name) or name.lower().endswith(ARTIFACT_SUFFIXES)
 
 
 def run(args) -> int:
-    target = args.target
     common.check_outputs(args.force, args.json)
-    if os.path.exists(target) or os.path.splitext(target)[1].lower() in (".onnx", ".json", ".engine", ".plan"):
-        from segdeploy.artifact import read_manifest
+    if is_artifact(args.model):
+        return print_artifact(args.model, args.json, args.force)
+    info = describe(args.model)
+    if args.json:
+        written = common.write_json(args.json, info, args.force)
+        if written:
+            print(f"wrote {written}")
+        return 0
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        print(f"{key:<{width}}  {value if not isinstance(value, (dict, list)) else json.dumps(value)}")
+    return 0
 
-        manifest = read_manifest(target)
-        data = manifest.to_dict()
-        if args.json != "-":
-            width = 14
-            for key, value in manifest_lines(target, manifest):
-                print(f"{key:<{width}}  {value}")
+
+# ---------------------------------------------------------------------------------------------------------------
+# Artifacts: the manifest, from an engine's header, an ONNX file or a sidecar, without TensorRT
+
+
+def _shape(tensor) -> str:
+    return f"{tensor.name} {tensor.dtype} {tensor.layout} {list(tensor.shape)}"
+
+
+def artifact_rows(manifest) -> list[list[str]]:
+    m = manifest
+    names = m.model.class_names
+    rows = [["format", m.format], ["model", f"{m.model.name} ({m.model.family} {m.model.variant})"],
+            ["classes", f"{m.num_classes}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"],
+            ["precision", m.precision.mode + (f" ({m.precision.flavour})" if m.precision.flavour else "")]]
+    rows += [[f"input {i}", _shape(t)] for i, t in enumerate(m.inputs)]
+    rows += [[f"output {i}", _shape(t) + (f" ({t.kind}, stride {t.stride})" if t.kind else "")]
+             for i, t in enumerate(m.outputs)]
+    rows.append(["profile", m.profile.describe()])
+    p = m.preprocessing
+    rows.append(["preprocessing", ("in the graph" if p.in_graph else "outside the graph") +
+                 f": {p.channel_order}, mean {p.mean}, std {p.std}, multiple of {p.size_multiple}"])
+    rows.append(["weights", f"{m.weights.source} sha256 {m.weights.sha256[:12]}"])
+    e = m.engine
+    if e is not None:
+        rows += [["TensorRT", f"{e.tensorrt_version} ({e.builder}, "
+                              f"{'strongly typed' if e.strongly_typed else 'weakly typed'})"],
+                 ["GPU", f"{e.gpu_name} (compute capability {e.compute_capability})"],
+                 ["compatibility", f"version-compatible {'yes' if e.version_compatible else 'no'}, hardware "
+                                   f"{e.hardware_compatibility}"],
+                 ["DLA", "no" if e.dla_core is None else f"core {e.dla_core}"
+                  + (" with GPU fallback" if e.gpu_fallback else "")],
+                 ["ONNX sha256", e.onnx_sha256]]
+        for i, profile in enumerate(e.profiles):
+            for name, r in profile.items():
+                rows.append([f"engine profile {i}", f"{name} {r['min']} .. {r['opt']} .. {r['max']}"])
+        rows.append(["runs here", runs_here(e)])
+    return rows
+
+
+def runs_here(engine) -> str:
+    """Whether this machine's TensorRT and GPU can load the engine, found without importing TensorRT."""
+    from segdeploy.artifact.engine_header import compatibility_problem
+    from segdeploy.tensorrt_host import find_tensorrt, gpu_info
+
+    install = find_tensorrt()
+    if not install.installed:
+        return "unknown: no TensorRT here"
+    gpu = gpu_info(0)
+    if gpu is None:
+        return f"unknown: TensorRT {install.version} but no GPU found"
+    problem = compatibility_problem(engine, install.version, gpu.compute_capability)
+    return f"no: {problem}" if problem else f"yes (TensorRT {install.version}, {gpu.name})"
+
+
+def print_artifact(path: str, json_path: str | None = None, force: bool = False) -> int:
+    from segdeploy.artifact import read_manifest
+    from segdeploy.console import print_table
+    from segdeploy.errors import ArtifactError
+
+    if os.path.isdir(path):
+        raise ArtifactError(f"{path} is a folder; info reads an engine, an ONNX artifact or a manifest .json")
+    manifest = read_manifest(path, required=False)
+    if manifest is None:
+        size = os.path.getsize(path)
+        if json_path:
+            written = common.write_json(json_path, {"path": path, "manifest": None, "bytes": size}, force)
+        else:
+            written = None
+            print(f"{path}: {size / 2**20:.1f} MiB, no segdeploy manifest (a bare TensorRT plan from trtexec, or a "
+                  "foreign ONNX file); the runner loads such engines with a warning")
+    elif json_path:
+        written = common.write_json(json_path, manifest.to_dict(), force)
     else:
-        data = describe_model(target)
-        if args.json != "-":
-            width = max(len(k) for k in data)
-            for key, value in data.items():
-                print(f"{key:<{width}}  {value}")
-    written = common.write_json(args.json, data, args.force)
+        written = None
+        print_table(path, ["", "value"], artifact_rows(manifest))
     if written:
         print(f"wrote {written}")
     return 0

@@ -92,22 +92,27 @@ def _openvino_status() -> BackendStatus:
 
 
 def _tensorrt_status() -> BackendStatus:
-    # JetPack installs TensorRT with apt: the module imports but pip knows no distribution, so import it to know
-    try:
-        import tensorrt
-    except ImportError:
+    # found without importing it: pip wheels by their metadata, JetPack's apt install (no pip metadata) by module
+    from segdeploy import tensorrt_host
+
+    install = tensorrt_host.find_tensorrt()
+    if not install.installed:
         return BackendStatus("tensorrt", False, reason="TensorRT is not installed (pip install tensorrt, or JetPack's "
-                                                       "python3-libnvinfer; needs an NVIDIA GPU)")
-    except Exception as exc:  # the bindings load libnvinfer, which can be missing or the wrong version
-        return BackendStatus("tensorrt", False, package_version("tensorrt"), reason=f"import tensorrt failed: {exc}")
-    version = getattr(tensorrt, "__version__", None) or package_version("tensorrt")
+                                                       "python3-libnvinfer; needs an NVIDIA GPU with a CUDA build of "
+                                                       "torch for the buffers)")
+    version = install.version
     import torch
 
     if not torch.cuda.is_available():
-        return BackendStatus("tensorrt", False, version, reason=f"TensorRT {version} is installed but torch "
-                                                                f"{torch.__version__} sees no CUDA GPU")
-    return BackendStatus("tensorrt", True, version,
-                         [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())])
+        return BackendStatus("tensorrt", False, version, reason=f"TensorRT {version} ({install.source}) is installed "
+                                                                f"but torch {torch.__version__} sees no CUDA GPU")
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:
+        return BackendStatus("tensorrt", False, version, reason=f"import tensorrt failed: {exc}")
+    devices = [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    note = "" if install.source.startswith("pip") else f"installed without pip metadata ({install.location})"
+    return BackendStatus("tensorrt", True, version, devices, reason=note)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -237,4 +242,3 @@ def create_runner(backend: str, *, model=None, artifact=None, device: str = "cpu
         raise InputError(f"threads must be >= 1, not {threads}")
     return record.factory(model=model, artifact=artifact, device=device, precision=precision, threads=threads,
                           **options)
-

@@ -1,0 +1,54 @@
+"""segdeploy build-engine BUNDLE: build the TensorRT engine of a build bundle on the machine it will run on."""
+from __future__ import annotations
+
+import os
+
+from segdeploy.commands import common
+from segdeploy.console import print_table
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("build-engine", help="build a bundle's TensorRT engine here (TensorRT Python API, "
+                                                   "else trtexec), with segdeploy's self-describing header",
+                              epilog="examples:\n  segdeploy build-engine artifacts/cgrseg_t_512x512_trt_bundle\n"
+                                     "  segdeploy build-engine bundle/ --output /opt/models/cgrseg_t.engine --force",
+                              formatter_class=common.HelpFormatter)
+    p.add_argument("bundle", help="the folder `segdeploy export --fmt trt` wrote where TensorRT was missing")
+    p.add_argument("--output", help="engine path (default BUNDLE/<model>.engine)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing engine")
+    p.add_argument("--no-lint", dest="lint", action="store_false",
+                   help="build even when the TensorRT lint finds errors (TensorRT's parser has the last word)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from segdeploy.errors import ArtifactError
+    from segdeploy.export.tensorrt import export_engine
+    from segdeploy.export.tensorrt.bundle import read_bundle
+
+    if os.path.isfile(args.bundle):
+        raise ArtifactError(f"{args.bundle} is a file; build-engine takes the bundle folder (export --fmt trt "
+                            "builds an engine from an ONNX artifact directly)")
+    document, plan, onnx_path = read_bundle(args.bundle)
+    output = args.output or os.path.join(args.bundle, document.get("engine") or "model.engine")
+    result = export_engine(onnx_path, plan, output, force=args.force, builders=("tensorrt-python", "trtexec"),
+                           lint=args.lint, log=print)
+    print_engine_result(result)
+    return 0
+
+
+def print_engine_result(result) -> None:
+    rows = [[result.kind, result.path], ["builder", result.builder]]
+    if result.manifest is not None:
+        e = result.manifest.engine
+        rows += [["TensorRT", e.tensorrt_version], ["GPU", f"{e.gpu_name} (SM {e.compute_capability})"],
+                 ["precision", result.plan.precision + ("" if e.strongly_typed else " (weakly typed, DLA)")],
+                 ["size", f"{os.path.getsize(result.path) / 2**20:.1f} MiB"]]
+    for profile in result.plan.profiles:
+        for r in profile:
+            rows.append([f"profile {r.name}", f"{list(r.min)} .. {list(r.opt)} .. {list(r.max)}"])
+    if result.plan.dla:
+        rows.append(["DLA core", f"{result.plan.dla_core}" + (" (GPU fallback)" if result.plan.gpu_fallback else "")])
+    rows += [["lint", f.line()] for f in result.findings]
+    rows += [["note", note] for note in result.notes]
+    print_table(f"{result.plan.model} -> TensorRT {result.kind}", ["", "value"], rows)

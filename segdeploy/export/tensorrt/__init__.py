@@ -1,0 +1,213 @@
+"""TensorRT engines from segdeploy ONNX artifacts: lint, build plan, trtexec command lines, bundle, builder.
+
+:func:`export_engine` takes an ONNX artifact segdeploy wrote (its manifest says its precision and shapes) and
+builds with the first builder present: the TensorRT Python API, else trtexec (on PATH, or JetPack's
+/usr/src/tensorrt/bin/trtexec), else it writes a build bundle to build on the target. Engines are written with
+segdeploy's header (segdeploy.artifact.engine_header), atomically, and never over an existing file without force.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+from segdeploy.errors import ArtifactError, SegdeployError
+from segdeploy.export.tensorrt.plan import BuildOptions, BuildPlan, make_plan
+
+BUILDERS = ("tensorrt-python", "trtexec", "bundle")
+# The releases a bundle is linted for: JetPack 6's TensorRT and the current major.
+BUNDLE_LINT_TARGETS = ("10.3", "11")
+
+
+@dataclass
+class EngineResult:
+    path: str  # the engine file, or the bundle folder
+    kind: str  # "engine" | "bundle"
+    builder: str  # one of BUILDERS
+    plan: BuildPlan
+    tensorrt_version: str | None = None
+    manifest: object = None  # the engine's manifest (its header); None for a bundle
+    findings: list = field(default_factory=list)  # lint findings (warnings; errors stop the export)
+    command: list[str] | None = None  # the trtexec argv, when trtexec built it
+    notes: list[str] = field(default_factory=list)
+
+
+class Host:
+    """What export_engine asks of the machine; tests replace it to take every branch without TensorRT."""
+
+    def find_tensorrt(self):
+        from segdeploy.tensorrt_host import find_tensorrt
+
+        return find_tensorrt()
+
+    def import_tensorrt(self):
+        from segdeploy.export.tensorrt.builder import import_tensorrt
+
+        return import_tensorrt()
+
+    def find_trtexec(self):
+        from segdeploy.tensorrt_host import find_trtexec
+
+        return find_trtexec()
+
+    def trtexec_version(self, path):
+        from segdeploy.tensorrt_host import trtexec_version
+
+        return trtexec_version(path)
+
+    def gpu(self):
+        from segdeploy.tensorrt_host import gpu_info
+
+        return gpu_info(0)
+
+    def run(self, argv):
+        return subprocess.run(argv, capture_output=True, text=True)
+
+
+def default_output(onnx_path: str, kind: str) -> str:
+    stem = os.path.splitext(os.fspath(onnx_path))[0]
+    return stem + (".engine" if kind == "engine" else "_trt_bundle")
+
+
+def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, output=None, *, force: bool = False,
+                  builders=BUILDERS, lint: bool = True, host: Host | None = None, log=None) -> EngineResult:
+    """Build a TensorRT engine (or a build bundle) from the ONNX artifact ``onnx_path``."""
+    from segdeploy.artifact import read_manifest
+    from segdeploy.artifact.onnx_file import file_sha256, load_onnx
+
+    host = host or Host()
+    log = log or (lambda message: None)
+    onnx_path = os.fspath(onnx_path)
+    model = load_onnx(onnx_path)
+    manifest = read_manifest(onnx_path, model)
+    if manifest.format != "onnx":
+        raise ArtifactError(f"{onnx_path} is a {manifest.format} artifact; engines are built from ONNX artifacts")
+    if not isinstance(plan, BuildPlan):
+        plan = make_plan(manifest, plan)
+    builder, trt, trtexec, version, notes = _choose_builder(host, builders)
+    kind = "bundle" if builder == "bundle" else "engine"
+    output = os.fspath(output) if output else default_output(onnx_path, kind)
+    if os.path.exists(output) and not force:
+        raise ArtifactError(f"{output} exists; pass --force to overwrite it")
+    findings = _lint(model, [version] if version else list(BUNDLE_LINT_TARGETS), onnx_path, lint)
+    onnx_sha = file_sha256(onnx_path)
+    if builder == "bundle":
+        from segdeploy.export.tensorrt.bundle import write_bundle
+
+        path = write_bundle(onnx_path, manifest, plan, output, onnx_sha256=onnx_sha,
+                            lint_notes=[f.line() for f in findings], force=force)
+        notes.append("no TensorRT here: build the engine on the target with `segdeploy build-engine "
+                     f"{path}` (or ./build_engine.sh there)")
+        return EngineResult(path, "bundle", builder, plan, findings=findings, notes=notes + list(plan.notes))
+    plan.check_version(version)
+    gpu = host.gpu()
+    if gpu is None:
+        raise SegdeployError("cannot tell this GPU's name and compute capability (no CUDA torch, no nvidia-smi, "
+                             "not a Jetson), which the engine header records")
+    command = None
+    log(f"building with {builder} (TensorRT {version}) on {gpu.name} (SM {gpu.compute_capability})")
+    if builder == "tensorrt-python":
+        from segdeploy.export.tensorrt.builder import build_serialized
+
+        serialized, strongly_typed = build_serialized(trt, onnx_path, plan)
+    else:
+        serialized, command = _build_with_trtexec(host, trtexec, int(version.split(".")[0]), onnx_path, plan, output)
+        strongly_typed = plan.typing(version).strongly_typed
+    engine = engine_manifest(manifest, plan, tensorrt_version=version, gpu=gpu, builder=builder,
+                             onnx_sha256=onnx_sha, plan_bytes=serialized, strongly_typed=strongly_typed)
+    from segdeploy.artifact.engine_header import pack
+    from segdeploy.io import write_bytes_atomic
+
+    write_bytes_atomic(output, pack(engine, serialized), force=force)
+    return EngineResult(output, "engine", builder, plan, version, engine, findings, command,
+                        notes + list(plan.notes))
+
+
+def _choose_builder(host: Host, builders):
+    """(builder, tensorrt module, trtexec path, TensorRT version, notes): the first builder present."""
+    notes = []
+    if "tensorrt-python" in builders:
+        install = host.find_tensorrt()
+        if install.installed:
+            try:
+                trt = host.import_tensorrt()
+                return "tensorrt-python", trt, None, str(trt.__version__), notes
+            except SegdeployError as exc:
+                notes.append(f"TensorRT {install.version} ({install.source}) is installed but {exc}")
+    if "trtexec" in builders:
+        trtexec = host.find_trtexec()
+        if trtexec:
+            version = host.trtexec_version(trtexec)
+            if version is None:
+                raise SegdeployError(f"{trtexec} did not report its TensorRT version (its --help banner)")
+            return "trtexec", None, trtexec, version, notes
+    if "bundle" in builders:
+        return "bundle", None, None, None, notes
+    detail = f" ({notes[0]})" if notes else ""
+    raise SegdeployError(f"no TensorRT builder here (neither the Python package nor trtexec){detail}; build on the "
+                         "machine that has TensorRT")
+
+
+def _lint(model, targets, onnx_path, enabled):
+    from segdeploy.export.tensorrt.lint import ERROR, lint_model
+
+    if not enabled:
+        return []
+    findings, failing = [], {}
+    for target in targets:
+        found = lint_model(model, target)
+        errors = [f for f in found if f.severity == ERROR]
+        if errors:
+            failing[target] = errors
+        findings += [f for f in found if f not in findings]
+    # a bundle is refused only when no release it targets can build it; a build, when its own release cannot
+    if failing and len(failing) == len(targets):
+        target, errors = next(iter(failing.items()))
+        more = f" (and {len(errors) - 1} more; `segdeploy lint-trt {onnx_path}` lists them)" if len(errors) > 1 else ""
+        raise SegdeployError(f"TensorRT {target} would refuse {onnx_path}: {errors[0].line()}{more}")
+    return findings
+
+
+def _build_with_trtexec(host: Host, trtexec: str, major: int, onnx_path: str, plan: BuildPlan, output: str):
+    from segdeploy.export.tensorrt.trtexec import trtexec_command
+
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    fd, bare = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".plan", dir=parent)
+    os.close(fd)
+    try:
+        argv = trtexec_command(plan, os.path.abspath(onnx_path), bare, major, trtexec=trtexec)
+        done = host.run(argv)
+        if done.returncode != 0:
+            raise SegdeployError(f"trtexec failed (exit {done.returncode}): {_trtexec_error(done)}")
+        with open(bare, "rb") as f:
+            serialized = f.read()
+        if not serialized:
+            raise SegdeployError("trtexec exited 0 but wrote no engine")
+        return serialized, argv
+    finally:
+        os.unlink(bare)
+
+
+def _trtexec_error(done) -> str:
+    """The first error line trtexec printed ("[E] ..."), else its last line."""
+    lines = [line.strip() for line in ((done.stdout or "") + "\n" + (done.stderr or "")).splitlines() if line.strip()]
+    errors = [line for line in lines if "[E]" in line or "Error" in line]
+    return (errors or lines or ["no output"])[0][:300]
+
+
+def engine_manifest(manifest, plan: BuildPlan, *, tensorrt_version: str, gpu, builder: str, onnx_sha256: str,
+                    plan_bytes: bytes, strongly_typed: bool):
+    """The manifest an engine's header carries: the ONNX artifact's, with the engine facts filled in."""
+    from segdeploy.artifact import EngineInfo, Manifest
+
+    info = EngineInfo(tensorrt_version=tensorrt_version, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
+                      onnx_sha256=onnx_sha256, builder=builder, version_compatible=plan.version_compatible,
+                      hardware_compatibility=plan.hardware_compat, dla_core=plan.dla_core,
+                      gpu_fallback=plan.gpu_fallback, strongly_typed=strongly_typed, profiles=plan.profile_dicts(),
+                      workspace_mb=plan.workspace_mb, opt_level=plan.opt_level,
+                      plan_sha256=hashlib.sha256(plan_bytes).hexdigest())
+    engine = manifest.replace(format="engine", engine=info)
+    return Manifest.from_dict(engine.to_dict(), "the engine manifest")  # validated before it is written

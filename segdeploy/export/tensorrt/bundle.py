@@ -1,0 +1,162 @@
+"""The build bundle: what a machine without TensorRT writes so the engine is built where it will run.
+
+A bundle is a folder holding the ONNX artifact, its manifest, the build plan (``build_plan.json``) and
+``build_engine.sh``, which runs the exact trtexec command for the TensorRT it finds (10.x or 11.x, same profiles
+and precision). Export on a workstation, copy the folder to the Jetson, then either ``segdeploy build-engine
+BUNDLE`` (a self-describing engine with segdeploy's header) or ``./build_engine.sh`` (a bare plan, where segdeploy
+is not installed; it loads with a warning).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+from segdeploy.errors import ArtifactError
+from segdeploy.export.tensorrt.plan import DLA_RELEASES, SAME_CC_SINCE, BuildPlan
+from segdeploy.export.tensorrt.trtexec import command_line, trtexec_command
+
+BUNDLE_VERSION = 1
+PLAN_FILE = "build_plan.json"
+SCRIPT_FILE = "build_engine.sh"
+BUNDLE_TIMING_CACHE = "timing.cache"
+
+
+def _version_int(version: tuple[int, ...]) -> int:
+    major, minor, patch = (tuple(version) + (0, 0, 0))[:3]
+    return major * 10000 + minor * 100 + min(patch, 99)
+
+
+def accepted_versions(plan: BuildPlan, major: int) -> tuple[int, int] | None:
+    """The NV_TENSORRT_VERSION range (major*10000 + minor*100 + patch) of release ``major`` that can build
+    ``plan``, or None when no release of that major can."""
+    low, high = major * 10000, major * 10000 + 9999
+    if plan.dla:
+        spans = [(max(low, _version_int(a)), min(high, _version_int(b))) for a, b in DLA_RELEASES]
+        spans = [s for s in spans if s[0] <= s[1]]
+        if not spans:
+            return None
+        low, high = spans[0]
+    if plan.hardware_compat == "same_compute_capability":
+        low = max(low, _version_int(SAME_CC_SINCE))
+    return (low, high) if low <= high else None
+
+
+def _release(n: int) -> str:
+    return f"{n // 10000}.{n // 100 % 100}.{n % 100}"
+
+
+def build_script(plan: BuildPlan, onnx_name: str, plan_name: str) -> str:
+    """build_engine.sh: detect trtexec's TensorRT release from its banner, then run the command for it."""
+    cases = []
+    for major in (10, 11):
+        span = accepted_versions(plan, major)
+        if span is None:
+            cases.append(f'  {major})\n    echo "build_engine.sh: this plan cannot be built with TensorRT {major} '
+                         f'(see build_plan.json)" >&2\n    exit 2 ;;')
+            continue
+        argv = trtexec_command(plan, onnx_name, plan_name, major, trtexec="TRTEXEC")
+        if plan.timing_cache:
+            argv = [a if not a.startswith("--timingCacheFile=") else f"--timingCacheFile={BUNDLE_TIMING_CACHE}"
+                    for a in argv]
+        command = '"$TRTEXEC" ' + command_line(argv[1:])
+        low, high = span
+        cases.append(
+            f"  {major})\n"
+            f'    if [ "$VERSION" -lt {low} ] || [ "$VERSION" -gt {high} ]; then\n'
+            f'      echo "build_engine.sh: this plan needs TensorRT {_release(low)} to {_release(high)}; trtexec '
+            f'is $RELEASE" >&2\n      exit 2\n    fi\n'
+            f"    set -x\n    {command} ;;")
+    return f"""#!/usr/bin/env bash
+# Build {plan_name} (a bare TensorRT plan) from {onnx_name} with trtexec, TensorRT 10.x or 11.x: the same
+# optimization profile and precision as `segdeploy build-engine <this folder>`, which also writes segdeploy's
+# self-describing header (prefer it where segdeploy is installed). Set TRTEXEC to use another trtexec.
+set -euo pipefail
+cd "$(dirname "$0")"
+TRTEXEC="${{TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}}"
+if [ ! -x "$TRTEXEC" ]; then
+  echo "build_engine.sh: trtexec not found (not on PATH nor /usr/src/tensorrt/bin); set TRTEXEC" >&2
+  exit 2
+fi
+# trtexec's banner: "&&&& RUNNING TensorRT.trtexec [TensorRT v100300] ..." (major*10000 + minor*100 + patch)
+VERSION="$("$TRTEXEC" --help 2>&1 | sed -n 's/.*\\[TensorRT v\\([0-9][0-9]*\\)\\].*/\\1/p' | head -n 1)"
+if [ -z "$VERSION" ]; then
+  echo "build_engine.sh: cannot read the TensorRT version from $TRTEXEC --help" >&2
+  exit 2
+fi
+RELEASE="$((VERSION / 10000)).$((VERSION / 100 % 100)).$((VERSION % 100))"
+case "$((VERSION / 10000))" in
+{chr(10).join(cases)}
+  *)
+    echo "build_engine.sh: trtexec is TensorRT $RELEASE; this bundle builds with TensorRT 10 or 11" >&2
+    exit 2 ;;
+esac
+"""
+
+
+def write_bundle(onnx_path: str, manifest, plan: BuildPlan, folder: str, *, onnx_sha256: str, lint_notes=(),
+                 force: bool = False) -> str:
+    """Write the bundle folder atomically (built beside it, then renamed); refuse an existing one without
+    ``force``."""
+    folder = os.path.abspath(os.fspath(folder))
+    if os.path.exists(folder) and not force:
+        raise ArtifactError(f"{folder} exists; pass --force to replace it")
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(onnx_path))[0]
+    onnx_name, plan_name = f"{stem}.onnx", f"{stem}.plan"
+    bundle_plan = plan
+    if plan.timing_cache:
+        from dataclasses import replace
+
+        bundle_plan = replace(plan, timing_cache=BUNDLE_TIMING_CACHE)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.", dir=parent)
+    try:
+        shutil.copyfile(onnx_path, os.path.join(staging, onnx_name))
+        with open(os.path.join(staging, f"{stem}.json"), "w", encoding="utf-8") as f:
+            f.write(manifest.to_json())
+        document = {"bundle_version": BUNDLE_VERSION, "onnx": onnx_name, "onnx_sha256": onnx_sha256,
+                    "engine": f"{stem}.engine", "trtexec_plan": plan_name, "plan": bundle_plan.to_dict(),
+                    "lint": list(lint_notes),
+                    "commands": {str(major): command_line(trtexec_command(bundle_plan, onnx_name, plan_name, major))
+                                 for major in (10, 11) if accepted_versions(bundle_plan, major)}}
+        with open(os.path.join(staging, PLAN_FILE), "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2, sort_keys=True)
+            f.write("\n")
+        script = os.path.join(staging, SCRIPT_FILE)
+        with open(script, "w", encoding="utf-8") as f:
+            f.write(build_script(bundle_plan, onnx_name, plan_name))
+        os.chmod(script, 0o755)
+        os.chmod(staging, 0o755)
+        if os.path.exists(folder):
+            shutil.rmtree(folder) if os.path.isdir(folder) else os.unlink(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_bundle(folder: str) -> tuple[dict, BuildPlan, str]:
+    """(bundle document, build plan, ONNX path) of a bundle folder, or one ArtifactError line."""
+    folder = os.fspath(folder)
+    path = os.path.join(folder, PLAN_FILE)
+    if not os.path.isdir(folder):
+        raise ArtifactError(f"{folder} is not a build bundle folder")
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except OSError:
+        raise ArtifactError(f"{folder} is not a build bundle (no {PLAN_FILE})") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    version = document.get("bundle_version") if isinstance(document, dict) else None
+    if version != BUNDLE_VERSION:
+        raise ArtifactError(f"{path}: bundle version {version!r} is not {BUNDLE_VERSION}; export the bundle again "
+                            "with this segdeploy")
+    plan = BuildPlan.from_dict(document.get("plan") or {})
+    onnx_path = os.path.join(folder, str(document.get("onnx", "")))
+    if not os.path.isfile(onnx_path):
+        raise ArtifactError(f"{folder}: the bundle's ONNX file {document.get('onnx')!r} is missing")
+    return document, plan, onnx_path

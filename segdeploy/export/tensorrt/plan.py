@@ -1,0 +1,204 @@
+"""The TensorRT build plan: everything a builder needs, decided from an artifact's manifest and the user's options
+before any builder runs, so the Python API, trtexec and the build bundle all build the same engine.
+
+The precision is the ONNX artifact's own (segdeploy's precision passes put float16 casts or Q/DQ nodes into the
+graph), so a plan never turns precision flags on for a GPU build: TensorRT 11 builds every network strongly typed
+and has no precision flags, and on 10.x a strongly typed network takes the graph's types as they are. The one
+exception is DLA on TensorRT 10.x, whose builder (and trtexec, which sets kFP16 itself for DLA) works with the
+weakly typed network plus the FP16/INT8 flags.
+
+Impossible combinations are refused with one line here, at export time, not after a minutes-long build.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from segdeploy.errors import ArtifactError, SegdeployError
+from segdeploy.tensorrt_host import version_tuple
+
+HARDWARE_COMPAT = ("none", "ampere_plus", "same_compute_capability")
+OPT_LEVELS = range(0, 6)
+# Releases whose builder can target DLA: TensorRT 10.0-10.7 (JetPack 6 ships 10.3; 10.7 was the last 10.x with
+# DLA) and 11.4.1+ on Jetson AGX Orin with JetPack 7.2.2 (DLA was absent from 11.0 to 11.3, 11.4.0 had it on
+# Windows on ARM only). Each entry is (first, last) inclusive, by (major, minor, patch).
+DLA_RELEASES = (((10, 0, 0), (10, 7, 99)), ((11, 4, 1), (11, 99, 99)))
+# sameComputeCapability hardware compatibility first appears in TensorRT 10.9 (trtexec and the Python enum).
+SAME_CC_SINCE = (10, 9)
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """One input of one optimization profile."""
+    name: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    @property
+    def static(self) -> bool:
+        return self.min == self.max
+
+    def contains(self, shape) -> bool:
+        shape = tuple(shape)
+        return len(shape) == len(self.min) and all(lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max))
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the user asked for (export --fmt trt flags)."""
+    precision: str | None = None  # None: whatever the ONNX artifact carries
+    workspace_mb: int | None = None  # None: TensorRT's default (the GPU's memory)
+    opt_level: int | None = None  # None: TensorRT's default (3)
+    timing_cache: str | None = None
+    dla_core: int | None = None
+    gpu_fallback: bool = False
+    version_compatible: bool = False
+    hardware_compat: str = "none"
+
+
+@dataclass(frozen=True)
+class NetworkTyping:
+    strongly_typed: bool
+    precision_flags: tuple[str, ...] = ()  # weakly typed networks only: "fp16", "int8"
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    model: str
+    precision: str  # "fp32" | "fp16" | "int8" (the artifact's)
+    profiles: tuple[tuple[ShapeRange, ...], ...]  # one tuple of input ranges per optimization profile
+    workspace_mb: int | None = None
+    opt_level: int | None = None
+    timing_cache: str | None = None
+    dla_core: int | None = None
+    gpu_fallback: bool = False
+    version_compatible: bool = False
+    hardware_compat: str = "none"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def static(self) -> bool:
+        return all(r.static for profile in self.profiles for r in profile)
+
+    @property
+    def dla(self) -> bool:
+        return self.dla_core is not None
+
+    def typing(self, tensorrt_version: str) -> NetworkTyping:
+        """How the network is created for this TensorRT: strongly typed everywhere, except DLA on 10.x."""
+        major = (version_tuple(tensorrt_version) or (0,))[0]
+        if major >= 11 or not self.dla:
+            return NetworkTyping(True)
+        return NetworkTyping(False, ("int8", "fp16") if self.precision == "int8" else ("fp16",))
+
+    def check_version(self, tensorrt_version: str) -> None:
+        """Refuse, with one line, what this TensorRT release cannot build."""
+        problem = version_problem(self, tensorrt_version)
+        if problem:
+            raise SegdeployError(problem)
+
+    def profile_dicts(self) -> list[dict]:
+        """Profiles as the engine header stores them: {input: {"min", "opt", "max"}} per profile."""
+        return [{r.name: {"min": list(r.min), "opt": list(r.opt), "max": list(r.max)} for r in profile}
+                for profile in self.profiles]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["profiles"] = self.profile_dicts()
+        data["notes"] = list(self.notes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BuildPlan:
+        try:
+            profiles = tuple(tuple(ShapeRange(name, tuple(r["min"]), tuple(r["opt"]), tuple(r["max"]))
+                                   for name, r in profile.items()) for profile in data["profiles"])
+            fields = {k: data[k] for k in ("model", "precision")}
+            optional = {k: data[k] for k in ("workspace_mb", "opt_level", "timing_cache", "dla_core", "gpu_fallback",
+                                             "version_compatible", "hardware_compat") if k in data}
+            return cls(**fields, **optional, profiles=profiles, notes=tuple(data.get("notes", ())))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ArtifactError(f"the build plan is incomplete or malformed ({type(exc).__name__}: {exc})") from None
+
+
+def input_ranges(manifest) -> tuple[ShapeRange, ...]:
+    """One optimization profile from the artifact's inputs: min/opt/max from their dynamic axes."""
+    ranges = []
+    for tensor in manifest.inputs:
+        shapes = tensor.shapes()
+        ranges.append(ShapeRange(tensor.name, tuple(shapes["min"]), tuple(shapes["opt"]), tuple(shapes["max"])))
+    return tuple(ranges)
+
+
+def check_options(options: BuildOptions) -> None:
+    """Refuse, with one line, what the options alone rule out (before any export work runs)."""
+    if options.workspace_mb is not None and options.workspace_mb <= 0:
+        raise SegdeployError(f"--workspace must be a positive number of MiB, not {options.workspace_mb}")
+    if options.opt_level is not None and options.opt_level not in OPT_LEVELS:
+        raise SegdeployError(f"--opt-level must be 0-5, not {options.opt_level}")
+    if options.hardware_compat not in HARDWARE_COMPAT:
+        raise SegdeployError(f"unknown hardware compatibility {options.hardware_compat!r}; one of "
+                             f"{', '.join(HARDWARE_COMPAT)}")
+    if options.dla_core is not None and options.dla_core < 0:
+        raise SegdeployError(f"--dla-core must be 0 or more, not {options.dla_core}")
+    if options.dla_core is not None and options.hardware_compat != "none":
+        raise SegdeployError("hardware-compatible engines run on the GPU only; --hardware-compat and --dla-core "
+                             "exclude each other")
+    if options.gpu_fallback and options.dla_core is None:
+        raise SegdeployError("GPU fallback applies to DLA builds only: add --dla-core N")
+
+
+def make_plan(manifest, options: BuildOptions | None = None) -> BuildPlan:
+    """The build plan for an ONNX artifact described by ``manifest``, or one SegdeployError line saying why the
+    requested engine cannot be built from it."""
+    options = options or BuildOptions()
+    precision = manifest.precision.mode
+    if options.precision is not None and options.precision != precision:
+        raise SegdeployError(f"the ONNX artifact is {precision}; a {options.precision} engine is built from the "
+                             f"{options.precision} artifact (export --precision {options.precision})")
+    if precision == "int8" and manifest.precision.flavour != "tensorrt":
+        raise SegdeployError(f"this int8 artifact is the {manifest.precision.flavour!r} flavour (asymmetric uint8 "
+                             "activations), which TensorRT cannot build: TensorRT quantizes symmetrically; export "
+                             "the int8 artifact for TensorRT")
+    check_options(options)
+    profile = input_ranges(manifest)
+    notes = []
+    if options.dla_core is not None:
+        _check_dla(options, precision, profile)
+        if options.gpu_fallback:
+            notes.append("layers DLA cannot run fall back to the GPU silently; inspect the engine to see which")
+    for r in profile:
+        if any(d <= 0 for d in r.min):
+            raise SegdeployError(f"input {r.name!r}: the profile's smallest shape {list(r.min)} has a zero or "
+                                 "negative dimension")
+    return BuildPlan(model=manifest.model.name, precision=precision, profiles=(profile,),
+                     workspace_mb=options.workspace_mb, opt_level=options.opt_level,
+                     timing_cache=options.timing_cache, dla_core=options.dla_core, gpu_fallback=options.gpu_fallback,
+                     version_compatible=options.version_compatible, hardware_compat=options.hardware_compat,
+                     notes=tuple(notes))
+
+
+def _check_dla(options: BuildOptions, precision: str, profile) -> None:
+    if precision not in ("fp16", "int8"):
+        raise SegdeployError(f"DLA runs FP16 and INT8 only and this artifact is {precision}: export it with "
+                             "--precision fp16 or int8")
+    dynamic = [r.name for r in profile if not r.static]
+    if dynamic:
+        raise SegdeployError(f"DLA takes static shapes only and input(s) {', '.join(dynamic)} are dynamic: export "
+                             "without --dynamic")
+
+
+def version_problem(plan: BuildPlan, tensorrt_version: str) -> str | None:
+    """Why TensorRT ``tensorrt_version`` cannot build ``plan``, or None."""
+    version = version_tuple(tensorrt_version)
+    if not version or version[0] < 10:
+        return f"segdeploy builds engines with TensorRT 10 or 11, not {tensorrt_version}"
+    full = (version + (0, 0, 0))[:3]
+    if plan.dla and not any(first <= full <= last for first, last in DLA_RELEASES):
+        return (f"TensorRT {tensorrt_version} cannot build for DLA: DLA needs TensorRT 10.0-10.7 (JetPack 6 ships "
+                "10.3) or 11.4.1+ with JetPack 7.2.2")
+    if plan.hardware_compat == "same_compute_capability" and full[:2] < SAME_CC_SINCE:
+        return (f"same-compute-capability hardware compatibility needs TensorRT "
+                f"{'.'.join(map(str, SAME_CC_SINCE))} or newer, not {tensorrt_version}; use ampere_plus")
+    return None
+

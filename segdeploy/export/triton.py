@@ -1,0 +1,174 @@
+"""Triton Inference Server model repositories from segdeploy artifacts.
+
+``write_repository`` lays out ``<repo>/<model>/config.pbtxt`` and ``<repo>/<model>/1/model.onnx`` (platform
+``onnxruntime_onnx``) or ``1/model.plan`` (``tensorrt_plan``; the engine's bare plan, since Triton deserializes
+the file as it is), plus the artifact's manifest beside the config so clients find classes and preprocessing.
+
+Batching follows Triton's rule (model_configuration.md; the backends' CompareDimsSupported): ``max_batch_size > 0``
+means every input and output has a variable first (batch) dimension, which the config's ``dims`` then leave out.
+So a batch axis that is dynamic from 1 gives ``max_batch_size`` = its maximum and dynamic batching; a fixed batch,
+even of 1, gives ``max_batch_size: 0`` with full dims (Triton refuses ``max_batch_size > 0`` for a model whose
+first dimension is not variable); a dynamic batch that cannot take 1 also gives 0 (Triton forms batches from 1).
+Dynamic dimensions are -1.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+from segdeploy.errors import ArtifactError, SegdeployError
+
+PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
+INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+TRITON_TYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8", "int32": "TYPE_INT32",
+                "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64"}
+MANIFEST_FILE = "segdeploy_manifest.json"
+
+
+@dataclass
+class TensorConfig:
+    name: str
+    data_type: str
+    dims: list[int]
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    platform: str
+    max_batch_size: int
+    inputs: list[TensorConfig]
+    outputs: list[TensorConfig]
+    instance_kind: str = "KIND_GPU"
+    instance_count: int = 1
+    max_queue_delay_us: int = 100
+    comments: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        """config.pbtxt (protobuf text format of Triton's ModelConfig)."""
+        lines = [f"# {c}" for c in self.comments]
+        lines += [f'name: "{self.name}"', f'platform: "{self.platform}"', f"max_batch_size: {self.max_batch_size}"]
+        for section, tensors in (("input", self.inputs), ("output", self.outputs)):
+            entries = [f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n    dims: [ '
+                       f'{", ".join(str(d) for d in t.dims)} ]\n  }}' for t in tensors]
+            lines.append(f"{section} [\n" + ",\n".join(entries) + "\n]")
+        if self.max_batch_size > 0:
+            lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {self.max_queue_delay_us}\n}}")
+        lines.append(f"instance_group [\n  {{\n    count: {self.instance_count}\n"
+                     f"    kind: {self.instance_kind}\n  }}\n]")
+        return "\n".join(lines) + "\n"
+
+
+def max_batch_size(manifest) -> int:
+    """Triton's max_batch_size for an artifact (see the module docstring for the rule)."""
+    for tensor in (*manifest.inputs, *manifest.outputs):
+        axis = tensor.axis(0)
+        if axis is None or axis.min > 1:
+            return 0
+    return manifest.profile.batch.max
+
+
+def triton_type(dtype: str, tensor: str) -> str:
+    try:
+        return TRITON_TYPES[dtype]
+    except KeyError:
+        raise ArtifactError(f"tensor {tensor!r} is {dtype}, which Triton has no type for") from None
+
+
+def tensor_config(tensor, batched: bool) -> TensorConfig:
+    dims = [d if isinstance(d, int) and tensor.axis(i) is None else -1 for i, d in enumerate(tensor.shape)]
+    return TensorConfig(tensor.name, triton_type(tensor.dtype, tensor.name), dims[1:] if batched else dims)
+
+
+def model_config(manifest, *, name: str, platform: str = "onnxruntime", instance_kind: str = "gpu",
+                 instances: int = 1, max_queue_delay_us: int = 100) -> ModelConfig:
+    if platform not in PLATFORMS:
+        raise SegdeployError(f"unknown Triton platform {platform!r}; one of {', '.join(PLATFORMS)}")
+    if instance_kind not in INSTANCE_KINDS:
+        raise SegdeployError(f"unknown instance kind {instance_kind!r}; one of {', '.join(INSTANCE_KINDS)}")
+    if platform == "tensorrt" and instance_kind != "gpu":
+        raise SegdeployError("a TensorRT plan runs on the GPU only: use --instance-kind gpu")
+    if instances < 1:
+        raise SegdeployError(f"--instances must be 1 or more, not {instances}")
+    mbs = max_batch_size(manifest)
+    comments = [f"{manifest.model.name} ({manifest.precision.mode}) exported by segdeploy; classes and "
+                f"preprocessing: {MANIFEST_FILE}"]
+    if manifest.engine is not None:
+        e = manifest.engine
+        comments.append(f"TensorRT {e.tensorrt_version} plan for {e.gpu_name} (compute capability "
+                        f"{e.compute_capability}): Triton's TensorRT must be the same release unless the engine is "
+                        "version-compatible")
+    return ModelConfig(name, PLATFORMS[platform][0], mbs,
+                       [tensor_config(t, mbs > 0) for t in manifest.inputs],
+                       [tensor_config(t, mbs > 0) for t in manifest.outputs],
+                       INSTANCE_KINDS[instance_kind], instances, max_queue_delay_us, comments)
+
+
+def _model_bytes(artifact: str, platform: str):
+    """(manifest, bytes of the file Triton loads) for an ONNX artifact or a segdeploy engine."""
+    from segdeploy.artifact import read_manifest
+
+    suffix = os.path.splitext(artifact)[1].lower()
+    if platform == "tensorrt":
+        if suffix not in (".engine", ".plan"):
+            raise SegdeployError(f"the tensorrt platform serves an engine; {artifact} is not one (build it with "
+                                 "export --fmt trt on the serving machine, or use --platform onnxruntime)")
+        from segdeploy.artifact.engine_header import read_header
+
+        manifest, offset = read_header(artifact)
+        if manifest is None:
+            raise ArtifactError(f"{artifact} has no segdeploy header, so its I/O table is unknown; build it with "
+                                "segdeploy build-engine")
+        with open(artifact, "rb") as f:
+            f.seek(offset)
+            return manifest, f.read()
+    if suffix != ".onnx":
+        raise SegdeployError(f"the onnxruntime platform serves an ONNX artifact; {artifact} is not one")
+    manifest = read_manifest(artifact)
+    with open(artifact, "rb") as f:
+        return manifest, f.read()
+
+
+def write_repository(artifact, repository, *, model_name: str | None = None, platform: str = "onnxruntime",
+                     instance_kind: str = "gpu", instances: int = 1, max_queue_delay_us: int = 100,
+                     force: bool = False) -> str:
+    """Write ``<repository>/<model>`` for ``artifact`` atomically (built beside it, then renamed); refuse an
+    existing model folder without ``force``. Returns the model folder."""
+    artifact = os.fspath(artifact)
+    manifest, data = _model_bytes(artifact, platform)
+    name = model_name or manifest.model.name
+    if not name or "/" in name or name in (".", ".."):
+        raise SegdeployError(f"invalid Triton model name {name!r}")
+    config = model_config(manifest, name=name, platform=platform, instance_kind=instance_kind, instances=instances,
+                          max_queue_delay_us=max_queue_delay_us)
+    repository = os.path.abspath(os.fspath(repository))
+    target = os.path.join(repository, name)
+    if os.path.exists(target) and not force:
+        raise ArtifactError(f"{target} exists; pass --force to replace the model")
+    os.makedirs(repository, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.", dir=repository)
+    try:
+        os.makedirs(os.path.join(staging, "1"))
+        with open(os.path.join(staging, "1", PLATFORMS[platform][1]), "wb") as f:
+            f.write(data)
+        with open(os.path.join(staging, "config.pbtxt"), "w", encoding="utf-8") as f:
+            f.write(config.text())
+        with open(os.path.join(staging, MANIFEST_FILE), "w", encoding="utf-8") as f:
+            f.write(manifest.to_json())
+        for root, _, files in os.walk(staging):
+            os.chmod(root, 0o755)
+            for file in files:
+                os.chmod(os.path.join(root, file), 0o644)
+        old = None
+        if os.path.exists(target):
+            old = tempfile.mkdtemp(prefix=f".{name}.old.", dir=repository)
+            os.replace(target, os.path.join(old, name))
+        os.replace(staging, target)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,100 @@
+"""segdeploy build-engine and segdeploy info on engines, run as a user would, with a stand-in trtexec and
+nvidia-smi on PATH (this machine has neither TensorRT nor a GPU)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from manifests import sample_manifest
+from segdeploy.artifact.engine_header import read_header
+from segdeploy.cli import main
+from segdeploy.export.tensorrt import export_engine
+from segdeploy.export.tensorrt.plan import BuildOptions
+from tensorrt_fakes import write_fake_trtexec, write_onnx_artifact
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the stand-in tools are bash scripts")
+
+
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    """PATH with a TensorRT 10.3 trtexec and an nvidia-smi reporting a Jetson-like GPU; no TensorRT package."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    write_fake_trtexec(bin_dir, 100300)
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text('#!/usr/bin/env bash\necho "NVIDIA Fake Orin, 8.7"\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    import segdeploy.tensorrt_host as host
+
+    monkeypatch.setattr(host, "find_tensorrt", lambda: host.TensorRTInstall(None, "absent"))
+    return bin_dir
+
+
+def test_bundle_then_build_engine_then_info(tmp_path, machine, capsys, monkeypatch):
+    onnx_path = write_onnx_artifact(tmp_path / "cgrseg_t.onnx", manifest=sample_manifest(dynamic=True))
+    monkeypatch.setenv("PATH", os.environ["PATH"].split(os.pathsep, 1)[1])  # the workstation: no trtexec
+    bundle = export_engine(onnx_path, BuildOptions(workspace_mb=512)).path
+    monkeypatch.setenv("PATH", f"{machine}{os.pathsep}{os.environ['PATH']}")  # the Jetson
+    assert main(["build-engine", bundle]) == 0
+    engine = os.path.join(bundle, "cgrseg_t.engine")
+    manifest, _ = read_header(engine)
+    assert (manifest.engine.gpu_name, manifest.engine.compute_capability) == ("NVIDIA Fake Orin", "8.7")
+    assert manifest.engine.tensorrt_version == "10.3.0" and manifest.engine.workspace_mb == 512
+    capsys.readouterr()
+    assert main(["build-engine", bundle]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+
+    assert main(["info", engine]) == 0
+    out = capsys.readouterr().out
+    for text in ("cgrseg_t", "10.3.0", "NVIDIA Fake Orin", "runs here", "unknown: no TensorRT here"):
+        assert text in out
+    assert main(["info", engine, "--json", "-"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["format"] == "engine" and document["engine"]["builder"] == "trtexec"
+
+
+def test_info_on_a_bare_plan_and_bad_paths(tmp_path, capsys):
+    bare = tmp_path / "model.plan"
+    bare.write_bytes(b"ftrt" + bytes(64))
+    assert main(["info", str(bare)]) == 0
+    assert "no segdeploy manifest" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "missing.engine")]) == 2
+    assert "engine not found" in capsys.readouterr().err
+    onnx_path = write_onnx_artifact(tmp_path / "m.onnx")
+    assert main(["info", onnx_path]) == 0
+    assert "format" in capsys.readouterr().out
+
+
+def test_build_engine_refusals(tmp_path, capsys):
+    onnx_path = write_onnx_artifact(tmp_path / "m.onnx")
+    assert main(["build-engine", onnx_path]) == 2
+    assert "takes the bundle folder" in capsys.readouterr().err
+    assert main(["build-engine", str(tmp_path)]) == 2
+    assert "not a build bundle" in capsys.readouterr().err
+
+
+def test_export_flags_reach_the_build_plan(tmp_path, monkeypatch, capsys):
+    """export --fmt trt without TensorRT here: the flags land in the bundle's plan."""
+    from segdeploy import tensorrt_host
+    from segdeploy.cli import build_parser
+    from segdeploy.commands import export as export_command
+
+    monkeypatch.setattr(tensorrt_host, "find_tensorrt", lambda: tensorrt_host.TensorRTInstall(None, "absent"))
+    monkeypatch.setattr(tensorrt_host, "find_trtexec", lambda: None)
+    onnx_path = write_onnx_artifact(tmp_path / "m.onnx", manifest=sample_manifest(precision="fp16"))
+    args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "trt", "--workspace", "512",
+                                      "--opt-level", "5", "--dla-core", "0", "--gpu-fallback",
+                                      "--version-compatible"])
+    result = export_command.export_trt(args, onnx_path)
+    from segdeploy.export.tensorrt.bundle import read_bundle
+
+    _, plan, _ = read_bundle(result.path)
+    assert (plan.workspace_mb, plan.opt_level, plan.dla_core, plan.gpu_fallback, plan.version_compatible) == \
+        (512, 5, 0, True, True)
+    assert "bundle" in capsys.readouterr().out
+    args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "triton", "--hardware-compat"])
+    assert args.hardware_compat == "ampere_plus"
