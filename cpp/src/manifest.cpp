@@ -86,7 +86,7 @@ class Fields {
   const json& array(const std::string& key, size_t min_items = 0) const {
     const json& v = at(key);
     if (!v.is_array()) fail(where(key), "must be an array, not " + type_name(v));
-    if (v.size() < min_items) fail(where(key), "needs at least " + std::to_string(min_items) + " items");
+    if (v.size() < min_items) fail(where(key), "needs at least " + std::to_string(min_items) + " item(s)");
     return v;
   }
 
@@ -272,8 +272,12 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
   }
 
   m.precision = top.object("precision").one_of("mode", {"fp32", "fp16", "int8"});
-  for (const json& t : top.array("inputs", 1)) m.inputs.push_back(read_tensor(Fields(t, source, "inputs")));
-  for (const json& t : top.array("outputs", 1)) m.outputs.push_back(read_tensor(Fields(t, source, "outputs")));
+  for (const char* key : {"inputs", "outputs"}) {
+    const json& tensors = top.array(key, 1);
+    for (size_t i = 0; i < tensors.size(); ++i)
+      (key == std::string("inputs") ? m.inputs : m.outputs)
+          .push_back(read_tensor(Fields(tensors[i], source, std::string(key) + "/" + std::to_string(i))));
+  }
 
   Fields profile = top.object("profile");
   m.profile.batch = read_range(profile.object("batch"));

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "backend.hpp"
+#include "file_util.hpp"
 
 namespace segdeploy {
 namespace {
@@ -59,6 +60,9 @@ struct Segmenter::Impl {
 };
 
 Segmenter::Segmenter(const std::string& artifact, const Options& options) : impl_(std::make_unique<Impl>()) {
+  if (lower_extension(artifact) == ".json")
+    throw Error(ErrorCode::invalid_argument, artifact + " is a manifest: pass the artifact (.onnx or .engine) it "
+                                                        "describes");
   impl_->manifest = read_manifest(artifact);
   const TensorSpec& input = impl_->manifest.input();
   if (!(input.layout == "NCHW" || input.layout == "NHWC") || input.shape.size() != 4)
