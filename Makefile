@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .make/installed
 
-.PHONY: install demo test test-full lint bench clean
+.PHONY: install demo test test-full test-cpp cpp lint bench clean
 
 $(STAMP): pyproject.toml
 	@# torch==2.13.0 is the CPU wheel served locally; never replace a torch that is already there
@@ -30,6 +30,28 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PYTHON) -m ruff check segdeploy tests benchmarks
 	$(PYTHON) -m pytest -q -m "not slow"
+	$(MAKE) --no-print-directory test-cpp
+
+# The C++ library (cpp/README.md): its toolchain from Debian and PyPI (cpp/install-deps.sh, idempotent), then CMake.
+CPP_BUILD ?= build/cpp
+CPP_DEPS ?= build/cpp-deps
+CPP_CONFIGURE = cmake -S cpp -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=Release -DSEGDEPLOY_DEPS_DIR=$(abspath $(CPP_DEPS)) \
+	-DSEGDEPLOY_PYTHON=$$(command -v $(PYTHON))
+
+cpp:
+	PYTHON=$(PYTHON) bash cpp/install-deps.sh $(CPP_DEPS)
+	$(CPP_CONFIGURE)
+	cmake --build $(CPP_BUILD) -j$$(nproc)
+
+# install-deps.sh exits 3 where it cannot install anything (not root, no sudo, no apt): the C++ tests are then
+# skipped with its reason, except under CI, where they must run.
+test-cpp: $(STAMP)
+	@PYTHON=$(PYTHON) bash cpp/install-deps.sh $(CPP_DEPS); rc=$$?; \
+	if [ $$rc -eq 3 ] && [ -z "$$CI" ]; then \
+		echo "C++ tests SKIPPED: the toolchain cannot be installed here (reason above); CI runs them"; exit 0; \
+	elif [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	$(CPP_CONFIGURE) >/dev/null && cmake --build $(CPP_BUILD) -j$$(nproc) && \
+	cd $(CPP_BUILD) && ctest -j2 --output-on-failure
 
 test-full: $(STAMP)
 	$(PYTHON) -m pytest -q

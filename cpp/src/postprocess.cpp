@@ -47,22 +47,30 @@ void resize_argmax(const float* logits, int classes, int h, int w, Size size, bo
       for (int x = 0; x < size.width; ++x) dst[x] = src[xs.i0[x]] * xs.w0[x] + src[xs.i1[x]] * xs.w1[x];
     }
   });
-  // pass 2: along y, keeping the running maximum over classes
+  // pass 2: along y, keeping the running maximum over classes (branch-free, so the compiler vectorises it)
   cv::parallel_for_(cv::Range(0, size.height), [&](const cv::Range& r) {
+    const int width = size.width;  // a local bound lets the compiler count (and vectorise) the loop
     std::vector<float> best(size.width);
+    std::vector<int32_t> label(size.width);
     for (int y = r.start; y < r.end; ++y) {
-      Label* out = mask.ptr<Label>(y);
       std::fill(best.begin(), best.end(), -std::numeric_limits<float>::infinity());
-      std::fill(out, out + size.width, Label(0));
+      std::fill(label.begin(), label.end(), 0);
       const float wy0 = ys.w0[y], wy1 = ys.w1[y];
       for (int c = 0; c < classes; ++c) {
-        const float* r0 = rows.data() + (size_t(c) * h + ys.i0[y]) * size.width;
-        const float* r1 = rows.data() + (size_t(c) * h + ys.i1[y]) * size.width;
-        for (int x = 0; x < size.width; ++x) {
+        const float* __restrict r0 = rows.data() + (size_t(c) * h + ys.i0[y]) * size.width;
+        const float* __restrict r1 = rows.data() + (size_t(c) * h + ys.i1[y]) * size.width;
+        float* __restrict b = best.data();
+        int32_t* __restrict l = label.data();
+        for (int x = 0; x < width; ++x) {
           const float v = r0[x] * wy0 + r1[x] * wy1;
-          if (v > best[x]) best[x] = v, out[x] = Label(c);
+          const float old = b[x];
+          const int32_t greater = -int32_t(v > old);  // strict: the first maximum wins, as torch.argmax
+          b[x] = v > old ? v : old;
+          l[x] ^= (l[x] ^ c) & greater;
         }
       }
+      Label* out = mask.ptr<Label>(y);
+      for (int x = 0; x < size.width; ++x) out[x] = Label(label[x]);
     }
   });
 }

@@ -83,6 +83,8 @@ struct CompatibilityCase {
   std::string tensorrt, compute_capability, problem;  // problem: "" for none, else a fragment of the reason
 };
 
+void PrintTo(const CompatibilityCase& c, std::ostream* os) { *os << c.name; }
+
 class Compatibility : public ::testing::TestWithParam<CompatibilityCase> {};
 
 TEST_P(Compatibility, FollowsThePythonRules) {

@@ -20,10 +20,10 @@ from segdeploy import preprocess
 from segdeploy.artifact import read_manifest
 
 # (height, width) of extra test images made from each photo: portrait, panorama, small (upscaled), odd sizes
-EXTRA_SIZES = [(517, 333), (240, 1000), (97, 131)]
+EXTRA_SIZES = "517x333,240x1000,97x131"
 
 
-def make_images(photos: list[str], folder: str) -> list[str]:
+def make_images(photos: list[str], folder: str, sizes: list[tuple[int, int]]) -> list[str]:
     os.makedirs(folder, exist_ok=True)
     paths = []
     for photo in photos:
@@ -32,7 +32,7 @@ def make_images(photos: list[str], folder: str) -> list[str]:
         path = os.path.join(folder, os.path.basename(photo))
         cv2.imwrite(path, image) if photo.lower().endswith(".png") else _copy(photo, path)
         paths.append(path)
-        for h, w in EXTRA_SIZES:
+        for h, w in sizes:
             path = os.path.join(folder, f"{stem}_{h}x{w}.png")
             cv2.imwrite(path, cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA))
             paths.append(path)
@@ -80,6 +80,8 @@ def main() -> int:
     p.add_argument("--artifact", required=True)
     p.add_argument("--images", required=True, help="folder of photos")
     p.add_argument("--work", required=True, help="scratch folder")
+    p.add_argument("--sizes", default=EXTRA_SIZES,
+                   help=f"HxW of rescaled copies of each photo to test too, comma-separated (default {EXTRA_SIZES})")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--logits-atol", type=float, default=1e-5)
     p.add_argument("--min-agreement", type=float, default=0.9999)
@@ -88,7 +90,8 @@ def main() -> int:
     photos = sorted(os.path.join(args.images, f) for f in os.listdir(args.images)
                     if f.lower().endswith((".jpg", ".jpeg", ".png")))
     images_dir, out_dir = os.path.join(args.work, "images"), os.path.join(args.work, "cpp")
-    images = make_images(photos, images_dir)
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",") if size]
+    images = make_images(photos, images_dir, sizes)
     run = subprocess.run([args.infer, args.artifact, images_dir, "-o", out_dir, "--save-tensors", "--force",
                           "--threads", str(args.threads)], capture_output=True, text=True)
     print(run.stdout, end="")
