@@ -22,7 +22,8 @@ namespace segdeploy {
 struct Options {
   // ONNX artifacts: the ONNX Runtime execution provider, chosen at run time: "cpu", "cuda" or "tensorrt" (CUDA
   // and TensorRT need an ONNX Runtime build that has them; the CPU provider stays as the fallback for their
-  // unsupported nodes). TensorRT engines always run on the GPU ("cpu" is refused for them).
+  // unsupported nodes). TensorRT engines run on GPU `device_id` (or the DLA core they were built for) whatever
+  // `device` says.
   std::string device = "cpu";
   int device_id = 0;
   int threads = 0;  // ONNX Runtime intra-op threads; 0: ONNX Runtime's default
