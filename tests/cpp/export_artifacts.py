@@ -14,6 +14,8 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from segdeploy.artifact import SCHEMA_VERSION
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = ["--model", "cgrseg_t", "--fmt", "onnx", "--height", "512", "--width", "512", "--no-validate", "--force"]
 ARTIFACTS = {
@@ -44,6 +46,18 @@ def export(out: str, name: str, extra: list[str]) -> tuple[str, int, str]:
     return name, run.returncode, (run.stderr or run.stdout).strip().splitlines()[-1:]
 
 
+def manifest_problem(path: str) -> list[str]:
+    """Why the export at `path` carries no manifest the C++ library reads (schema 2), or nothing."""
+    from segdeploy.artifact import read_manifest
+    from segdeploy.errors import SegdeployError
+
+    try:
+        read_manifest(path)
+    except SegdeployError as exc:
+        return [f"the export has no schema-{SCHEMA_VERSION} manifest: {exc}"]
+    return []
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -61,6 +75,8 @@ def main() -> int:
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda item: export(args.out, *item), ARTIFACTS.items()))
     failed = [(name, detail) for name, code, detail in results if code != 0]
+    failed += [(name, problem) for name, code, _ in results if code == 0
+               for problem in [manifest_problem(os.path.join(args.out, name))] if problem]
     for name, code, _ in results:
         print(f"{name}: {'exported' if code == 0 else 'FAILED'}")
     if failed:
