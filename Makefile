@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .make/installed
 
-.PHONY: install demo test test-full lint bench clean
+.PHONY: install demo test test-full test-cpp cpp lint bench clean
 
 $(STAMP): pyproject.toml
 	@# torch==2.13.0 is the CPU wheel served locally; never replace a torch that is already there
@@ -19,17 +19,39 @@ DEMO_MODEL ?= cgrseg_t
 
 demo: $(STAMP)
 	$(PYTHON) -m segdeploy list
-	$(PYTHON) -m segdeploy export --model $(DEMO_MODEL) --fmt onnx --height 512 --width 512 --force
+	$(PYTHON) -m segdeploy export --model $(DEMO_MODEL) --fmt onnx --size 512x512 --force
 	$(PYTHON) -m segdeploy validate artifacts/$(DEMO_MODEL)_512x512.onnx --n 4 --images tests/data/images \
-		--json artifacts/$(DEMO_MODEL)_512x512.validate.json
+		--json artifacts/$(DEMO_MODEL)_512x512.validate.json --force
 	$(PYTHON) -m segdeploy bench --model $(DEMO_MODEL) --backend torch,onnxruntime --batch 1 --min-s 2 \
-		--md artifacts/$(DEMO_MODEL)_bench.md --json artifacts/$(DEMO_MODEL)_bench.json
-	$(PYTHON) -m segdeploy predict --model $(DEMO_MODEL) --image tests/data/images/grace_hopper.jpg \
+		--md artifacts/$(DEMO_MODEL)_bench.md --json artifacts/$(DEMO_MODEL)_bench.json --force
+	$(PYTHON) -m segdeploy predict --model $(DEMO_MODEL) --source tests/data/images/grace_hopper.jpg \
 		--output artifacts/grace_hopper_$(DEMO_MODEL).png --force
 
 test: $(STAMP)
 	$(PYTHON) -m ruff check segdeploy tests benchmarks
 	$(PYTHON) -m pytest -q -m "not slow"
+	$(MAKE) --no-print-directory test-cpp
+
+# The C++ library (cpp/README.md): its toolchain from Debian and PyPI (cpp/install-deps.sh, idempotent), then CMake.
+CPP_BUILD ?= build/cpp
+CPP_DEPS ?= build/cpp-deps
+CPP_CONFIGURE = cmake -S cpp -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=Release -DSEGDEPLOY_DEPS_DIR=$(abspath $(CPP_DEPS)) \
+	-DSEGDEPLOY_PYTHON=$$(command -v $(PYTHON))
+
+cpp:
+	PYTHON=$(PYTHON) bash cpp/install-deps.sh $(CPP_DEPS)
+	$(CPP_CONFIGURE)
+	cmake --build $(CPP_BUILD) -j$$(nproc)
+
+# install-deps.sh exits 3 where it cannot install anything (not root, no sudo, no apt): the C++ tests are then
+# skipped with its reason, except under CI, where they must run.
+test-cpp: $(STAMP)
+	@PYTHON=$(PYTHON) bash cpp/install-deps.sh $(CPP_DEPS); rc=$$?; \
+	if [ $$rc -eq 3 ] && [ -z "$$CI" ]; then \
+		echo "C++ tests SKIPPED: the toolchain cannot be installed here (reason above); CI runs them"; exit 0; \
+	elif [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	$(CPP_CONFIGURE) >/dev/null && cmake --build $(CPP_BUILD) -j$$(nproc) && \
+	cd $(CPP_BUILD) && ctest -j2 --output-on-failure
 
 test-full: $(STAMP)
 	$(PYTHON) -m pytest -q
@@ -38,7 +60,7 @@ test-full: $(STAMP)
 # `python benchmarks/run_cpu_matrix.py` (see benchmarks/README.md).
 bench: $(STAMP)
 	$(PYTHON) -m segdeploy bench --model segnext_t --backend torch,onnxruntime --layout nchw,channels_last \
-		--md artifacts/bench/segnext_t.md --json artifacts/bench/segnext_t.json
+		--md artifacts/bench/segnext_t.md --json artifacts/bench/segnext_t.json --force
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check segdeploy tests benchmarks

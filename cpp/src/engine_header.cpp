@@ -1,0 +1,89 @@
+#include "segdeploy/engine_header.hpp"
+
+#include <cctype>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "file_util.hpp"
+#include "segdeploy/error.hpp"
+
+namespace segdeploy {
+namespace {
+
+// "10.3.0.26" -> {10, 3, 0, 26}; stops at the first piece without digits, like engine_header.py::_version_tuple
+std::vector<int> version_tuple(const std::string& text) {
+  std::vector<int> parts;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t dot = text.find('.', start);
+    const std::string piece = text.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    std::string digits;
+    for (char c : piece)
+      if (std::isdigit(static_cast<unsigned char>(c))) digits += c;
+    if (digits.empty() || digits.size() > 9) break;
+    parts.push_back(std::stoi(digits));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  if (parts.empty()) parts.push_back(0);
+  return parts;
+}
+
+std::vector<int> first(std::vector<int> v, size_t n) {
+  if (v.size() > n) v.resize(n);
+  return v;
+}
+
+}  // namespace
+
+EngineFile read_engine_header(const std::string& path) {
+  require_file(path, "engine");
+  const uint64_t size = file_size(path);
+  if (size < 4) throw Error(ErrorCode::artifact, path + " is " + std::to_string(size) + " bytes: not an engine");
+  const std::string head = read_bytes(path, 0, 4);
+  const uint32_t n = uint32_t(uint8_t(head[0])) | uint32_t(uint8_t(head[1])) << 8 | uint32_t(uint8_t(head[2])) << 16 |
+                     uint32_t(uint8_t(head[3])) << 24;
+  EngineFile file;
+  file.plan_size = size;
+  // a headerless plan starts with TensorRT's magic, which reads as no plausible header length
+  if (n == 0 || n > kMaxEngineHeaderBytes || n > size - 4) return file;
+  const std::string body = read_bytes(path, 4, n);
+  if (body[0] != '{') return file;
+  if (!nlohmann::json::accept(body))
+    throw Error(ErrorCode::artifact, path + ": its segdeploy header is corrupt (not JSON)");
+  Manifest manifest = Manifest::parse(body, path + " (engine header)");
+  if (manifest.format != "engine")
+    throw Error(ErrorCode::artifact, path + ": its header describes a " + manifest.format + " artifact, not an engine");
+  if (size == 4 + uint64_t(n))
+    throw Error(ErrorCode::artifact, path + " has a header but no serialized engine after it (truncated?)");
+  file.manifest = std::move(manifest);
+  file.plan_offset = 4 + uint64_t(n);
+  file.plan_size = size - file.plan_offset;
+  return file;
+}
+
+std::string compatibility_problem(const EngineInfo& engine, const std::string& tensorrt_version,
+                                  const std::string& compute_capability) {
+  const auto built = first(version_tuple(engine.tensorrt_version), 3);
+  const auto here = first(version_tuple(tensorrt_version), 3);
+  if (built != here) {
+    if (!engine.version_compatible)
+      return "built by TensorRT " + engine.tensorrt_version + ", this is TensorRT " + tensorrt_version +
+             "; rebuild it here (or build it --version-compatible)";
+    if (here < built)
+      return "a version-compatible engine built by TensorRT " + engine.tensorrt_version +
+             " runs on that or a newer TensorRT, not on " + tensorrt_version;
+  }
+  if (engine.compute_capability != compute_capability) {
+    if (engine.hardware_compatibility == "ampere_plus") {
+      if (first(version_tuple(compute_capability), 1) < std::vector<int>{8})
+        return "built hardware-compatible for Ampere and newer (SM >= 8.0); this GPU is SM " + compute_capability;
+    } else {
+      return "built for compute capability " + engine.compute_capability + " (" + engine.gpu_name +
+             "); this GPU is " + compute_capability + ": rebuild it here (or build it --hardware-compat)";
+    }
+  }
+  return "";
+}
+
+}  // namespace segdeploy

@@ -1,0 +1,116 @@
+// The engine header: read without TensorRT, headerless plans recognised, damaged files refused with one line, and
+// the compatibility rules of engine_header.py::compatibility_problem.
+#include "segdeploy/engine_header.hpp"
+
+#include "segdeploy/error.hpp"
+#include "test_util.hpp"
+
+using namespace segdeploy;
+using namespace segdeploy_test;
+
+namespace {
+
+std::string read_error(const std::string& path) {
+  try {
+    read_engine_header(path);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::artifact) << e.what();
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(EngineHeader, RoundTrip) {
+  ScratchDir dir;
+  const std::string header = engine_manifest().dump();
+  write_file(dir.file("m.engine"), engine_bytes(header, fake_plan()));
+  const EngineFile file = read_engine_header(dir.file("m.engine"));
+  ASSERT_TRUE(file.manifest.has_value());
+  EXPECT_EQ(file.manifest->engine->compute_capability, "8.7");
+  EXPECT_EQ(file.plan_offset, 4 + header.size());
+  EXPECT_EQ(file.plan_size, fake_plan().size());
+  EXPECT_EQ(read_file(dir.file("m.engine")).substr(file.plan_offset), fake_plan());
+  EXPECT_EQ(read_manifest(dir.file("m.engine")).engine->tensorrt_version, "10.3.0");
+}
+
+TEST(EngineHeader, HeaderlessPlansAreRecognised) {
+  ScratchDir dir;
+  write_file(dir.file("trtexec.engine"), fake_plan());
+  const EngineFile file = read_engine_header(dir.file("trtexec.engine"));
+  EXPECT_FALSE(file.manifest.has_value());
+  EXPECT_EQ(file.plan_offset, 0u);
+  try {
+    read_manifest(dir.file("trtexec.engine"));
+    FAIL() << "a headerless engine gave a manifest";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no segdeploy header"), std::string::npos) << e.what();
+  }
+}
+
+TEST(EngineHeader, DamagedEnginesAreOneLine) {
+  ScratchDir dir;
+  const std::string header = engine_manifest().dump();
+  write_file(dir.file("corrupt.engine"), engine_bytes("{" + std::string(header.size() - 1, 'x'), fake_plan()));
+  EXPECT_NE(read_error(dir.file("corrupt.engine")).find("corrupt (not JSON)"), std::string::npos);
+  write_file(dir.file("truncated.engine"), engine_bytes(header, ""));
+  EXPECT_NE(read_error(dir.file("truncated.engine")).find("truncated"), std::string::npos);
+  write_file(dir.file("short.engine"), "abc");
+  EXPECT_NE(read_error(dir.file("short.engine")).find("3 bytes: not an engine"), std::string::npos);
+  write_file(dir.file("onnx.engine"), engine_bytes(sample_manifest().dump(), fake_plan()));
+  EXPECT_NE(read_error(dir.file("onnx.engine")).find("describes a onnx artifact, not an engine"), std::string::npos);
+  json v3 = engine_manifest();
+  v3["schema_version"] = 3;
+  write_file(dir.file("v3.engine"), engine_bytes(v3.dump(), fake_plan()));
+  try {
+    read_engine_header(dir.file("v3.engine"));
+    FAIL() << "schema 3 accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::schema_version);
+  }
+  try {
+    read_engine_header(dir.file("missing.engine"));
+    FAIL() << "a missing engine was read";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::not_found);
+  }
+}
+
+struct CompatibilityCase {
+  std::string name;
+  json facts;
+  std::string tensorrt, compute_capability, problem;  // problem: "" for none, else a fragment of the reason
+};
+
+void PrintTo(const CompatibilityCase& c, std::ostream* os) { *os << c.name; }
+
+class Compatibility : public ::testing::TestWithParam<CompatibilityCase> {};
+
+TEST_P(Compatibility, FollowsThePythonRules) {
+  const CompatibilityCase& c = GetParam();
+  const Manifest m = Manifest::parse(engine_manifest(c.facts).dump());
+  const std::string found = compatibility_problem(*m.engine, c.tensorrt, c.compute_capability);
+  if (c.problem.empty())
+    EXPECT_EQ(found, "");
+  else
+    EXPECT_NE(found.find(c.problem), std::string::npos) << found;
+}
+
+// the cases of tests/artifact/test_engine_header.py::test_compatibility
+INSTANTIATE_TEST_SUITE_P(
+    EngineHeader, Compatibility,
+    ::testing::Values(
+        CompatibilityCase{"same", json::object(), "10.3.0", "8.7", ""},
+        CompatibilityCase{"same_patch_other_build", json::object(), "10.3.0.26", "8.7", ""},
+        CompatibilityCase{"other_minor", json::object(), "10.4.0", "8.7", "built by TensorRT 10.3.0"},
+        CompatibilityCase{"version_compatible_newer", {{"version_compatible", true}}, "11.4.0", "8.7", ""},
+        CompatibilityCase{"version_compatible_older", {{"version_compatible", true}}, "10.2.0", "8.7",
+                          "not on 10.2.0"},
+        CompatibilityCase{"other_gpu", json::object(), "10.3.0", "9.0", "compute capability 8.7"},
+        CompatibilityCase{"ampere_plus_on_hopper", {{"hardware_compatibility", "ampere_plus"}}, "10.3.0", "9.0", ""},
+        CompatibilityCase{"ampere_plus_on_turing", {{"hardware_compatibility", "ampere_plus"}}, "10.3.0", "7.5",
+                          "SM >= 8.0"},
+        CompatibilityCase{"same_cc_on_other_cc", {{"hardware_compatibility", "same_compute_capability"}}, "10.3.0",
+                          "8.6", "compute capability 8.7"}),
+    [](const ::testing::TestParamInfo<CompatibilityCase>& info) { return info.param.name; });
