@@ -4,6 +4,7 @@ one line and exit 2; argparse's own errors too."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -44,10 +45,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that writers roll back and clean up as they do on Ctrl-C (Python's
+    default for SIGTERM is to die on the spot, leaving whatever was half done)."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        return int(args.func(args) or 0)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _warnings_as_notes(command: str):
+    """Library warnings (torch, ONNX, OpenCV bindings) are not the user's business: they are dropped, unless
+    SEGDEPLOY_DEBUG is set; segdeploy's own warnings are one line each on stderr."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if os.environ.get("SEGDEPLOY_DEBUG"):
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        elif os.sep + "segdeploy" + os.sep in filename:
+            print(f"segdeploy {command}: warning: {one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors (one line, see _Parser), --help, --version: their code, returned
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        with _terminate_cleanly(), _warnings_as_notes(args.command):
+            return int(args.func(args) or 0)
     except SegdeployError as exc:
         print(f"segdeploy {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -56,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"segdeploy {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"segdeploy {args.command}: terminated", file=sys.stderr)
+        return 143
+    except MemoryError:
+        print(f"segdeploy {args.command}: error: out of memory (the input is larger than this machine can take; "
+              "try a smaller size or batch)", file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug: one line by default, the traceback on request
         if os.environ.get("SEGDEPLOY_DEBUG"):
             raise

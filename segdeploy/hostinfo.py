@@ -105,9 +105,36 @@ def memory_total_mb() -> float | None:
 
 
 def memory_available_bytes() -> int | None:
+    """Memory this process can still use: the kernel's MemAvailable, or less where a cgroup (a container's memory
+    limit) leaves less."""
+    available = None
     for line in _read("/proc/meminfo").splitlines():
         if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
+            available = int(line.split()[1]) * 1024
+    room = _cgroup_room()
+    if room is not None:
+        available = room if available is None else min(available, room)
+    return available
+
+
+def _cgroup_room() -> int | None:
+    """limit - usage of this process's memory cgroup (v2, else v1); None without a limit."""
+    lines = _read("/proc/self/cgroup").splitlines()
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3 and parts[0] == "0" and parts[1] == "":  # v2
+            base = "/sys/fs/cgroup" + parts[2].rstrip("/")
+            limit, usage = _read(base + "/memory.max").strip(), _read(base + "/memory.current").strip()
+            if limit.isdigit() and usage.isdigit():
+                return max(0, int(limit) - int(usage))
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3 and "memory" in parts[1].split(","):  # v1
+            base = "/sys/fs/cgroup/memory" + parts[2].rstrip("/")
+            limit = _read(base + "/memory.limit_in_bytes").strip()
+            usage = _read(base + "/memory.usage_in_bytes").strip()
+            if limit.isdigit() and usage.isdigit() and int(limit) < (1 << 60):
+                return max(0, int(limit) - int(usage))
     return None
 
 

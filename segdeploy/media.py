@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdeploy.errors import InputError
-from segdeploy.io import check_destination, write_bytes_atomic
+from segdeploy.io import check_destination, make_parents, move_into_place, remove_made, write_bytes_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -67,10 +67,17 @@ def video_frames(path: str) -> tuple[Iterator[np.ndarray], dict]:
     return frames(), info
 
 
-def overlay(image_bgr: np.ndarray, colour_mask_bgr: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The mask's colours blended over the image: (1 - alpha) * image + alpha * mask."""
-    blended = image_bgr.astype(np.float32) * (1.0 - alpha) + colour_mask_bgr.astype(np.float32) * alpha
-    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+def overlay(image_bgr: np.ndarray, colour_mask_bgr: np.ndarray, alpha: float = 0.5, rows: int = 256) -> np.ndarray:
+    """The mask's colours blended over the image: (1 - alpha) * image + alpha * mask, rounded. Blended a band of
+    ``rows`` at a time, so the float temporaries stay small whatever the image size (a whole 64 MP photo in float32
+    would take 2.3 GB)."""
+    out = np.empty_like(image_bgr)
+    for start in range(0, image_bgr.shape[0], rows):
+        band = slice(start, start + rows)
+        blended = image_bgr[band].astype(np.float32) * (1.0 - alpha) + \
+            colour_mask_bgr[band].astype(np.float32) * alpha
+        out[band] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def encode(image: np.ndarray, suffix: str) -> bytes:
@@ -100,13 +107,17 @@ class VideoOut:
 
         check_destination(path, force)
         folder = os.path.dirname(os.path.abspath(path)) or "."
-        os.makedirs(folder, exist_ok=True)
+        self.made = make_parents(folder)
         suffix = os.path.splitext(path)[1].lower()
-        self.path, self.tmp = path, os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp{suffix}")
+        # named like segdeploy.io's temp files (".<name>.<random>.tmp.<suffix>", the suffix picks the container), so
+        # the next writer of this video removes what a killed run left
+        self.path, self.force = path, force
+        self.tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp{suffix}")
         fourcc = cv2.VideoWriter_fourcc(*("mp4v" if suffix in (".mp4", ".m4v", ".mov") else "MJPG"))
         self.writer = cv2.VideoWriter(self.tmp, fourcc, fps, (size[1], size[0]))
         if not self.writer.isOpened():
             self._remove()
+            remove_made(self.made)
             raise InputError(f"OpenCV cannot write a {suffix} video (try .mp4 or .avi)")
         self.frames = 0
 
@@ -121,6 +132,10 @@ class VideoOut:
     def close(self, ok: bool) -> None:
         self.writer.release()
         if ok and self.frames:
-            os.replace(self.tmp, self.path)
+            try:
+                move_into_place(self.tmp, self.path, self.force)
+            finally:
+                self._remove()
         else:
             self._remove()
+            remove_made(self.made)

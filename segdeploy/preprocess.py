@@ -6,11 +6,13 @@ side to the nearest multiple of the model's size multiple (32). Normalise with t
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from segdeploy.errors import InputError
 
@@ -20,10 +22,16 @@ TEST_SCALE = (2048, 512)
 # (mmseg's ignore_index); larger class counts get int64 (graph masks) or int32 (host masks).
 UINT8_MASK_MAX_CLASSES = 255
 MAX_IMAGE_PIXELS = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS
+# What libjpeg says (on stderr, while OpenCV returns an image anyway) about a file it could not decode whole: the
+# rest of the image is grey filler, so such a file is refused, not segmented.
+_DECODER_DAMAGE = ("Premature end of JPEG file", "Corrupt JPEG data", "JPEG datastream contains no image",
+                   "Invalid SOS parameters", "Bogus marker length", "libpng error")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as uint8 HWC BGR (OpenCV's order)."""
+    """Read an image as uint8 HWC BGR (OpenCV's order); one InputError line for anything that is not a whole,
+    decodable image: missing, a folder, beyond OpenCV's pixel limit (checked from the header before decoding where
+    the format allows), truncated or corrupt (libjpeg's complaints are caught, not printed), or not an image."""
     import cv2
 
     path = os.fspath(path)
@@ -31,15 +39,99 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path} is a folder, not an image")
     if not os.path.isfile(path):
         raise InputError(f"image not found: {path}")
-    try:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-    except cv2.error as exc:  # e.g. beyond OpenCV's pixel limit (CV_IO_MAX_IMAGE_PIXELS, 2^30)
-        detail = " ".join(str(exc).split())[:160]
-        raise InputError(f"cannot decode image {path}: {detail}") from None
+    dims = image_dimensions(path)
+    if dims is not None and dims[0] * dims[1] > MAX_IMAGE_PIXELS:
+        raise InputError(f"{path} is {dims[0]}x{dims[1]} ({dims[0] * dims[1] / 1e6:.0f} MP); OpenCV reads images of "
+                         f"up to {MAX_IMAGE_PIXELS / 1e6:.0f} MP")
+    with _c_stderr() as said:
+        try:
+            image = cv2.imread(path, cv2.IMREAD_COLOR)
+        except cv2.error as exc:  # e.g. beyond OpenCV's pixel limit (CV_IO_MAX_IMAGE_PIXELS, 2^30)
+            image, said.error = None, " ".join(str(exc).split())[:160]
+    damage = next((line.strip() for line in said.text.splitlines() if line.strip().startswith(_DECODER_DAMAGE)),
+                  None)
+    if damage:
+        raise InputError(f"cannot decode image {path}: truncated or corrupt ({damage.rstrip('.')})")
     if image is None:
-        raise InputError(f"cannot decode image {path}: not an image OpenCV can read (or larger than its limit of "
-                         f"{MAX_IMAGE_PIXELS:,} pixels)")
+        reason = said.error or (f"not an image OpenCV can read (or larger than its limit of {MAX_IMAGE_PIXELS:,} "
+                                "pixels)")
+        raise InputError(f"cannot decode image {path}: {reason}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(f"cannot use image {path}: decoded as {image.dtype} {image.shape}, not 8-bit colour")
     return image
+
+
+class _Said:
+    text = ""
+    error = None
+
+
+@contextlib.contextmanager
+def _c_stderr():
+    """What C libraries (libjpeg, libpng) write to file descriptor 2 while the block runs, kept instead of printed:
+    they report damage there while OpenCV still returns an image, and their lines are not segdeploy's output."""
+    said = _Said()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to redirect
+        yield said
+        return
+    with tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            said.text = sink.read(64 << 10).decode("utf-8", "replace")
+
+
+def image_dimensions(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(height, width) from a PNG or JPEG header without decoding the image; None for other formats or a header
+    that cannot be read (the decoder then has the last word)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+                return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+            if head.startswith(b"\xff\xd8"):
+                return _jpeg_dimensions(f)
+    except OSError:
+        return None
+    return None
+
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_dimensions(f, max_segments: int = 1000) -> tuple[int, int] | None:
+    f.seek(2)
+    for _ in range(max_segments):
+        byte = f.read(1)
+        while byte == b"\xff":  # fill bytes before a marker
+            byte = f.read(1)
+        if not byte:
+            return None
+        marker = byte[0]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            continue  # markers without a length
+        length = f.read(2)
+        if len(length) < 2:
+            return None
+        size = int.from_bytes(length, "big")
+        if marker in _SOF_MARKERS:
+            frame = f.read(5)
+            if len(frame) < 5:
+                return None
+            return int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
+        if size < 2:
+            return None
+        f.seek(size - 2, 1)
+        if f.read(1) != b"\xff":
+            return None
+    return None
 
 
 def fit_size(height: int, width: int, scale=TEST_SCALE, multiple: int = 32) -> tuple[int, int]:
@@ -63,31 +155,51 @@ def prepare(image_bgr: np.ndarray, spec, size: tuple[int, int] | None = None) ->
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
-def logits_to_mask(logits, size: tuple[int, int], align_corners: bool = False,
-                   max_chunk_bytes: int = 64 << 20) -> np.ndarray:
-    """(N, K, h, w) logits -> (N, H, W) class indices (uint8 when K <= 255): bilinear resize to ``size``, then
-    argmax over classes, exactly as resizing all K channels first would give (ties go to the lowest class).
+def _source_index(out_size: int, in_size: int, align_corners: bool):
+    """torch's bilinear sampling along one axis (upsample_bilinear2d on the CPU): for each output index the two
+    source indices and their weights, computed in float32 as torch computes them."""
+    dst = np.arange(out_size, dtype=np.float32)
+    if align_corners:
+        scale = np.float32((in_size - 1) / (out_size - 1)) if out_size > 1 else np.float32(0)
+        src = scale * dst
+    else:
+        src = np.maximum(np.float32(in_size / out_size) * (dst + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    i0 = np.minimum(src.astype(np.int64), in_size - 1)
+    i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
+    w1 = np.clip(src - i0.astype(np.float32), np.float32(0), np.float32(1)).astype(np.float32)
+    return torch.from_numpy(i0), torch.from_numpy(i1), torch.from_numpy(np.float32(1) - w1), torch.from_numpy(w1)
 
-    The resize runs a few classes at a time against a running maximum, so memory stays bounded by the output size
-    (a few H x W maps), not by K x H x W: all 150 upsampled channels of a 24 MP photo would take 14 GB.
+
+def logits_to_mask(logits, size: tuple[int, int], align_corners: bool = False,
+                   max_chunk_bytes: int = 128 << 20) -> np.ndarray:
+    """(N, K, h, w) logits -> (N, H, W) class indices (uint8 when K <= 255): bilinear resize to ``size`` with
+    torch's sampling, then argmax over classes (ties go to the lowest class), as resizing all K channels first
+    would give, up to float rounding at exact ties.
+
+    Memory stays bounded by ``max_chunk_bytes`` and the network's output, not by K x H x W (all 150 upsampled
+    channels of a 24 MP photo would take 14 GB): the output is made a band of rows at a time, with the classes
+    innermost so that the argmax reads contiguous memory; each band interpolates horizontally only the source rows
+    it needs, then vertically.
     """
     t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
-    n, k = t.shape[:2]
+    n, k, h, w = t.shape
     height, width = int(size[0]), int(size[1])
-    chunk = int(max(1, min(k, max_chunk_bytes // max(1, 4 * height * width))))
+    y0, y1, wy0, wy1 = _source_index(height, h, align_corners)
+    x0, x1, wx0, wx1 = _source_index(width, w, align_corners)
+    wx0, wx1 = wx0[None, :, None], wx1[None, :, None]
+    band = int(max(1, min(height, max_chunk_bytes // max(1, 4 * k * width * 4))))
     dtype = np.uint8 if k <= UINT8_MASK_MAX_CLASSES else np.int32
     out = np.empty((n, height, width), dtype=dtype)
     for i in range(n):
-        best = torch.full((height, width), float("-inf"))
-        index = torch.zeros((height, width), dtype=torch.int64)
-        for start in range(0, k, chunk):
-            up = F.interpolate(t[i:i + 1, start:start + chunk], size=(height, width), mode="bilinear",
-                               align_corners=align_corners)[0]
-            value, arg = up.max(dim=0)
-            better = value > best
-            best = torch.where(better, value, best)
-            index = torch.where(better, arg + start, index)
-        out[i] = index.numpy().astype(dtype)
+        classes_last = t[i].permute(1, 2, 0).contiguous()  # (h, w, K)
+        for start in range(0, height, band):
+            stop = min(height, start + band)
+            lo, hi = int(y0[start]), int(y1[stop - 1]) + 1
+            rows = classes_last[lo:hi]
+            horizontal = rows[:, x0] * wx0 + rows[:, x1] * wx1  # (rows, W, K)
+            values = horizontal[y0[start:stop] - lo] * wy0[start:stop, None, None] + \
+                horizontal[y1[start:stop] - lo] * wy1[start:stop, None, None]
+            out[i, start:stop] = values.argmax(-1).numpy().astype(dtype, copy=False)
     return out
 
 

@@ -46,7 +46,7 @@ def sample_manifest(*, dynamic: bool = False, num_classes: int = 4, outputs: str
     profile = Profile(Range(1, 1, 4), Range(256, h, 1024), Range(256, w, 1024), 32) if dynamic else \
         Profile(Range(b, b, b), Range(h, h, h), Range(w, w, w), 32)
     return Manifest(
-        model=ModelInfo("cgrseg_t", "cgrseg", "t", num_classes, [f"class_{i}" for i in range(num_classes)],
+        model=ModelInfo("cgrseg_t", "cgrseg", "T", num_classes, [f"class_{i}" for i in range(num_classes)],
                         [[i, 2 * i, 3 * i] for i in range(num_classes)]),
         weights=Weights("recipe", SHA, seed=0),
         precision=Precision(precision, flavour),

@@ -176,14 +176,30 @@ for arg in "$@"; do case "$arg" in --saveEngine=*) printf 'ftrt-bare-plan' > "${
     return str(script)
 
 
+def precision_nodes(mode: str, source: str, target: str, out_type: int) -> list:
+    """Identity-like nodes from ``source`` to ``target`` whose tensors are what ``mode`` says (fp32: none extra)."""
+    if mode == "fp16":
+        return [helper.make_node("Cast", [source], ["half"], to=TensorProto.FLOAT16, name="to_half"),
+                helper.make_node("Cast", ["half"], [target], to=out_type, name="to_float")]
+    if mode == "int8":
+        return [helper.make_node("QuantizeLinear", [source, "scale"], ["q"], name="quantize"),
+                helper.make_node("DequantizeLinear", ["q", "scale"], [target], name="dequantize")]
+    return [helper.make_node("Identity", [source], [target], name="identity")]
+
+
 def write_onnx_artifact(path, *, manifest=None, nodes=None):
-    """A tiny ONNX file carrying ``manifest`` (default: a static fp32 sample) the way segdeploy's export embeds it."""
+    """A tiny ONNX file carrying ``manifest`` (default: a static fp32 sample) the way segdeploy's export embeds it;
+    its graph holds what the manifest's precision claims (a float16 cast for fp16, a Q/DQ pair for int8), since the
+    reader checks that claim against the graph."""
     manifest = manifest or sample_manifest()
     inp, out = manifest.input, manifest.output
     elem = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "uint8": TensorProto.UINT8}
-    nodes = nodes or [helper.make_node("Identity", [inp.name], [out.name], name="identity")]
+    nodes = nodes or precision_nodes(manifest.precision.mode, inp.name, out.name, elem[out.dtype])
+    used = {name for node in nodes for name in node.input}
+    initializers = [helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])] if "scale" in used else []
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(inp.name, elem[inp.dtype], inp.shape)],
-                              [helper.make_tensor_value_info(out.name, elem[out.dtype], out.shape)])
+                              [helper.make_tensor_value_info(out.name, elem[out.dtype], out.shape)],
+                              initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(embed(model, manifest), path)

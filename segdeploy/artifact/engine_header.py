@@ -24,17 +24,14 @@ def pack(manifest, plan: bytes) -> bytes:
 
 def split(data: bytes, source: str = "engine"):
     """(manifest or None, plan bytes) of an engine file's contents."""
-    from segdeploy.artifact.manifest import Manifest
+    from segdeploy.artifact.manifest import Manifest, parse_json
 
     if len(data) < 4:
         raise ArtifactError(f"{source} is {len(data)} bytes: not an engine")
     n = int.from_bytes(data[:4], "little")
     if not (0 < n <= min(MAX_HEADER_BYTES, len(data) - 4)) or data[4:5] != b"{":
         return None, data  # headerless (trtexec): TensorRT's magic is no plausible header length
-    try:
-        document = json.loads(data[4:4 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArtifactError(f"{source}: its segdeploy header is corrupt (not JSON)") from None
+    document = parse_json(data[4:4 + n], f"{source}: its segdeploy header", "an engine header")
     manifest = Manifest.from_dict(document, f"{source} (engine header)")
     if manifest.format != "engine":
         raise ArtifactError(f"{source}: its header describes a {manifest.format} artifact, not an engine")
@@ -46,26 +43,30 @@ def split(data: bytes, source: str = "engine"):
 
 def read_header(path: str | os.PathLike):
     """(manifest or None, offset of the plan) without reading the whole plan into memory."""
-    from segdeploy.artifact.manifest import Manifest
+    from segdeploy.artifact.manifest import Manifest, parse_json
+    from segdeploy.io import os_reason, settle
 
     path = os.fspath(path)
+    settle(path)  # a unit a killed writer left half done is rolled back first
+    if os.path.isdir(path):
+        raise ArtifactError(f"{path} is a folder, not an engine")
     if not os.path.isfile(path):
         raise ArtifactError(f"engine not found: {path}")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(4)
-        if len(head) < 4:
-            raise ArtifactError(f"{path} is {size} bytes: not an engine")
-        n = int.from_bytes(head, "little")
-        if not (0 < n <= min(MAX_HEADER_BYTES, size - 4)):
-            return None, 0
-        body = f.read(n)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4:
+                raise ArtifactError(f"{path} is {size} bytes: not an engine")
+            n = int.from_bytes(head, "little")
+            if not (0 < n <= min(MAX_HEADER_BYTES, size - 4)):
+                return None, 0
+            body = f.read(n)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {os_reason(exc)}") from None
     if body[:1] != b"{":
         return None, 0
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArtifactError(f"{path}: its segdeploy header is corrupt (not JSON)") from None
+    document = parse_json(body, f"{path}: its segdeploy header", "an engine header")
     manifest = Manifest.from_dict(document, f"{path} (engine header)")
     if size == 4 + n:
         raise ArtifactError(f"{path} has a header but no serialized engine after it (truncated?)")

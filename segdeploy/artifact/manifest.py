@@ -395,28 +395,59 @@ def embedded(model_proto, source: str = "the ONNX model") -> Manifest | None:
     """The manifest inside an ONNX model's metadata_props, or None when it carries none."""
     props = {p.key: p.value for p in model_proto.metadata_props}
     if ONNX_METADATA_KEY in props:
-        try:
-            data = json.loads(props[ONNX_METADATA_KEY])
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{source}: its embedded manifest is not valid JSON ({exc.msg} at char "
-                                f"{exc.pos})") from None
+        data = parse_json(props[ONNX_METADATA_KEY], f"{source}: its embedded manifest")
         return Manifest.from_dict(data, f"{source} (embedded manifest)")
     if LEGACY_METADATA_KEY in props:
         check_document({LEGACY_METADATA_KEY: props[LEGACY_METADATA_KEY]}, source)
     return None
 
 
-def read_sidecar(path: str | os.PathLike) -> Manifest:
-    path = os.fspath(path)
+# A manifest is a few tens of kB (150 class names and colours); anything near this is not one.
+MAX_MANIFEST_BYTES = 16 << 20
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(raw: bytes | str, source: str, what: str = "a manifest"):
+    """JSON from bytes nobody vouches for, as one ArtifactError line whatever is wrong with them: not UTF-8, not
+    JSON, NaN/Infinity (Python's json takes them, JSON does not), nesting too deep, integers too long to convert,
+    or too large to be ``what``."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{source} is {len(raw) / 2**20:.0f} MiB: too large to be {what}")
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ArtifactError(f"{source} is corrupt: not UTF-8 text, so not {what}") from None
     try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{source} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise ArtifactError(f"{source} is corrupt: its JSON is nested too deeply to be {what}") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer beyond Python's digit limit
+        raise ArtifactError(f"{source} is corrupt: not valid JSON ({_short(str(exc), 120)})") from None
+
+
+def read_json_file(path: str | os.PathLike, what: str = "a manifest"):
+    """The JSON document in the file at ``path``, read as :func:`parse_json` reads bytes."""
+    from segdeploy.io import os_reason, settle
+
+    path = os.fspath(path)
+    settle(path)
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_MANIFEST_BYTES:
+            raise ArtifactError(f"{path} is {size / 2**20:.0f} MiB: too large to be {what}")
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as exc:
-        raise ArtifactError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ArtifactError(f"{path} is not UTF-8 text, so not a manifest") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return Manifest.from_dict(data, path)
+        raise ArtifactError(f"cannot read {path}: {os_reason(exc)}") from None
+    return parse_json(raw, path, what)
+
+
+def read_sidecar(path: str | os.PathLike) -> Manifest:
+    path = os.fspath(path)
+    return Manifest.from_dict(read_json_file(path), path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from segdeploy.artifact.consistency import check_against_graph
 from segdeploy.artifact.engine_header import read_header
 from segdeploy.artifact.manifest import Manifest, embedded, read_sidecar, sidecar_path
 from segdeploy.artifact.onnx_file import load_onnx
@@ -32,7 +33,12 @@ def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bo
                             f"{beside.graph_sha256[:12]} vs {inside.graph_sha256[:12]}): they were not written "
                             "together; export again")
     manifest = inside or beside
-    if manifest is None and required:
-        raise ArtifactError(f"{path} carries no segdeploy manifest (no embedded one, no sidecar {side}); pass --model "
-                            "to describe a foreign ONNX file")
+    if manifest is None:
+        if required:
+            raise ArtifactError(f"{path} carries no segdeploy manifest (no embedded one, no sidecar {side}); pass "
+                                "--model to describe a foreign ONNX file")
+        return None
+    if manifest.format != "onnx":
+        raise ArtifactError(f"{path}: its manifest describes {manifest.format} artifact, not an ONNX graph")
+    check_against_graph(manifest, model_proto, path)
     return manifest

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from segdeploy.commands import common
 from segdeploy.console import print_table
-from segdeploy.errors import InputError
+from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.bench import reports
 from segdeploy.evaluation.bench.protocol import Protocol
 from segdeploy.evaluation.bench.request import BenchRequest, check_request, parse_batches
@@ -109,7 +109,7 @@ def _progress():
 
 
 def run_command(args) -> int:
-    common.check_outputs(args.force, args.json, args.csv, args.md, args.plot)
+    common.check_outputs(args.force, args.json, args.csv, args.md, args.plot, inputs=[args.artifact, args.checkpoint])
     request = build_request(args)
     check_request(request)
     bar, update = _progress()
@@ -131,4 +131,9 @@ def run_command(args) -> int:
     for path in reports.write_reports(report, args.json, args.csv, args.md, args.plot, force=args.force):
         print(f"wrote {path}")
     failed = [r for r in report["results"] if r["status"] != "ok"]
+    refused = [r for r in failed if r.get("bad_input")]
+    if refused:  # bad input is exit 2 and one line, here as everywhere; the rows that ran are reported above
+        first = refused[0]
+        raise SegdeployError(f"{first['model'] or first['artifact']} on {first['backend']} (batch {first['batch']}): "
+                             f"{first['error']}")
     return 1 if failed else 0

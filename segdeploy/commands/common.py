@@ -87,12 +87,28 @@ def names(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
-def check_outputs(force: bool, *paths) -> None:
-    """Refuse now, before the work, any output that exists (without --force) or cannot be written."""
+def check_outputs(force: bool, *paths, inputs=()) -> None:
+    """Refuse now, before the work, any output that exists (without --force) or cannot be written, and any output
+    that is one of the command's ``inputs`` or an input's manifest sidecar, even with --force: ``validate x.onnx
+    --json x.onnx --force`` must not replace the artifact it validates with its report."""
+    import os
+
+    from segdeploy.artifact.manifest import sidecar_path
     from segdeploy.io import check_destination
 
+    protected = {}
+    for source in inputs:
+        if source:
+            for path in (source, sidecar_path(source)):
+                if os.path.exists(path):
+                    protected[os.path.realpath(path)] = source
     for path in paths:
         if path and path != "-":
+            if os.path.realpath(path) in protected:
+                source = protected[os.path.realpath(path)]
+                what = "it" if os.path.realpath(source) == os.path.realpath(path) else "its manifest"
+                raise InputError(f"{path} is an input of this command ({source}); writing there would replace "
+                                 f"{what}: choose another output path")
             check_destination(path, force)
 
 

@@ -105,6 +105,7 @@ def run(args) -> int:
         from segdeploy.export.tensorrt.plan import check_options
 
         check_options(build_options(args))  # refuse impossible flag combinations before the export runs
+        check_final_destination(args)
     from segdeploy.evaluation.validate import verify_graph
     from segdeploy.export.onnx import export_onnx
 
@@ -122,6 +123,24 @@ def run(args) -> int:
     elif args.fmt == "triton":
         export_triton(args, result.path)
     return 0
+
+
+def check_final_destination(args) -> None:
+    """The engine, bundle or model repository --fmt trt/triton ends with must be writable before minutes of export
+    and build: an existing one without --force, a repository that is a file, a folder without permission."""
+    from segdeploy.io import check_destination
+
+    if args.fmt == "trt" and args.output:
+        check_destination(args.output, args.force, "engine")
+        return
+    if args.fmt == "triton":
+        repository = os.path.abspath(args.output or os.path.join("artifacts", "triton"))
+        if os.path.exists(repository) and not os.path.isdir(repository):
+            raise InputError(f"--output {args.output} is a file; --fmt triton writes a model repository folder")
+        target = os.path.join(repository, args.model)
+        if os.path.exists(target) and not args.force:
+            raise InputError(f"{target} exists; pass --force to replace the model")
+        check_destination(os.path.join(repository, f".{args.model}.probe"), True, "model repository")
 
 
 def print_summary(path: str, m) -> None:

@@ -52,7 +52,7 @@ def is_artifact(name: str) -> bool:
 
 
 def run(args) -> int:
-    common.check_outputs(args.force, args.json)
+    common.check_outputs(args.force, args.json, inputs=[args.model] if is_artifact(args.model) else [])
     if is_artifact(args.model):
         return print_artifact(args.model, args.json, args.force)
     info = describe(args.model)
@@ -128,7 +128,16 @@ def print_artifact(path: str, json_path: str | None = None, force: bool = False)
 
     if os.path.isdir(path):
         raise ArtifactError(f"{path} is a folder; info reads an engine, an ONNX artifact or a manifest .json")
-    manifest = read_manifest(path, required=False)
+    proto = None
+    if path.lower().endswith(".onnx"):
+        from segdeploy.artifact.onnx_file import load_onnx
+
+        proto = load_onnx(path)
+    manifest = read_manifest(path, proto, required=False)
+    if manifest is not None:
+        from segdeploy.models.facts import check_manifest
+
+        check_manifest(manifest, path)
     if manifest is None:
         size = os.path.getsize(path)
         if json_path:
@@ -141,7 +150,14 @@ def print_artifact(path: str, json_path: str | None = None, force: bool = False)
         written = common.write_json(json_path, manifest.to_dict(), force)
     else:
         written = None
-        print_table(path, ["", "value"], artifact_rows(manifest))
+        rows = artifact_rows(manifest)
+        if proto is not None:
+            from segdeploy.artifact.onnx_file import graph_edited
+
+            rows.append(["graph", "DIFFERS from the sha256 its manifest records: edited or damaged since export (run "
+                                  "segdeploy validate on it)" if graph_edited(proto, manifest) else
+                         f"matches its manifest (sha256 {manifest.graph_sha256[:12]})"])
+        print_table(path, ["", "value"], rows)
     if written:
         print(f"wrote {written}")
     return 0

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from segdeploy.export.tensorrt.lint import errors, findings_json, lint_file
 
-    common.check_outputs(args.force, args.json)
+    common.check_outputs(args.force, args.json, inputs=[args.onnx])
     findings = lint_file(args.onnx, args.trt_version)
     if args.json:
         written = common.write_json(args.json, json.loads(findings_json(findings)), args.force)

@@ -18,6 +18,7 @@ from segdeploy import preprocess
 from segdeploy.commands import common
 from segdeploy.errors import InputError
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
+from segdeploy.io import make_parents, remove_made
 from segdeploy.media import label_png, overlay, resolve_source, video_frames, write_image
 
 EXAMPLES = """examples:
@@ -50,7 +51,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"the export cache (default {DEFAULT_CACHE_DIR})")
     p.add_argument("--no-simplify", dest="simplify", action="store_false", help="export without the simplifier")
     common.add_force(p, "existing outputs")
-    p.add_argument("--top", type=int, default=8, help="classes to list for one image (default 8)")
+    p.add_argument("--top", type=common.positive_int, default=8, help="classes to list for one image (default 8)")
     p.set_defaults(func=run)
 
 
@@ -62,16 +63,17 @@ def run(args) -> int:
         raise InputError(f"--alpha must be between 0 and 1, not {args.alpha}")
     source = resolve_source(args.source)
     size = common.parse_size(args.size)
-    first = None
+    first = None  # an image of the first input's size (decoded only when its header does not tell the size)
     if source.kind == "image":
-        first = preprocess.read_image(source.paths[0])
-        common.check_outputs(args.force, args.output)
+        common.check_outputs(args.force, args.output, inputs=[source.paths[0]])
+        dims = preprocess.image_dimensions(source.paths[0])
+        first = np.empty((*dims, 0), np.uint8) if dims else preprocess.read_image(source.paths[0])
     elif source.kind == "video":
         frames, info = video_frames(source.paths[0])
         if args.output and os.path.splitext(args.output)[1].lower() not in (".mp4", ".avi", ".mov", ".mkv", ".m4v"):
             raise InputError("a video's --output is a video file (.mp4 or .avi)")
-        common.check_outputs(args.force, args.output)
-        first = np.zeros((info["height"], info["width"], 3), np.uint8)
+        common.check_outputs(args.force, args.output, inputs=[source.paths[0]])
+        first = np.empty((info["height"], info["width"], 0), np.uint8)
     elif args.output and os.path.isfile(args.output):
         raise InputError(f"--output {args.output} is a file; many images need a folder")
     if size is None and first is not None and args.model and args.artifact is None:
@@ -88,8 +90,11 @@ def run(args) -> int:
               "pipeline works, not what is in the images")
     with segmenter:
         if source.kind == "image":
-            return _one_image(args, segmenter, source.paths[0], first)
+            segmenter.check_image(*first.shape[:2], source.paths[0])
+            image = first if first.size else preprocess.read_image(source.paths[0])
+            return _one_image(args, segmenter, source.paths[0], image)
         if source.kind == "video":
+            segmenter.check_image(*first.shape[:2], source.paths[0])
             return _video(args, segmenter, source.paths[0], frames, info)
         return _images(args, segmenter, source.paths)
 
@@ -138,18 +143,29 @@ def _summary(latencies: list[float], wall_s: float, count: int) -> str:
 
 def _images(args, segmenter, paths) -> int:
     out_dir = args.output
+    made = []
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
         planned = []
         for path in paths:
             stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
             planned += [stem + "_mask.png"] + ([stem + "_overlay.jpg"] if args.overlay else []) + \
                 ([stem + "_labels.png"] if args.labels else [])
-        common.check_outputs(args.force, *planned)
+        common.check_outputs(args.force, *planned, inputs=paths)
+        made = make_parents(os.path.abspath(out_dir))
+    try:
+        return _segment_images(args, segmenter, paths, out_dir)
+    finally:
+        remove_made(made)  # only where still empty: a run that failed before its first mask leaves no folder
+
+
+def _segment_images(args, segmenter, paths, out_dir) -> int:
     latencies, start = [], time.perf_counter()
     bar = _progress(len(paths), "segmenting")
     with bar or contextlib.nullcontext():
         for i, path in enumerate(paths):
+            dims = preprocess.image_dimensions(path)
+            if dims:
+                segmenter.check_image(*dims, path)
             image = preprocess.read_image(path)
             result = segmenter(image)
             latencies.append(result.latency_ms)

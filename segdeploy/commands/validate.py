@@ -47,7 +47,7 @@ def _fmt(value, spec: str) -> str:
 def run(args) -> int:
     from segdeploy.evaluation.validate import validate_artifact
 
-    common.check_outputs(args.force, args.json)
+    common.check_outputs(args.force, args.json, inputs=[args.artifact, args.checkpoint])
     sizes = [common.parse_size(s) for s in args.size] if args.size else None
     if args.batch and not sizes:
         raise InputError("--batch goes with --size")

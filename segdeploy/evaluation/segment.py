@@ -13,9 +13,13 @@ import numpy as np
 from segdeploy import models, preprocess
 from segdeploy.artifact import manifest as mf
 from segdeploy.artifact.formats import format_of
+from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
+from segdeploy.artifact.reader import read_manifest
 from segdeploy.errors import InputError
 from segdeploy.evaluation.feeds import image_feed, network_size
 from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
+from segdeploy.hostinfo import memory_available_bytes
+from segdeploy.models import footprint
 from segdeploy.runtimes.registry import (
     backends_for,
     create_runner,
@@ -23,6 +27,13 @@ from segdeploy.runtimes.registry import (
     fastest_cpu_backend,
     get_backend,
 )
+
+# Host memory a segmented image costs beyond the network, per image pixel: the image (3 bytes), its labels (1, or 4
+# above 255 classes), the colour mask (3), the overlay (3), the encoded PNG (up to 3) and the label PNG's copy (2),
+# with room to spare; plus the bands logits_to_mask works in. Checked before an image is decoded: 64 MP photos
+# segment in about 3.5 GB (benchmarks/README.md), a 40000x40000 scan would not.
+BYTES_PER_IMAGE_PIXEL = 24
+POSTPROCESS_BYTES = 512 << 20
 
 
 @dataclass
@@ -37,10 +48,10 @@ class Segmenter:
     ``align_corners`` and the names of the classes."""
 
     def __init__(self, runner, preprocessing: mf.Preprocessing, profile: mf.Profile | None, class_names, palette,
-                 size: tuple[int, int] | None = None, description: str = ""):
+                 size: tuple[int, int] | None = None, description: str = "", model: str | None = None):
         self.runner, self.preprocessing, self.profile = runner, preprocessing, profile
         self.class_names, self.palette = list(class_names), [tuple(c) for c in palette]
-        self.size, self.description = size, description
+        self.size, self.description, self.model = size, description, model
         self.input = runner.inputs()[0]
         self.output = runner.outputs()[0]
         self.batch = profile.batch.opt if profile is not None and profile.static else 1
@@ -51,6 +62,10 @@ class Segmenter:
         size = self.size or network_size(image_bgr, self.preprocessing, self.profile)
         feed = image_feed(image_bgr, self.input, self.preprocessing, size, self.batch)
         out = self.runner.infer(feed)[self.output.name][:1]
+        if np.issubdtype(out.dtype, np.floating) and not np.isfinite(out).all():
+            raise InputError(f"{self.description}: the network output {int((~np.isfinite(out)).sum())} non-finite "
+                             "values (NaN or inf) for this image, so there is no mask to give; a sound artifact "
+                             "never does (check it with segdeploy validate)")
         height, width = image_bgr.shape[:2]
         if out.ndim == 3:  # an in-graph mask at the network size
             labels = cv2.resize(out[0], (width, height), interpolation=cv2.INTER_NEAREST) if \
@@ -58,6 +73,25 @@ class Segmenter:
         else:
             labels = preprocess.logits_to_mask(out, (height, width), self.preprocessing.align_corners)[0]
         return Segmentation(labels, tuple(size), self.runner.last_timing.host_ms)
+
+    def memory_needed(self, height: int, width: int) -> int:
+        """Estimated host memory to segment an image of this size and write its results."""
+        network = self.size or network_size(np.empty((height, width, 0), np.uint8), self.preprocessing, self.profile)
+        forward = footprint.forward_bytes(self.model, self.batch, *network) if self.model else None
+        return (forward or 0) + POSTPROCESS_BYTES + BYTES_PER_IMAGE_PIXEL * height * width
+
+    def check_image(self, height: int, width: int, source: str) -> None:
+        """Refuse, before decoding it, an image that cannot be segmented in the memory available now, saying what
+        the largest one is."""
+        need = self.memory_needed(height, width)
+        available = memory_available_bytes()
+        if available is None or need <= available:
+            return
+        room = available - (need - BYTES_PER_IMAGE_PIXEL * height * width)
+        largest = max(0, room // BYTES_PER_IMAGE_PIXEL)
+        raise InputError(f"{source} is {height}x{width} ({height * width / 1e6:.0f} MP): segmenting it needs about "
+                         f"{need / 2**30:.1f} GB of memory and this machine has {available / 2**30:.1f} GB available, "
+                         f"enough for images up to about {largest / 1e6:.0f} MP here")
 
     def close(self) -> None:
         self.runner.close()
@@ -91,13 +125,20 @@ def open_segmenter(*, model: str | None = None, checkpoint=None, artifact: str |
         backend = backend or default_backend_for(kind)
         if get_backend(backend).consumes != kind:
             raise InputError(f"backend {backend} does not run {kind} artifacts; use {', '.join(backends_for(kind))}")
+        if kind == "onnx":
+            proto = load_onnx(artifact)
+            manifest = read_manifest(artifact, proto, required=False)
+            if manifest is not None:
+                check_graph_unchanged(proto, manifest, artifact)
+            del proto
         runner = create_runner(backend, artifact=artifact, threads=threads)
         manifest = runner.manifest
         if manifest is None:
             runner.close()
             raise InputError(f"{artifact} carries no segdeploy manifest: cannot tell how to prepare images for it")
         return Segmenter(runner, manifest.preprocessing, manifest.profile, manifest.model.class_names,
-                         manifest.model.palette, size, f"{os.path.basename(artifact)} on {backend}")
+                         manifest.model.palette, size, f"{os.path.basename(artifact)} on {backend}",
+                         model=manifest.model.name)
     spec = models.get_spec(model)
     backend = backend or fastest_cpu_backend()
     record = get_backend(backend)
@@ -105,7 +146,7 @@ def open_segmenter(*, model: str | None = None, checkpoint=None, artifact: str |
         runner = create_runner(backend, model=model, checkpoint=checkpoint, threads=threads)
         k = runner.graph.num_classes
         return Segmenter(runner, model_preprocessing(spec), None, spec.class_names(k), spec.palette(k), size,
-                         f"{model} on {backend}")
+                         f"{model} on {backend}", model=model)
     if record.consumes != "onnx":
         raise InputError(f"backend {backend} runs {record.consumes}s; export one first and pass it as the artifact")
     if size is not None or fixed_size:
@@ -118,4 +159,4 @@ def open_segmenter(*, model: str | None = None, checkpoint=None, artifact: str |
     runner = create_runner(backend, artifact=path, threads=threads)
     m = runner.manifest
     return Segmenter(runner, m.preprocessing, m.profile, m.model.class_names, m.model.palette, size,
-                     f"{model} on {backend}")
+                     f"{model} on {backend}", model=model)

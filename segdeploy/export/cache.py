@@ -17,6 +17,7 @@ from segdeploy.artifact.reader import read_manifest
 from segdeploy.errors import ArtifactError
 from segdeploy.export.onnx import Progress, Verifier, export_onnx
 from segdeploy.export.trace import DEFAULT_OPSET
+from segdeploy.models.facts import check_manifest
 
 DEFAULT_CACHE_DIR = os.path.join("artifacts", "cache")
 
@@ -41,6 +42,7 @@ def stale_reason(path: str, request: dict) -> str | None:
     try:
         model_proto = load_onnx(path)
         manifest = read_manifest(path, model_proto)
+        check_manifest(manifest, path)
     except ArtifactError as exc:
         return str(exc)
     if graph_sha256(model_proto) != manifest.graph_sha256:

@@ -21,6 +21,7 @@ from segdeploy.export.describe import DYNAMIC_BATCH, DYNAMIC_SIZE, describe
 from segdeploy.export.passes import PassReport
 from segdeploy.export.trace import DEFAULT_OPSET, build_onnx, check_opset
 from segdeploy.io import check_destination, write_files_atomic
+from segdeploy.models import footprint
 from segdeploy.models.deploy import DeployGraph, build_deploy_graph
 
 # The second shape a dynamic artifact is verified at: another batch and aspect ratio than the traced one.
@@ -108,8 +109,17 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
     if not path.endswith(".onnx"):
         raise InputError(f"an ONNX artifact's name must end in .onnx: {path}")
     side = mf.sidecar_path(path)
-    check_destination(path, force)  # fail before minutes of work, not after
+    if checkpoint is not None and os.path.exists(checkpoint) and any(
+            os.path.exists(p) and os.path.samefile(checkpoint, p) for p in (path, side)):
+        raise InputError(f"the artifact {path} and its manifest {side} would replace the checkpoint "
+                         f"{os.fspath(checkpoint)}: choose another --output")
+    # fail before minutes of work, not after: the destination, its room, and this machine's memory
+    weights = footprint.weights_bytes(model_name)
+    check_destination(path, force, need_bytes=int(weights * 1.1) if weights else None)
     check_destination(side, force)
+    footprint.check_fits(footprint.export_bytes(model_name, batch, height, width),
+                         f"exporting {model_name} at {batch}x{height}x{width}",
+                         "export a smaller size or batch (a dynamic artifact takes other sizes at run time)")
 
     say(f"building {model_name}" + (f" from {os.path.basename(os.fspath(checkpoint))}" if checkpoint else ""))
     graph, weights = build_deploy_graph(model_name, checkpoint=checkpoint, dynamic=dynamic, outputs=outputs,

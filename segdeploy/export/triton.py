@@ -14,11 +14,10 @@ Dynamic dimensions are -1.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 from segdeploy.errors import ArtifactError, SegdeployError
+from segdeploy.io import write_folder_atomic
 
 PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
@@ -134,8 +133,9 @@ def _model_bytes(artifact: str, platform: str):
 def write_repository(artifact, repository, *, model_name: str | None = None, platform: str = "onnxruntime",
                      instance_kind: str = "gpu", instances: int = 1, max_queue_delay_us: int = 100,
                      force: bool = False) -> str:
-    """Write ``<repository>/<model>`` for ``artifact`` atomically (built beside it, then renamed); refuse an
-    existing model folder without ``force``. Returns the model folder."""
+    """Write ``<repository>/<model>`` for ``artifact`` as one unit (segdeploy.io.write_folder_atomic: built beside
+    it, renamed into place under the repository's lock); refuse an existing model folder without ``force``. Returns
+    the model folder."""
     artifact = os.fspath(artifact)
     manifest, data = _model_bytes(artifact, platform)
     name = model_name or manifest.model.name
@@ -144,31 +144,9 @@ def write_repository(artifact, repository, *, model_name: str | None = None, pla
     config = model_config(manifest, name=name, platform=platform, instance_kind=instance_kind, instances=instances,
                           max_queue_delay_us=max_queue_delay_us)
     repository = os.path.abspath(os.fspath(repository))
+    if os.path.exists(repository) and not os.path.isdir(repository):
+        raise ArtifactError(f"the Triton repository {repository} is a file, not a folder")
     target = os.path.join(repository, name)
-    if os.path.exists(target) and not force:
-        raise ArtifactError(f"{target} exists; pass --force to replace the model")
-    os.makedirs(repository, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}.", dir=repository)
-    try:
-        os.makedirs(os.path.join(staging, "1"))
-        with open(os.path.join(staging, "1", PLATFORMS[platform][1]), "wb") as f:
-            f.write(data)
-        with open(os.path.join(staging, "config.pbtxt"), "w", encoding="utf-8") as f:
-            f.write(config.text())
-        with open(os.path.join(staging, MANIFEST_FILE), "w", encoding="utf-8") as f:
-            f.write(manifest.to_json())
-        for root, _, files in os.walk(staging):
-            os.chmod(root, 0o755)
-            for file in files:
-                os.chmod(os.path.join(root, file), 0o644)
-        old = None
-        if os.path.exists(target):
-            old = tempfile.mkdtemp(prefix=f".{name}.old.", dir=repository)
-            os.replace(target, os.path.join(old, name))
-        os.replace(staging, target)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+    return write_folder_atomic(target, {f"1/{PLATFORMS[platform][1]}": data,
+                                        "config.pbtxt": config.text().encode("utf-8"),
+                                        MANIFEST_FILE: manifest.to_json().encode("utf-8")}, force=force)

@@ -15,7 +15,8 @@ _FAMILIES = ("segnext", "lrformer", "cgrseg", "offseg")
 for _family in _FAMILIES:
     importlib.import_module(f"segdeploy.models.{_family}")
 
-__all__ = ["ModelSpec", "PaperFigures", "create", "get_spec", "list_models", "load_recipe_weights", "register"]
+__all__ = ["ModelSpec", "PaperFigures", "create", "get_spec", "list_models", "load_recipe_weights", "option_allowed",
+           "register"]
 
 
 def create(name: str, num_classes: int | None = None, checkpoint: str | os.PathLike | None = None,
@@ -43,7 +44,7 @@ def create(name: str, num_classes: int | None = None, checkpoint: str | os.PathL
         raise SegdeployError(f"{name} has no option {unknown[0]!r}; options: {allowed}")
     for key, value in options.items():
         choices = spec.option_choices.get(key, (spec.options[key],))
-        if not _allowed(value, choices):
+        if not option_allowed(value, choices):
             raise SegdeployError(f"{name}: option {key}={value!r} is not one of its values ({_describe(choices)})")
     model = spec.builder(num_classes=num_classes or spec.num_classes, **{**spec.options, **options})
     model.spec = spec
@@ -53,7 +54,7 @@ def create(name: str, num_classes: int | None = None, checkpoint: str | os.PathL
     return model.eval()
 
 
-def _allowed(value, choices) -> bool:
+def option_allowed(value, choices) -> bool:
     """``value`` is one of ``choices``, type included (True == 1 in Python, but an int is no switch)."""
     if isinstance(choices, range):
         return type(value) is int and value in choices

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import zipfile
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -16,18 +16,47 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state", "module")
 
 
 def load_checkpoint_file(path: str | os.PathLike):
-    """The object a checkpoint file holds, loaded safely (weights only: no code from the file runs)."""
+    """The object a checkpoint file holds, loaded safely (weights only: no code from the file runs).
+
+    Whatever is wrong with the file is one CheckpointError line: torch's weights-only unpickler and its archive
+    reader fail on corrupt bytes with any exception type (KeyError, IndexError, struct.error, AssertionError,
+    TypeError, ...), so every failure to load counts as a bad file here; the warnings it prints about odd pickle
+    protocols are the same story and are not passed on.
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path} is a folder, not a file")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint {path} is empty")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc) or "global" in str(exc):  # the weights-only unpickler refused to import something
+            raise CheckpointError(f"cannot read checkpoint {path}: it holds objects other than tensors and plain "
+                                  f"containers, which are not loaded (no code from a checkpoint runs): "
+                                  f"{_first_line(exc)}") from None
         raise CheckpointError(f"cannot read checkpoint {path}: truncated, corrupt or not a PyTorch file "
-                              f"({first_line[:160]})") from None
+                              f"({_first_line(exc)})") from None
+    except MemoryError:
+        raise CheckpointError(f"cannot read checkpoint {path}: it asks for more memory than this machine has "
+                              "(corrupt, or not a checkpoint)") from None
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated, corrupt or not a PyTorch file "
+                              f"({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if first.startswith("Weights only load failed"):  # torch's preamble; the reason follows it
+        reason = next((line.strip() for line in text.splitlines() if "Unsupported" in line or "unsupported" in line),
+                      None)
+        first = reason or "not a weights-only checkpoint"
+    return f"{type(exc).__name__}: {first}"[:160]
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -84,9 +113,19 @@ def unwrap_state_dict(obj, origin: str = "checkpoint") -> dict[str, torch.Tensor
     return tensors
 
 
+# The most classes an artifact's manifest can describe (its schema's bound; uint16 label maps).
+MAX_CLASSES = 65535
+
+
 def infer_num_classes(state_dict: Mapping[str, torch.Tensor], classifier_key: str) -> int | None:
     weight = state_dict.get(classifier_key)
-    return int(weight.shape[0]) if weight is not None and weight.dim() >= 1 else None
+    if weight is None or weight.dim() < 1:
+        return None
+    classes = int(weight.shape[0])
+    if not 1 <= classes <= MAX_CLASSES:
+        raise CheckpointError(f"the checkpoint's classifier {classifier_key} has {classes} classes; segdeploy takes "
+                              f"1 to {MAX_CLASSES}")
+    return classes
 
 
 def describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str | None:
@@ -95,6 +134,12 @@ def describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) 
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     wrong = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
+    odd = [k for k in expected if k in state_dict and not wrong and _unloadable(state_dict[k], expected[k])]
+    if odd and not (missing or unexpected or wrong):
+        k = odd[0]
+        t = state_dict[k]
+        return (f"{len(odd)} tensors of a kind the model cannot take (first: {k} is {t.dtype}, "
+                f"{t.layout}, model expects {expected[k].dtype})")
     if not (missing or unexpected or wrong):
         return None
     parts = []
@@ -109,9 +154,23 @@ def describe_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) 
     return "; ".join(parts)
 
 
+def _unloadable(tensor: torch.Tensor, expected: torch.Tensor) -> bool:
+    """A tensor load_state_dict would fail to copy (or copy into nonsense): sparse, quantized or on the meta
+    device, complex into a real parameter, or floating point into an integer buffer."""
+    if tensor.layout != torch.strided or tensor.is_quantized or tensor.device.type == "meta":
+        return True
+    if tensor.is_complex() and not expected.is_complex():
+        return True
+    return tensor.is_floating_point() and not (expected.is_floating_point() or expected.is_complex())
+
+
 def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], origin: str = "checkpoint") -> None:
+    name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
     problem = describe_mismatch(model, state_dict)
     if problem:
-        name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
         raise CheckpointError(f"{origin} does not fit {name}: {problem}")
-    model.load_state_dict(state_dict, strict=True)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except (RuntimeError, TypeError, ValueError) as exc:  # a copy torch refuses after all
+        detail = " ".join(str(exc).split())[:160]
+        raise CheckpointError(f"{origin} does not fit {name}: {detail}") from None

@@ -9,12 +9,17 @@ from __future__ import annotations
 from segdeploy.artifact import manifest as mf
 from segdeploy.artifact.reader import read_manifest
 from segdeploy.errors import ArtifactError
+from segdeploy.models.facts import check_manifest
 from segdeploy.runtimes.base import TensorInfo
 
 
 def artifact_manifest(path: str | None) -> mf.Manifest | None:
-    """The artifact's manifest, or None for a foreign file that carries none."""
-    return read_manifest(path, required=False) if path else None
+    """The artifact's manifest (checked against the registry where it names a registered model), or None for a
+    foreign file that carries none."""
+    manifest = read_manifest(path, required=False) if path else None
+    if manifest is not None:
+        check_manifest(manifest, path)
+    return manifest
 
 
 def _check(kind: str, described: list[mf.TensorSpec], found: list[TensorInfo], source: str) -> None:

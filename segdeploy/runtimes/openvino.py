@@ -30,6 +30,19 @@ def _dim(d):
     return d.get_length() if d.is_static else "?"
 
 
+_OV_BOILERPLATE = ("Exception from ", "Check '", "FrontEnd API failed", "Model wasn't fully converted",
+                   "Summary:", "While validating")
+
+
+def openvino_reason(exc: BaseException) -> str:
+    """The line of an OpenVINO error that says what is wrong: its messages open with the C++ file and the failed
+    check, and put the reason (e.g. "No conversion rule found for operations: NoSuchOp-20") further down."""
+    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip(" -")]
+    useful = [line for line in lines if not line.startswith(_OV_BOILERPLATE)]
+    summary = [line for line in useful if line.startswith(("No conversion rule", "Conversion is failed"))]
+    return ((summary or useful or lines or [type(exc).__name__])[0])[:200]
+
+
 class OpenVinoRunner(Runner):
     backend = "openvino"
 
@@ -48,8 +61,7 @@ class OpenVinoRunner(Runner):
         try:
             self.model = self.core.read_model(self.path)
         except Exception as exc:  # OpenVINO raises RuntimeError and others on corrupt or foreign files
-            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise ArtifactError(f"OpenVINO cannot read {self.path}: {detail}") from None
+            raise ArtifactError(f"OpenVINO cannot read {self.path}: {openvino_reason(exc)}") from None
         self.device, self.precision, self.threads, self.hint = device, precision, threads, hint
         # A single synchronous request: the LATENCY hint gives it all the threads (THROUGHPUT would split them
         # into streams that only parallel requests can use).
@@ -78,7 +90,11 @@ class OpenVinoRunner(Runner):
             if any(not isinstance(d, int) for info in self._inputs for d in info.shape):
                 model = model.clone()
                 model.reshape({info.name: list(shape) for info, shape in zip(self._inputs, shapes)})
-            compiled = self.core.compile_model(model, self.device, self.config)
+            try:
+                compiled = self.core.compile_model(model, self.device, self.config)
+            except Exception as exc:  # a graph OpenVINO reads but cannot compile (at these shapes)
+                raise ArtifactError(f"OpenVINO cannot compile {self.path} for {list(shapes)}: "
+                                    f"{openvino_reason(exc)}") from None
             self._requests[shapes] = compiled.create_infer_request()
         return self._requests[shapes]
 

@@ -88,7 +88,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
     cases = [
         (("info", "segnext_x"), "unknown model 'segnext_x'"),
         (("predict", "--model", "segnext_t", "--image", str(junk)), "cannot decode image"),
-        (("predict", "--model", "segnext_t", "--image", str(tmp_path / "none.jpg")), "image not found"),
+        (("predict", "--model", "segnext_t", "--image", str(tmp_path / "none.jpg")), "source not found"),
         (("predict", "--model", "segnext_t", "--image", IMAGE, "--checkpoint", str(bad_ckpt)), "truncated"),
         (("predict", "--model", "segnext_t", "--image", IMAGE, "--size", "big"), "--size takes HxW or N"),
         (("predict", "--model", "segnext_t", "--image", IMAGE, "--backend", "tpu"), "unknown backend 'tpu'"),

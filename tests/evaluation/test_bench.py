@@ -186,14 +186,29 @@ def test_plot_writes_a_png(report, tmp_path):
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_failing_row_is_recorded_not_fatal(tmp_path):
+def test_a_failing_row_is_recorded_not_fatal(tmp_path, monkeypatch):
     from segdeploy.export.onnx import export_onnx
 
     artifact = str(export_onnx("segnext_t", tmp_path / "b1.onnx", **TINY).path)
-    request = bench_request.BenchRequest(artifact=artifact, backends=["onnxruntime"], batches=[2, 1], threads=1,
-                                 measure_peak=False, protocol=FAST)  # the request's size is the 512x512 default
+    # a batch the static artifact does not take is the request's fault: refused before anything runs
+    with pytest.raises(InputError, match="takes batch 1, not 2"):
+        bench_request.check_request(bench_request.BenchRequest(artifact=artifact, backends=["onnxruntime"],
+                                                               batches=[2, 1], protocol=FAST))
+    # a backend that crashes on one row loses that row, not the others
+    real_create, calls = run.create_runner, []
+
+    def crash_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("simulated backend crash")
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(run, "create_runner", crash_once)
+    request = bench_request.BenchRequest(artifact=artifact, backends=["onnxruntime", "onnxruntime"], batches=[1],
+                                         threads=1, measure_peak=False, protocol=FAST)  # size: the 512 default
     results = run.run_bench(request)["results"]
-    assert results[0]["status"] == "failed" and "fixed batch of 1" in results[0]["error"]
+    assert results[0]["status"] == "failed" and "simulated backend crash" in results[0]["error"]
+    assert not results[0].get("bad_input")
     ok = results[1]
     assert ok["status"] == "ok" and ok["model"] == "segnext_t"  # named by the artifact's manifest
     assert (ok["height"], ok["width"]) == (64, 64)  # the static artifact's size, not the request's

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from segdeploy.evaluation.bench.stats import latency_stats, mean_or_none
 from segdeploy.runtimes.base import Runner
 
 Progress = Callable[[str, float], None]  # (what is running, fraction done of this row)
+MAX_SECONDS = 3600.0  # per row: an hour of warm-up or timing is a typo, not a protocol
+MAX_ITERS = 1_000_000
 
 
 @dataclass
@@ -27,10 +30,11 @@ class Protocol:
     max_iters: int | None = None
 
     def __post_init__(self):
-        if self.warmup_s < 0 or self.min_s < 0:
-            raise InputError("--warmup-s and --min-s must be >= 0")
-        if self.min_iters < 1:
-            raise InputError("the protocol needs at least one timed iteration")
+        for flag, value in (("--warmup-s", self.warmup_s), ("--min-s", self.min_s)):
+            if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):  # NaN would never end the loop
+                raise InputError(f"{flag} takes seconds from 0 to {MAX_SECONDS:g}, not {value}")
+        if not 1 <= self.min_iters <= MAX_ITERS:
+            raise InputError(f"--min-iters takes 1 to {MAX_ITERS:,} timed calls, not {self.min_iters}")
 
 
 

@@ -9,6 +9,8 @@ from segdeploy.evaluation.bench.protocol import Protocol
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
 from segdeploy.export.trace import DEFAULT_OPSET
 
+MAX_BATCH = 4096  # the top of --max-batch; what fits in memory is checked apart
+
 
 @dataclass
 class BenchRequest:
@@ -66,6 +68,7 @@ def check_device(device: str) -> None:
 def check_request(request: BenchRequest) -> None:
     """Fail early, with one line, on anything the run would otherwise trip over halfway."""
     from segdeploy.artifact.formats import format_of
+    from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
     from segdeploy.artifact.reader import read_manifest
     from segdeploy.models import get_spec
     from segdeploy.runtimes.registry import get_backend, require_backend
@@ -75,14 +78,23 @@ def check_request(request: BenchRequest) -> None:
     if request.artifact and len(request.models) > 1:
         raise InputError("--artifact benchmarks one model; give at most one --model to name it")
     kind = "model"
+    artifact_manifest = None
     if request.artifact:
         if not os.path.isfile(request.artifact):
             raise InputError(f"artifact not found: {request.artifact}")
         kind = format_of(request.artifact).kind
         # a corrupt or lying artifact is one line now, not a failed row per backend later
-        manifest = read_manifest(request.artifact, required=False)
+        proto = load_onnx(request.artifact) if kind == "onnx" else None
+        manifest = artifact_manifest = read_manifest(request.artifact, proto, required=False)
+        if proto is not None and manifest is not None:
+            check_graph_unchanged(proto, manifest, request.artifact)
         if manifest is not None and request.models and request.models[0] != manifest.model.name:
             raise InputError(f"{request.artifact} was exported from {manifest.model.name}, not {request.models[0]}")
+        if manifest is not None:
+            from segdeploy.models.facts import check_manifest
+
+            check_manifest(manifest, request.artifact)
+            check_profile(request, manifest)
     for name in request.models:
         spec = get_spec(name)
         m = spec.size_multiple
@@ -109,6 +121,54 @@ def check_request(request: BenchRequest) -> None:
         raise InputError("the model backend runs fp16 on CUDA only (PyTorch's CPU half kernels are reference code)")
     if request.threads is not None and request.threads < 1:
         raise InputError("--threads must be >= 1")
+    if not 1 <= request.max_batch_limit <= MAX_BATCH:
+        raise InputError(f"--max-batch takes 1 to {MAX_BATCH}, not {request.max_batch_limit}")
+    check_memory(request, artifact_manifest)
+
+
+def check_profile(request: BenchRequest, manifest) -> None:
+    """The batches (and, for a dynamic artifact, the size) asked for must be ones the artifact takes: a fixed batch
+    of 1 cannot be timed at 4, and that is the request's fault, not a failed measurement."""
+    profile = manifest.profile
+    for batch in request.batches:
+        if batch == "max":
+            if profile.batch.min == profile.batch.max:
+                raise InputError(f"{request.artifact} has a fixed batch of {profile.batch.opt}; --batch max needs a "
+                                 "dynamic batch (export --dynamic)")
+        elif batch not in profile.batch:
+            fixed = profile.batch.min == profile.batch.max
+            raise InputError(f"{request.artifact} takes batch {profile.batch.min}"
+                             + ("" if fixed else f"-{profile.batch.max}") + f", not {batch}"
+                             + (f"; pass --batch {profile.batch.opt}" if fixed else ""))
+    if not profile.static:
+        problem = profile.check(profile.batch.min, request.height, request.width)
+        if problem:
+            raise InputError(f"--size {request.height}x{request.width} is outside {request.artifact}'s profile "
+                             f"({problem}; it takes {profile.describe()})")
+
+
+def check_memory(request: BenchRequest, manifest=None) -> None:
+    """Refuse a batch or size whose forward pass cannot fit in the memory available now, with the estimate (a
+    batch of 4096 would otherwise grow for minutes before failing)."""
+    from segdeploy.models import footprint
+
+    if request.device != "cpu":
+        return
+    if manifest is not None:
+        models = [manifest.model.name]
+        sizes = [(manifest.profile.height.opt, manifest.profile.width.opt)] if manifest.profile.static else \
+            [(request.height, request.width)]
+    else:
+        models, sizes = request.models, [(request.height, request.width)]
+    batches = [b for b in request.batches if b != "max"]
+    for model in models:
+        for height, width in sizes:
+            for batch in batches:
+                need = footprint.forward_bytes(model, batch, height, width)
+                largest = footprint.largest_batch(model, height, width)
+                footprint.check_fits(need, f"{model} at batch {batch}, {height}x{width}",
+                                     f"the largest batch that fits now is about {largest}" if largest else
+                                     "even batch 1 does not fit at this size: try a smaller --size")
 
 
 def device_label(request: BenchRequest, machine: dict) -> str:

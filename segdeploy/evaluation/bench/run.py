@@ -26,6 +26,7 @@ from segdeploy.evaluation.bench.protocol import Progress, time_runner
 from segdeploy.evaluation.bench.request import BenchRequest, check_request, device_label
 from segdeploy.export.cache import cached_onnx
 from segdeploy.hostinfo import machine_info
+from segdeploy.models import footprint
 from segdeploy.runtimes.base import Runner, image_dims, random_feed
 from segdeploy.runtimes.registry import create_runner, get_backend
 
@@ -138,8 +139,8 @@ def _measure_row(target: _Target, batch: int, machine: dict, peak: dict | None, 
             baseline = target.baseline_rss
             row["memory"] = {"kind": "rss_delta", "peak_mb": None if baseline is None or rss.peak is None
                              else max(0, rss.peak - baseline) / 2**20}
-    except SegdeployError as exc:
-        row.update(status="failed", error=str(exc))
+    except SegdeployError as exc:  # the request's fault (an input the runner refuses), not the backend's
+        row.update(status="failed", error=str(exc), bad_input=True)
         target.close()
         return row
     except Exception as exc:  # a backend crash on one model must not lose the other rows
@@ -173,6 +174,10 @@ def max_batch_sweep(target: _Target, machine: dict, peak: dict | None, progress:
         free = available_memory()
         used = (row.get("memory") or {}).get("peak_mb")
         if free is not None and used is not None and used * 2**20 * 2 > free / 2:
+            break
+        need = footprint.forward_bytes(target.model, batch * 2, row["height"], row["width"]) if target.model \
+            else None
+        if free is not None and need is not None and need > free:  # the estimate says the next one cannot fit
             break
         batch *= 2
     if best is not None:

@@ -172,10 +172,12 @@ def _lint(model, targets, onnx_path, enabled):
 
 def _build_with_trtexec(host: Host, trtexec: str, major: int, onnx_path: str, plan: BuildPlan, output: str):
     from segdeploy.export.tensorrt.trtexec import trtexec_command
+    from segdeploy.io import make_parents, remove_made
 
     parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    fd, bare = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".plan", dir=parent)
+    made = make_parents(parent)
+    # named like segdeploy.io's temp files, so the next writer of this engine removes what a killed build left
+    fd, bare = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".plan.tmp", dir=parent)
     os.close(fd)
     try:
         argv = trtexec_command(plan, os.path.abspath(onnx_path), bare, major, trtexec=trtexec)
@@ -188,7 +190,10 @@ def _build_with_trtexec(host: Host, trtexec: str, major: int, onnx_path: str, pl
             raise SegdeployError("trtexec exited 0 but wrote no engine")
         return serialized, argv
     finally:
-        os.unlink(bare)
+        if os.path.exists(bare):
+            os.unlink(bare)
+        if made and not os.path.exists(output):
+            remove_made(made)
 
 
 def _trtexec_error(done) -> str:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 from segdeploy.errors import ArtifactError
 from segdeploy.export.tensorrt.plan import DLA_RELEASES, SAME_CC_SINCE, BuildPlan
 from segdeploy.export.tensorrt.trtexec import command_line, trtexec_command
+from segdeploy.io import os_reason, write_folder_atomic
 
 BUNDLE_VERSION = 1
 PLAN_FILE = "build_plan.json"
@@ -102,8 +101,6 @@ def write_bundle(onnx_path: str, manifest, plan: BuildPlan, folder: str, *, onnx
     folder = os.path.abspath(os.fspath(folder))
     if os.path.exists(folder) and not force:
         raise ArtifactError(f"{folder} exists; pass --force to replace it")
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
     onnx_name, plan_name = f"{stem}.onnx", f"{stem}.plan"
     bundle_plan = plan
@@ -111,52 +108,52 @@ def write_bundle(onnx_path: str, manifest, plan: BuildPlan, folder: str, *, onnx
         from dataclasses import replace
 
         bundle_plan = replace(plan, timing_cache=BUNDLE_TIMING_CACHE)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}.", dir=parent)
+    document = {"bundle_version": BUNDLE_VERSION, "onnx": onnx_name, "onnx_sha256": onnx_sha256,
+                "engine": f"{stem}.engine", "trtexec_plan": plan_name, "plan": bundle_plan.to_dict(),
+                "lint": list(lint_notes),
+                "commands": {str(major): command_line(trtexec_command(bundle_plan, onnx_name, plan_name, major))
+                             for major in (10, 11) if accepted_versions(bundle_plan, major)}}
     try:
-        shutil.copyfile(onnx_path, os.path.join(staging, onnx_name))
-        with open(os.path.join(staging, f"{stem}.json"), "w", encoding="utf-8") as f:
-            f.write(manifest.to_json())
-        document = {"bundle_version": BUNDLE_VERSION, "onnx": onnx_name, "onnx_sha256": onnx_sha256,
-                    "engine": f"{stem}.engine", "trtexec_plan": plan_name, "plan": bundle_plan.to_dict(),
-                    "lint": list(lint_notes),
-                    "commands": {str(major): command_line(trtexec_command(bundle_plan, onnx_name, plan_name, major))
-                                 for major in (10, 11) if accepted_versions(bundle_plan, major)}}
-        with open(os.path.join(staging, PLAN_FILE), "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2, sort_keys=True)
-            f.write("\n")
-        script = os.path.join(staging, SCRIPT_FILE)
-        with open(script, "w", encoding="utf-8") as f:
-            f.write(build_script(bundle_plan, onnx_name, plan_name))
-        os.chmod(script, 0o755)
-        os.chmod(staging, 0o755)
-        if os.path.exists(folder):
-            shutil.rmtree(folder) if os.path.isdir(folder) else os.unlink(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
+        with open(onnx_path, "rb") as f:
+            onnx_bytes = f.read()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {onnx_path}: {os_reason(exc)}") from None
+    files = {onnx_name: onnx_bytes, f"{stem}.json": manifest.to_json().encode("utf-8"),
+             PLAN_FILE: (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+             SCRIPT_FILE: build_script(bundle_plan, onnx_name, plan_name).encode("utf-8")}
+    return write_folder_atomic(folder, files, force=force, executable=(SCRIPT_FILE,))
 
 
 def read_bundle(folder: str) -> tuple[dict, BuildPlan, str]:
     """(bundle document, build plan, ONNX path) of a bundle folder, or one ArtifactError line."""
+    from segdeploy.artifact.manifest import read_json_file
+
     folder = os.fspath(folder)
     path = os.path.join(folder, PLAN_FILE)
     if not os.path.isdir(folder):
         raise ArtifactError(f"{folder} is not a build bundle folder")
-    try:
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
-    except OSError:
-        raise ArtifactError(f"{folder} is not a build bundle (no {PLAN_FILE})") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not os.path.isfile(path):
+        raise ArtifactError(f"{folder} is not a build bundle (no {PLAN_FILE})")
+    document = read_json_file(path, "a build plan")
     version = document.get("bundle_version") if isinstance(document, dict) else None
     if version != BUNDLE_VERSION:
         raise ArtifactError(f"{path}: bundle version {version!r} is not {BUNDLE_VERSION}; export the bundle again "
                             "with this segdeploy")
-    plan = BuildPlan.from_dict(document.get("plan") or {})
-    onnx_path = os.path.join(folder, str(document.get("onnx", "")))
+    onnx_name = document.get("onnx")
+    if not isinstance(onnx_name, str) or not onnx_name or os.path.basename(onnx_name) != onnx_name or \
+            onnx_name in (".", ".."):
+        raise ArtifactError(f"{path}: 'onnx' must name a file inside the bundle, not {onnx_name!r}")
+    plan_document = document.get("plan")
+    if not isinstance(plan_document, dict):
+        raise ArtifactError(f"{path}: 'plan' must be an object, not {type(plan_document).__name__}")
+    try:
+        plan = BuildPlan.from_dict(plan_document)
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: its build plan is malformed ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:120]})") from None
+    onnx_path = os.path.join(folder, onnx_name)
     if not os.path.isfile(onnx_path):
-        raise ArtifactError(f"{folder}: the bundle's ONNX file {document.get('onnx')!r} is missing")
+        raise ArtifactError(f"{folder}: the bundle's ONNX file {onnx_name!r} is missing")
     return document, plan, onnx_path

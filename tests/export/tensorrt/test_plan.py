@@ -13,6 +13,7 @@ from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.export.tensorrt.bundle import accepted_versions, build_script, read_bundle, write_bundle
 from segdeploy.export.tensorrt.plan import BuildOptions, BuildPlan, ShapeRange, make_plan, version_problem
 from segdeploy.export.tensorrt.trtexec import trtexec_command
+from tensorrt_fakes import precision_nodes
 
 
 def test_static_profile_is_the_input_shape():
@@ -120,10 +121,10 @@ def onnx_artifact(tmp_path):
 
     from segdeploy.artifact.manifest import embed
 
-    manifest = sample_manifest(dynamic=True, precision="fp16")
-    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g",
+    manifest = sample_manifest(dynamic=True, precision="fp16")  # 4 classes; the reader checks it against the graph
+    graph = helper.make_graph(precision_nodes("fp16", "input", "logits", TensorProto.FLOAT), "g",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["b", 3, "h", "w"])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 3, "h", "w"])])
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 4, "h", "w"])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "cgrseg_t.onnx"
     onnx.save(embed(model, manifest), path)
