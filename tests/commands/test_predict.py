@@ -76,7 +76,7 @@ def test_an_artifact_segments_as_its_manifest_says(tmp_path, capsys):
     code, stdout, err = run(capsys, "--artifact", artifact, "--source", str(IMAGES / "grace_hopper.jpg"),
                             "--output", str(out))
     assert code == 0, err
-    assert cv2.imread(str(out)).shape == PHOTO.shape and "m.onnx on onnxruntime" in stdout
+    assert cv2.imread(str(out)).shape == PHOTO.shape and "m.onnx on " in stdout  # the fastest ONNX backend here
 
 
 def test_a_video_gives_a_video(video, tmp_path, capsys):
