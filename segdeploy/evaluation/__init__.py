@@ -1,0 +1,1 @@
+"""Evaluation: segmentation metrics and dataset evaluation written once against the runner contract."""
