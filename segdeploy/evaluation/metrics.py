@@ -20,15 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from segdeploy.datasets.layouts import IGNORE_INDEX, reduce_zero_label
 
-
-def reduce_zero_label(label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """mmseg's ``reduce_zero_label``: 0 -> ignore, k -> k - 1, the ignore index stays the ignore index."""
-    label = label.astype(np.int64)
-    out = label - 1
-    out[(label == 0) | (label == ignore_index)] = ignore_index
-    return out
+__all__ = ["IGNORE_INDEX", "ConfusionAccumulator", "SegMetrics", "agreement", "confusion_matrix", "mean_iou",
+           "metrics_from_confusion", "per_class_iou", "reduce_zero_label"]
 
 
 def confusion_matrix(label: np.ndarray, pred: np.ndarray, num_classes: int,
