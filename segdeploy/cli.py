@@ -10,7 +10,7 @@ import sys
 from segdeploy import __version__
 from segdeploy.errors import SegdeployError
 
-COMMANDS = ("list", "info", "predict", "export", "validate", "bench", "dataset", "doctor")
+COMMANDS = ("list", "info", "predict", "export", "validate", "bench", "eval", "dataset", "fixtures", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,26 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return unwrap_state_dict(obj, path)
 
 
+def checkpoint_dataset_meta(path: str | os.PathLike) -> tuple[list[str], list[list[int]] | None] | None:
+    """The class names and palette an mmseg-style checkpoint records (``meta.dataset_meta``), else None."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError):
+        return None
+    meta = obj.get("meta") if isinstance(obj, Mapping) else None
+    dataset_meta = meta.get("dataset_meta") if isinstance(meta, Mapping) else None
+    classes = dataset_meta.get("classes") if isinstance(dataset_meta, Mapping) else None
+    if not classes or not all(isinstance(c, str) for c in classes):
+        return None
+    palette = dataset_meta.get("palette")
+    if palette is not None and len(palette) != len(classes):
+        palette = None
+    return list(classes), [list(map(int, c)) for c in palette] if palette is not None else None
+
+
 def unwrap_state_dict(obj, origin: str = "checkpoint") -> dict[str, torch.Tensor]:
     for _ in range(3):
         if isinstance(obj, Mapping) and not any(torch.is_tensor(v) for v in obj.values()):
