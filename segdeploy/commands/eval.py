@@ -70,7 +70,8 @@ def build_predictor(target: str, *, is_model: bool, backend: str | None, checkpo
 
 
 class Progress:
-    """A live bar with images/s and the running mIoU on a terminal; a line every 10% elsewhere (logs, CI)."""
+    """A live bar with images/s and the running mIoU on a terminal (stderr); a line every 10% on stdout elsewhere
+    (logs, CI), so that stderr holds nothing but a failure's one line."""
 
     def __init__(self, total: int, label: str):
         self.total, self.label = total, label
@@ -91,7 +92,7 @@ class Progress:
         if self.live is not None:
             self.live.update(self.task, completed=done, rate=rate, miou=text)
         elif done / total >= self._next_line or done == total:
-            print(f"{self.label}: {done}/{total} images, {rate:.1f} img/s, running mIoU {text}", file=sys.stderr)
+            print(f"{self.label}: {done}/{total} images, {rate:.1f} img/s, running mIoU {text}", flush=True)
             while self._next_line <= done / total:
                 self._next_line += 0.1
 
