@@ -26,7 +26,7 @@ import numpy as np
 
 from segdeploy.errors import InputError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MAX_CLASSES = 24
 SPLITS = {"training": 0, "validation": 1}
 
@@ -74,9 +74,9 @@ class SceneStyle:
 
 
 STYLES = {
-    "clean": SceneStyle(shapes=(3, 8), shape_scale=(0.1, 0.35), texture_scale=(0.8, 1.4), brightness=0.12,
+    "clean": SceneStyle(shapes=(3, 8), shape_scale=(0.1, 0.35), texture_scale=(0.5, 0.9), brightness=0.12,
                         channel_jitter=0.05, edge_blur=1.0, blur=0.6, noise=3.0, jpeg_quality=92),
-    "hard": SceneStyle(shapes=(5, 12), shape_scale=(0.06, 0.3), texture_scale=(0.6, 1.8), brightness=0.3,
+    "hard": SceneStyle(shapes=(5, 12), shape_scale=(0.06, 0.3), texture_scale=(0.4, 1.2), brightness=0.3,
                        channel_jitter=0.2, edge_blur=2.5, blur=1.6, noise=14.0, jpeg_quality=75),
 }
 
@@ -129,10 +129,11 @@ def render_texture(tile: np.ndarray, height: int, width: int, rng: np.random.Gen
     """The tile at a random scale, angle and offset, wrapped over (height, width), with a random photometric gain."""
     import cv2
 
-    scale = rng.uniform(*style.texture_scale)
+    scale = rng.uniform(*style.texture_scale)  # how large the texture shows: 0.5 = half the crop's size
     angle = rng.uniform(0, 360)
     size = tile.shape[0]
-    matrix = cv2.getRotationMatrix2D((0.0, 0.0), angle, scale)
+    # an inverse map (output pixel -> tile pixel), so the tile is sampled 1/scale times as fast as the output
+    matrix = cv2.getRotationMatrix2D((0.0, 0.0), angle, 1.0 / scale)
     matrix[:, 2] = rng.uniform(0, size, 2)
     out = cv2.warpAffine(tile, matrix, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                          borderMode=cv2.BORDER_WRAP)
