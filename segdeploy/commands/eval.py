@@ -101,8 +101,10 @@ class Progress:
             self.live.stop()
 
 
-def _pct(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+def _pct(value, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.2f}" if sign else f"{value:.2f}"
 
 
 def summary_rows(report) -> list[list]:
@@ -126,8 +128,8 @@ def markdown(report) -> str:
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in summary_rows(report)]
     if report.reference is not None:
         ref = report.reference
-        lines += ["", f"mIoU delta (model - reference): {ref['miou_delta']:+.2f} points; pixel agreement with the "
-                      f"reference: {_pct(ref['pixel_agreement'])}%"]
+        lines += ["", f"mIoU delta (model - reference): {_pct(ref['miou_delta'], sign=True)} points; pixel "
+                      f"agreement with the reference: {_pct(ref['pixel_agreement'])}%"]
     lines += ["", "| class | IoU | Acc | labelled pixels |", "|---|---|---|---|"]
     for row in report.metrics.per_class(report.class_names):
         lines.append(f"| {row['name']} | {_pct(row['iou'])} | {_pct(row['acc'])} | {row['pixels']} |")
@@ -169,7 +171,7 @@ def run(args) -> int:
     print_table(f"{dataset.describe()}", SUMMARY_COLUMNS, summary_rows(report))
     if report.reference is not None:
         ref = report.reference
-        print(f"mIoU delta (model - reference): {ref['miou_delta']:+.2f} points; pixel agreement: "
+        print(f"mIoU delta (model - reference): {_pct(ref['miou_delta'], sign=True)} points; pixel agreement: "
               f"{_pct(ref['pixel_agreement'])}%")
     per_class = report.metrics.per_class(report.class_names)
     if len(per_class) > 30:

@@ -27,7 +27,7 @@ import numpy as np
 from segdeploy import preprocess
 from segdeploy.datasets import Dataset
 from segdeploy.errors import ArtifactError, InputError
-from segdeploy.evaluation.metrics import ConfusionAccumulator, SegMetrics, confusion_matrix
+from segdeploy.evaluation.metrics import ConfusionAccumulator, SegMetrics, confusion_matrix, finite_or_none
 
 DEFAULT_SCALE = (2048, 512)  # mmseg's ADE20K test scale, the policy every registered model was evaluated with
 ONNX_OPSET = 20  # GELU stays one node, which ONNX Runtime fuses (as predict and bench export)
@@ -139,9 +139,10 @@ def model_predictor(model: str, *, checkpoint=None, backend: str = "torch", thre
     from segdeploy.runtimes.registry import BACKEND_INPUT, create_runner
 
     spec = models.get_spec(model)
-    if backend not in BACKEND_INPUT:
-        raise InputError(f"--backend must be one of {', '.join(BACKEND_INPUT)}, not {backend!r}")
-    if BACKEND_INPUT[backend] != "model":
+    usable = [name for name, consumes in BACKEND_INPUT.items() if consumes in ("model", "onnx")]
+    if backend not in usable:
+        raise InputError(f"--backend must be one of {', '.join(usable)} for a model, not {backend!r}")
+    if BACKEND_INPUT[backend] == "onnx":
         return artifact_predictor(cached_dynamic_onnx(model, checkpoint, cache_dir, log=log), backend=backend,
                                   threads=threads, label=f"{model}{_weights_note(checkpoint)} on {backend} "
                                                          "(dynamic ONNX export)")
@@ -292,8 +293,9 @@ def evaluate(predictor: Predictor, dataset: Dataset, *, reference: Predictor | N
     ref = None
     if reference is not None:
         ref_metrics = ref_scores.metrics()
-        ref = {"model": reference.label, "miou": ref_metrics.miou, "macc": ref_metrics.macc,
-               "aacc": ref_metrics.aacc, "miou_delta": metrics.miou - ref_metrics.miou,
+        ref = {"model": reference.label, "miou": finite_or_none(ref_metrics.miou),
+               "macc": finite_or_none(ref_metrics.macc), "aacc": finite_or_none(ref_metrics.aacc),
+               "miou_delta": finite_or_none(metrics.miou - ref_metrics.miou),
                "pixel_agreement": float(np.trace(between) / between.sum() * 100) if between.sum() else None,
                "infer_ms_mean": float(np.mean(reference.infer_ms)) if reference.infer_ms else None}
     names = predictor.class_names or tuple(str(i) for i in range(num_classes))

@@ -23,7 +23,7 @@ import numpy as np
 from segdeploy.datasets.layouts import IGNORE_INDEX, reduce_zero_label
 
 __all__ = ["IGNORE_INDEX", "ConfusionAccumulator", "SegMetrics", "agreement", "confusion_matrix", "mean_iou",
-           "metrics_from_confusion", "per_class_iou", "reduce_zero_label"]
+           "finite_or_none", "metrics_from_confusion", "per_class_iou", "reduce_zero_label"]
 
 
 def confusion_matrix(label: np.ndarray, pred: np.ndarray, num_classes: int,
@@ -83,16 +83,18 @@ class SegMetrics:
 
     def per_class(self, class_names=None) -> list[dict]:
         names = list(class_names) if class_names is not None else [str(i) for i in range(len(self.iou))]
-        return [{"index": i, "name": names[i] if i < len(names) else str(i), "iou": _finite(self.iou[i]),
-                 "acc": _finite(self.acc[i]), "pixels": self.label_pixels[i]} for i in range(len(self.iou))]
+        return [{"index": i, "name": names[i] if i < len(names) else str(i), "iou": finite_or_none(self.iou[i]),
+                 "acc": finite_or_none(self.acc[i]), "pixels": self.label_pixels[i]}
+                for i in range(len(self.iou))]
 
     def as_dict(self, class_names=None) -> dict:
         """JSON-ready: NaN becomes None."""
-        return {"miou": _finite(self.miou), "macc": _finite(self.macc), "aacc": _finite(self.aacc),
+        return {"miou": finite_or_none(self.miou), "macc": finite_or_none(self.macc),
+                "aacc": finite_or_none(self.aacc),
                 "pixels": self.pixels, "per_class": self.per_class(class_names)}
 
 
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
