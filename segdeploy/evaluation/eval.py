@@ -51,6 +51,7 @@ class Predictor:
     uint8_input: bool = False  # the graph normalises itself: feed uint8 HWC BGR
     output_kind: str = "logits"  # or "mask"
     static_size: tuple[int, int] | None = None
+    batch: int = 1  # a static artifact's fixed batch: the image is repeated to fill it
     profile: dict | None = None  # dynamic artifacts: {"height": [lo, hi], "width": [lo, hi], "multiple": m}
     class_names: tuple | None = None
     palette: tuple | None = None
@@ -72,10 +73,12 @@ class Predictor:
         h, w = self.input_size(*image_bgr.shape[:2])
         name = self.runner.inputs()[0].name
         if self.uint8_input:
-            return {name: np.ascontiguousarray(cv2.resize(image_bgr, (w, h), interpolation=cv2.INTER_LINEAR)[None])}
-        spec = types.SimpleNamespace(mean=self.mean, std=self.std, channel_order=self.channel_order,
-                                     size_multiple=self.size_multiple)
-        return {name: preprocess.prepare(image_bgr, spec, (h, w))}
+            x = cv2.resize(image_bgr, (w, h), interpolation=cv2.INTER_LINEAR)[None]
+        else:
+            spec = types.SimpleNamespace(mean=self.mean, std=self.std, channel_order=self.channel_order,
+                                         size_multiple=self.size_multiple)
+            x = preprocess.prepare(image_bgr, spec, (h, w))
+        return {name: np.ascontiguousarray(np.repeat(x, self.batch, axis=0) if self.batch > 1 else x)}
 
     def predict(self, image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """(H, W) int64 class mask at ``size`` (the label's)."""
@@ -196,6 +199,7 @@ def artifact_contract(path: str, model: str | None = None) -> dict:
                 "align_corners": bool(pre.get("align_corners", False)), "uint8_input": bool(pre.get("in_graph")),
                 "output_kind": info.get("export_options", {}).get("outputs", "logits"),
                 "static_size": None if dynamic else tuple(profile["opt"][1:]),
+                "batch": 1 if dynamic else int(profile["opt"][0]),
                 "profile": {"height": profile["height"], "width": profile["width"]} if dynamic else None,
                 "class_names": tuple(info.get("class_names") or ()) or None,
                 "palette": tuple(tuple(c) for c in info.get("palette") or ()) or None}
@@ -210,11 +214,12 @@ def artifact_contract(path: str, model: str | None = None) -> dict:
         raise ArtifactError(f"{path} carries no segdeploy metadata and its input is not a float NCHW tensor; cannot "
                             "tell how to feed it")
     static = tuple(dims[2:]) if None not in dims[2:] else None
+    batch = dims[0] if static is not None and dims[0] else 1
     num_classes = out_dims[1] if len(out_dims) == 4 and out_dims[1] else spec.num_classes
     return {"num_classes": num_classes, "mean": tuple(spec.mean), "std": tuple(spec.std),
             "channel_order": spec.channel_order, "size_multiple": spec.size_multiple,
             "align_corners": spec.align_corners, "output_kind": "logits" if len(out_dims) == 4 else "mask",
-            "static_size": static, "class_names": tuple(spec.class_names(num_classes)),
+            "static_size": static, "batch": batch, "class_names": tuple(spec.class_names(num_classes)),
             "palette": tuple(spec.palette(num_classes))}
 
 

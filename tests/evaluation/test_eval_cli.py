@@ -88,13 +88,13 @@ def test_trained_fixture_is_confident_and_reproduced_by_eval(trained_fixture, ca
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_fp32_backends_match_pytorch_on_the_trained_fixture(trained_fixture, tmp_path, backend):
+def test_fp32_backends_match_pytorch_on_the_trained_fixture(trained_fixture, tmp_path, tmp_path_factory, backend):
     if not backend_status(backend).available:
         pytest.skip(f"{backend} is not usable here: {backend_status(backend).reason}")
     out = tmp_path / f"{backend}.json"
     assert main(["eval", "--model", trained_fixture.model, "--checkpoint", trained_fixture.checkpoint, "--data",
                  trained_fixture.dataset_dir, "--backend", backend, "--reference", trained_fixture.model,
-                 "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
+                 "--cache-dir", str(tmp_path_factory.getbasetemp() / "eval-cache"), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert abs(report["reference"]["miou_delta"]) <= 0.1
     assert report["reference"]["pixel_agreement"] >= 99.5
