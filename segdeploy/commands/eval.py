@@ -169,6 +169,9 @@ def run(args) -> int:
             reference.close()
 
     print_table(f"{dataset.describe()}", SUMMARY_COLUMNS, summary_rows(report))
+    if is_model and args.checkpoint is None:
+        print("note: no --checkpoint given; the deterministic recipe weights are untrained, so this mIoU checks the "
+              "pipeline, not a model")
     if report.reference is not None:
         ref = report.reference
         print(f"mIoU delta (model - reference): {_pct(ref['miou_delta'], sign=True)} points; pixel agreement: "
