@@ -182,7 +182,7 @@ def make_fixture(recipe: FixtureRecipe, evaluate: Evaluator, *, cache_dir: str |
     dataset_record = {"classes": meta_data["classes"], "palette": meta_data["palette"]}
     fixture = {"name": recipe.name, "model": recipe.model, "key": recipe.key(), "purpose": recipe.purpose,
                "data": asdict(recipe.data), "train": recipe.train.as_dict(), "segdeploy": __version__,
-               "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+               "torch": str(torch.__version__), "cpu": platform.processor() or platform.machine(),
                "train_seconds": round(result.seconds, 1), "final_loss": round(result.final_loss, 4),
                "made": time.strftime("%Y-%m-%dT%H:%M:%S")}
     state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
