@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from segdeploy.datasets import open_dataset  # noqa: E402
-from segdeploy.evaluation.eval import evaluate, evaluate_checkpoint, model_predictor  # noqa: E402
+from segdeploy.evaluation.eval import evaluate, evaluate_checkpoint, model_predictor, warm_up  # noqa: E402
 from segdeploy.io import write_text_atomic  # noqa: E402
 from segdeploy.runtimes.registry import backend_status, machine_info  # noqa: E402
 from segdeploy.training.fixtures import default_cache_dir, make_fixture, resolve  # noqa: E402
@@ -84,8 +84,9 @@ def evaluate_fixture(fixture, backends, threads: int) -> list[dict]:
     rows = []
     try:
         log(f"{fixture.name}: torch")
+        warm_up([torch_predictor], dataset)  # before recording: the recording must hold the dataset's images only
         reference = Recorded(torch_predictor)
-        rows.append(row_of(evaluate(reference, dataset), "torch"))
+        rows.append(row_of(evaluate(reference, dataset, warmup=False), "torch"))
         for backend in backends:
             status = backend_status(backend)
             if not status.available:
@@ -96,7 +97,9 @@ def evaluate_fixture(fixture, backends, threads: int) -> list[dict]:
                                         threads=threads, log=log)
             try:
                 reference.rewind()
-                report = evaluate(predictor, dataset, reference=reference)
+                # the recorded reference needs no warm-up: its warm-up call would be replayed as the first image
+                warm_up([predictor], dataset)
+                report = evaluate(predictor, dataset, reference=reference, warmup=False)
             finally:
                 predictor.close()
             rows.append(row_of(report, backend, reference=True))

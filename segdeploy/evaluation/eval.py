@@ -263,8 +263,17 @@ def check_classes(predictor: Predictor, dataset: Dataset) -> int:
     return predictor.num_classes
 
 
+def warm_up(predictors, dataset: Dataset) -> None:
+    """One untimed, unscored prediction on the first image, so that one-off costs (OpenVINO compiles a model per
+    input shape, allocators grow) are not charged to the speed figures."""
+    image = dataset.read_image(dataset.samples[0])
+    for predictor in predictors:
+        predictor.predict(image, image.shape[:2])
+        predictor.infer_ms.clear()
+
+
 def evaluate(predictor: Predictor, dataset: Dataset, *, reference: Predictor | None = None,
-             progress: Callable[[int, int, float, float], None] | None = None) -> EvalReport:
+             progress: Callable[[int, int, float, float], None] | None = None, warmup: bool = True) -> EvalReport:
     """Score ``predictor`` on every sample of ``dataset`` (and ``reference`` on the same images, if given).
 
     ``progress(done, total, images_per_s, running_miou)`` is called after each image.
@@ -276,6 +285,8 @@ def evaluate(predictor: Predictor, dataset: Dataset, *, reference: Predictor | N
     scores = ConfusionAccumulator(num_classes, dataset.ignore_index)
     ref_scores = ConfusionAccumulator(num_classes, dataset.ignore_index) if reference is not None else None
     between = np.zeros((num_classes, num_classes), np.int64)  # candidate vs reference, every pixel
+    if warmup:
+        warm_up([predictor] + ([reference] if reference is not None else []), dataset)
     start = time.perf_counter()
     predict_seconds = 0.0
     total = len(dataset)
