@@ -85,3 +85,12 @@ def test_fixture_checkpoint_has_mmseg_layout_and_is_cached(tmp_path):
     assert changed.key() != recipe.key() and fixture_dir(changed, str(tmp_path)) != fixture_dir(recipe, str(tmp_path))
     make_fixture(recipe, fake_evaluate, cache_dir=str(tmp_path), force=True, log=None)
     assert len(calls) == 2
+
+
+def test_checkpoint_dataset_meta_is_none_without_mmseg_meta(tmp_path):
+    raw = tmp_path / "raw.pth"
+    torch.save({"decode_head.conv_seg.weight": torch.zeros(2, 1, 1, 1)}, raw)
+    assert checkpoint_dataset_meta(raw) is None
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"meta": {"dataset_meta": {"classes": ["a", "b"], "palette": [[1, 2, 3]]}}, "state_dict": {}}, wrapped)
+    assert checkpoint_dataset_meta(wrapped) == (["a", "b"], None)  # a palette of the wrong length is dropped
