@@ -51,7 +51,7 @@ class FixtureRecipe:
 
 
 CLEAN16 = SynthConfig(num_classes=16, train=400, val=100, height=512, width=512, seed=0, style="clean")
-HARD24 = SynthConfig(num_classes=24, train=400, val=100, height=512, width=512, seed=0, style="hard")
+HARD24 = SynthConfig(num_classes=24, train=200, val=50, height=512, width=512, seed=0, style="hard")
 # The small fixture the test suite trains for itself (once per cache): few classes, small crops, minutes.
 TINY8 = SynthConfig(num_classes=8, train=96, val=12, height=256, width=256, seed=0, style="clean")
 
