@@ -74,6 +74,17 @@ TEST_FIXTURE = FixtureRecipe("cgrseg_t_tiny8", "cgrseg_t", TINY8,
 DEFAULT_FIXTURES = tuple(FIXTURES)
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical cores"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def default_cache_dir() -> str:
     root = os.environ.get("SEGDEPLOY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "segdeploy")
     return os.path.join(root, "fixtures")
@@ -182,7 +193,7 @@ def make_fixture(recipe: FixtureRecipe, evaluate: Evaluator, *, cache_dir: str |
     dataset_record = {"classes": meta_data["classes"], "palette": meta_data["palette"]}
     fixture = {"name": recipe.name, "model": recipe.model, "key": recipe.key(), "purpose": recipe.purpose,
                "data": asdict(recipe.data), "train": recipe.train.as_dict(), "segdeploy": __version__,
-               "torch": str(torch.__version__), "cpu": platform.processor() or platform.machine(),
+               "torch": str(torch.__version__), "cpu": cpu_model(),
                "train_seconds": round(result.seconds, 1), "final_loss": round(result.final_loss, 4),
                "made": time.strftime("%Y-%m-%dT%H:%M:%S")}
     state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
