@@ -26,7 +26,7 @@ from segdeploy import __version__
 from segdeploy.datasets import open_dataset
 from segdeploy.datasets.synthetic import GENERATOR_VERSION, STYLES, SynthConfig, dataset_meta, write_dataset
 from segdeploy.errors import InputError
-from segdeploy.io import write_bytes_atomic, write_text_atomic
+from segdeploy.io import user_cache_dir, write_bytes_atomic, write_text_atomic
 from segdeploy.training.trainer import TrainConfig, train
 
 TRAINER_VERSION = 1
@@ -43,10 +43,11 @@ class FixtureRecipe:
     purpose: str
 
     def key(self) -> str:
-        """Hash of everything the checkpoint depends on."""
+        """Hash of everything the checkpoint depends on: the recipe and the versions of the dataset generator and
+        the trainer (bumped when they change), not segdeploy's release number, which moves without them."""
         payload = {"model": self.model, "data": asdict(self.data), "train": self.train.as_dict(),
                    "style": asdict(STYLES[self.data.style]), "generator": GENERATOR_VERSION,
-                   "trainer": TRAINER_VERSION, "segdeploy": __version__}
+                   "trainer": TRAINER_VERSION}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -86,8 +87,7 @@ def cpu_model() -> str:
 
 
 def default_cache_dir() -> str:
-    root = os.environ.get("SEGDEPLOY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "segdeploy")
-    return os.path.join(root, "fixtures")
+    return user_cache_dir("fixtures")
 
 
 def get_recipe(name: str) -> FixtureRecipe:
