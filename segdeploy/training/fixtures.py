@@ -52,7 +52,7 @@ class FixtureRecipe:
 
 
 CLEAN16 = SynthConfig(num_classes=16, train=400, val=100, height=512, width=512, seed=0, style="clean")
-HARD24 = SynthConfig(num_classes=24, train=200, val=50, height=512, width=512, seed=0, style="hard")
+NOISY24 = SynthConfig(num_classes=24, train=200, val=50, height=512, width=512, seed=0, style="noisy")
 # The small fixture the test suite trains for itself (once per cache): few classes, small crops, minutes.
 TINY8 = SynthConfig(num_classes=8, train=96, val=12, height=256, width=256, seed=0, style="clean")
 
@@ -65,8 +65,9 @@ FIXTURES: dict[str, FixtureRecipe] = {r.name: r for r in (
     FixtureRecipe("segnext_t_synth16", "segnext_t", CLEAN16, _T_TRAINING, _CONFIDENT),
     FixtureRecipe("lrformer_t_synth16", "lrformer_t", CLEAN16, _T_TRAINING, _CONFIDENT),
     FixtureRecipe("offseg_t_synth16", "offseg_t", CLEAN16, _T_TRAINING, _CONFIDENT),
-    FixtureRecipe("cgrseg_t_lowmargin", "cgrseg_t", HARD24, replace(_T_TRAINING, iterations=150),
-                  "low-margin fixture: briefly trained on noisy, cluttered scenes of 24 classes (about 40-50% mIoU), "
+    # 160 iterations on the noisy style reach about 41% mIoU (80: 36%; the hard style reached 26% after 150)
+    FixtureRecipe("cgrseg_t_lowmargin", "cgrseg_t", NOISY24, replace(_T_TRAINING, iterations=160),
+                  "low-margin fixture: briefly trained on noisy, cluttered scenes of 24 classes (about 40% mIoU), "
                   "where a lossy graph loses points"),
 )}
 TEST_FIXTURE = FixtureRecipe("cgrseg_t_tiny8", "cgrseg_t", TINY8,
