@@ -361,6 +361,7 @@ def write_files_atomic(files: list[tuple[str | os.PathLike, bytes]], force: bool
     """Write several files of one folder as a unit (see the module docstring); returns their paths."""
     paths = [os.fspath(p) for p, _ in files]
     for path in paths:
+        settle(path)  # a unit a killed writer left half committed is rolled back before its files are judged
         check_destination(path, force)
     folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
     if len(folders) != 1:
@@ -427,6 +428,7 @@ def write_folder_atomic(target: str | os.PathLike, files: dict[str, bytes], forc
     name = os.path.basename(target)
     if not _plain_name(name):
         raise ArtifactError(f"cannot write a folder named {name!r}")
+    settle(target)
     if os.path.lexists(target) and not os.path.isdir(target):
         raise ArtifactError(f"{target} exists and is a file, not a folder; remove it or choose another path")
     if os.path.lexists(target) and not force:

@@ -47,9 +47,14 @@ def video_frames(path: str) -> tuple[Iterator[np.ndarray], dict]:
     """The frames of a video (uint8 BGR) and its properties (fps, size, frame count as the container says)."""
     import cv2
 
-    capture = cv2.VideoCapture(path)
+    from segdeploy.preprocess import captured_c_stderr
+
+    with captured_c_stderr() as said:  # FFmpeg's complaints about a damaged file are not segdeploy's output
+        capture = cv2.VideoCapture(path)
     if not capture.isOpened():
-        raise InputError(f"cannot open video {path}: not a video OpenCV can read")
+        said_line = next((line.split("]", 1)[-1].strip() for line in said.text.splitlines() if line.strip()), "")
+        reason = f" ({said_line})" if said_line else ""
+        raise InputError(f"cannot open video {path}: not a video OpenCV can read{reason}")
     info = {"fps": capture.get(cv2.CAP_PROP_FPS) or 25.0, "width": int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
             "height": int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
             "frames": int(capture.get(cv2.CAP_PROP_FRAME_COUNT))}

@@ -43,7 +43,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if dims is not None and dims[0] * dims[1] > MAX_IMAGE_PIXELS:
         raise InputError(f"{path} is {dims[0]}x{dims[1]} ({dims[0] * dims[1] / 1e6:.0f} MP); OpenCV reads images of "
                          f"up to {MAX_IMAGE_PIXELS / 1e6:.0f} MP")
-    with _c_stderr() as said:
+    with captured_c_stderr() as said:
         try:
             image = cv2.imread(path, cv2.IMREAD_COLOR)
         except cv2.error as exc:  # e.g. beyond OpenCV's pixel limit (CV_IO_MAX_IMAGE_PIXELS, 2^30)
@@ -67,7 +67,7 @@ class _Said:
 
 
 @contextlib.contextmanager
-def _c_stderr():
+def captured_c_stderr():
     """What C libraries (libjpeg, libpng) write to file descriptor 2 while the block runs, kept instead of printed:
     they report damage there while OpenCV still returns an image, and their lines are not segdeploy's output."""
     said = _Said()

@@ -68,6 +68,10 @@ def read_header(path: str | os.PathLike):
         return None, 0
     document = parse_json(body, f"{path}: its segdeploy header", "an engine header")
     manifest = Manifest.from_dict(document, f"{path} (engine header)")
+    if manifest.engine is None or manifest.format != "engine":
+        raise ArtifactError(f"{path}: its header is the manifest of a{'n' if manifest.format == 'onnx' else ''} "
+                            f"{manifest.format} artifact without engine facts (TensorRT version, GPU), not an "
+                            "engine's; build the engine with segdeploy export --fmt trt or build-engine")
     if size == 4 + n:
         raise ArtifactError(f"{path} has a header but no serialized engine after it (truncated?)")
     return manifest, 4 + n

@@ -2,6 +2,8 @@
 files: one error line and exit 2, or (validate, on an artifact that runs but computes garbage) exit 1."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hostile import (
@@ -74,10 +76,17 @@ def test_silently_damaged_weights_are_caught_by_the_graph_hash(artifact, workdir
 
 
 def test_nan_weights_fail_validation_and_predict(artifact, workdir, capfd):
-    """An artifact whose weights were replaced by NaN runs, but its outputs are garbage: validate says so (exit 1,
-    not 'max abs err 0'), predict refuses to turn NaN into a mask of class 0."""
+    """An artifact whose weights are NaN (say, exported from a diverged checkpoint, so its manifest's graph hash
+    matches) runs, but its outputs are garbage: validate says so (exit 1, not 'max abs err 0'), predict refuses to
+    turn NaN into a mask of class 0."""
+    import onnx
+
+    from segdeploy.artifact.onnx_file import graph_sha256
+
     path = damaged_graph("NaN weights", artifact, workdir / "a.onnx")
-    (workdir / "a.json").write_bytes(artifact.with_suffix(".json").read_bytes())
+    document = json.loads(artifact.with_suffix(".json").read_text())
+    document["graph_sha256"] = graph_sha256(onnx.load(str(path)))
+    write_with_manifest(path, path, document)
     outcome = run_cli(capfd, "validate", path, "--n", "1")
     assert outcome.code == 1 and "FAILED" in outcome.out and "non-finite" in outcome.out, outcome.describe()
     assert "Traceback" not in outcome.err
