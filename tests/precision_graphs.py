@@ -33,6 +33,16 @@ def tiny_model(nodes, inputs, outputs, initializers=(), opset: int = 20) -> onnx
     return model
 
 
+def conv_softmax_model():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Softmax", ["c"], ["s"], axis=1, name="softmax"),
+             helper.make_node("Reshape", ["s", "shape"], ["r"], name="reshape"),
+             helper.make_node("Mul", ["r", "k"], ["y"], name="scale")]
+    inits = [const("w", np.random.default_rng(0).standard_normal((4, 3, 1, 1)).astype(np.float32)),
+             const("shape", np.array([1, 4, 64], np.int64)), const("k", np.float32(2.0))]
+    return tiny_model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 4, 64])], inits)
+
+
 @functools.lru_cache(maxsize=4)
 def _exported(name: str, size: int, opset: int) -> bytes:
     graph, _ = build_deploy_graph(name)

@@ -8,6 +8,7 @@ from onnx import TensorProto, helper
 
 from precision_graphs import (
     const,
+    conv_softmax_model,
     cosine,
     exported,
     node_by_name,
@@ -27,16 +28,6 @@ F16, F32 = TensorProto.FLOAT16, TensorProto.FLOAT
 def input_types(model, node):
     types = types_of(model)
     return [types.get(name) for name in node.input if name]
-
-
-def conv_softmax_model():
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-             helper.make_node("Softmax", ["c"], ["s"], axis=1, name="softmax"),
-             helper.make_node("Reshape", ["s", "shape"], ["r"], name="reshape"),
-             helper.make_node("Mul", ["r", "k"], ["y"], name="scale")]
-    inits = [const("w", np.random.default_rng(0).standard_normal((4, 3, 1, 1)).astype(np.float32)),
-             const("shape", np.array([1, 4, 64], np.int64)), const("k", np.float32(2.0))]
-    return tiny_model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 4, 64])], inits)
 
 
 def test_softmax_island_keeps_io_float32_and_inserts_casts():
