@@ -187,8 +187,8 @@ def run(args) -> int:
     evaluator = accuracy_evaluator(args, height, width)
     images = _verification_images(args.calib)
 
-    def verify(graph, proto, shapes):
-        return verify_graph(graph, proto, shapes, threads=args.threads, precision=precision.mode, images=images)
+    def verify(graph, proto, shapes, precision: str = "fp32"):
+        return verify_graph(graph, proto, shapes, threads=args.threads, precision=precision, images=images)
 
     with common.status(f"exporting {args.model}") as say:
         result = export_onnx(args.model, _onnx_output(args), checkpoint=args.checkpoint, height=height, width=width,

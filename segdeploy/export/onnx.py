@@ -24,7 +24,7 @@ from segdeploy.export.passes import PassReport
 from segdeploy.export.precision import Evaluator, GraphInput, PrecisionOptions, apply_precision
 from segdeploy.export.trace import DEFAULT_OPSET, build_onnx, check_opset
 from segdeploy.io import check_destination, write_files_atomic
-from segdeploy.models.deploy import DeployGraph, build_deploy_graph
+from segdeploy.models.deploy import build_deploy_graph
 
 # The second shape a dynamic artifact is verified at: another batch and aspect ratio than the traced one.
 SECOND_VALIDATION_SHAPE = (2, 384, 640)
@@ -43,7 +43,8 @@ class VerificationReport(Protocol):
     def failure_line(self) -> str: ...
 
 
-Verifier = Callable[[DeployGraph, object, list], VerificationReport]
+# verify(graph, model_proto, shapes, precision=mode): compares with PyTorch by the tolerance of ``precision``
+Verifier = Callable[..., VerificationReport]
 
 
 @dataclass
@@ -140,7 +141,7 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
     if verify is not None:
         shapes = validation_shapes(batch, height, width, dynamic)
         say(f"verifying against PyTorch at {', '.join('x'.join(map(str, s)) for s in shapes)}")
-        report = verify(graph, model_proto, shapes)
+        report = verify(graph, model_proto, shapes, precision=precision.mode)
         validation = report.summary()
         if not report.passed:
             what = "graph" if precision.mode == "fp32" else f"{label.replace('_', ' ')} graph"

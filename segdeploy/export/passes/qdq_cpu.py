@@ -28,9 +28,11 @@ from segdeploy.export.passes.quant_rules import attention_core, weight_input
 
 # What gets Q/DQ: the integer kernels (Conv, MatMul, Gemm) and the operators that keep a tensor in uint8 between
 # them, so the runtime does not dequantize and requantize around every reshape, pool, resize or skip connection.
+# Not Slice: OpenVINO 2026.4 moves the dequantization of a quantized Slice into a shape that no longer broadcasts
+# (OffSeg's CARAFE, "Argument shapes are inconsistent") and refuses the graph; slicing float values costs nothing.
 CPU_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat", "MaxPool", "AveragePool",
                 "GlobalAveragePool", "Resize", "Relu", "Clip", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
-                "Flatten", "Slice", "Split", "Pad")
+                "Flatten", "Split", "Pad")
 
 
 def quantize_cpu(model: onnx.ModelProto, ranges, *, keep: dict[str, str] | None = None,
