@@ -28,7 +28,7 @@ demo: $(STAMP)
 		--output artifacts/grace_hopper_$(DEMO_MODEL).png --force
 
 test: $(STAMP)
-	$(PYTHON) -m ruff check segdeploy tests benchmarks
+	$(PYTHON) -m ruff check segdeploy tests benchmarks setup.py
 	$(PYTHON) -m pytest -q -m "not slow"
 	$(MAKE) --no-print-directory test-cpp
 
@@ -63,7 +63,7 @@ bench: $(STAMP)
 		--md artifacts/bench/segnext_t.md --json artifacts/bench/segnext_t.json --force
 
 lint: $(STAMP)
-	$(PYTHON) -m ruff check segdeploy tests benchmarks
+	$(PYTHON) -m ruff check segdeploy tests benchmarks setup.py
 
 clean:
 	rm -rf .make artifacts build *.egg-info .pytest_cache

@@ -241,9 +241,12 @@ def test_unknown_model_and_bad_sizes(capsys, tmp_path):
     assert os.listdir(tmp_path) == []  # not even the parent folder
 
 
-def test_trt_format_says_what_it_needs(capsys, tmp_path):
+def test_trt_format_refuses_bad_engine_options_before_exporting(capsys, tmp_path):
     code, _, err = run_export(capsys, "--model", "segnext_t", "--fmt", "trt", "--output", str(tmp_path / "x.onnx"))
-    assert code == 2 and "'trt'" in err
+    assert code == 2 and "must end in .engine or .plan" in err
+    code, _, err = run_export(capsys, "--model", "segnext_t", "--fmt", "trt", "--gpu-fallback")
+    assert code == 2 and "DLA builds only" in err
+    assert os.listdir(tmp_path) == []
 
 
 def test_existing_file_is_not_overwritten_without_force(capsys, tmp_path):

@@ -1,0 +1,46 @@
+"""Packaging: a plain install exports (the simplifier is a core dependency) and requires ONNX Runtime as a module,
+keeping whichever distribution of it is installed (onnxruntime-gpu and onnxruntime clash)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def setup_module():
+    spec = importlib.util.spec_from_file_location("segdeploy_setup", REPO / "setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # not __main__: defines the functions, does not run setup()
+    return module
+
+
+def test_the_installed_onnxruntime_distribution_is_kept(setup_module, monkeypatch):
+    monkeypatch.delenv("SEGDEPLOY_ONNXRUNTIME", raising=False)
+    import importlib.metadata
+
+    here = next(d for d in setup_module.ONNXRUNTIME_DISTRIBUTIONS if _installed(importlib.metadata, d))
+    assert setup_module.installed_onnxruntime() == here  # asked of a fresh interpreter, as pip's build would
+    monkeypatch.setattr(setup_module, "installed_onnxruntime", lambda: "onnxruntime-gpu")
+    assert setup_module.onnxruntime_requirement() == "onnxruntime-gpu>=1.18"
+    monkeypatch.setattr(setup_module, "installed_onnxruntime", lambda: None)
+    assert setup_module.onnxruntime_requirement() == "onnxruntime>=1.18"
+    monkeypatch.setenv("SEGDEPLOY_ONNXRUNTIME", "onnxruntime-openvino==1.20.0")
+    assert setup_module.onnxruntime_requirement() == "onnxruntime-openvino==1.20.0"
+
+
+def _installed(metadata, dist: str) -> bool:
+    try:
+        metadata.version(dist)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def test_core_dependencies_export_without_extras(setup_module):
+    names = {req.split(">")[0].split("=")[0] for req in setup_module.BASE}
+    assert "onnxslim" in names and "onnxsim" not in names and "jsonschema" in names
+    assert not {"openvino", "tensorrt", "matplotlib", "timm", "torchvision"} & names
