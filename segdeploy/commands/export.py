@@ -148,15 +148,8 @@ def precision_options(args):
     if builds_engine(args) and target == "cpu":
         raise InputError("TensorRT builds the tensorrt INT8 flavour (symmetric Q/DQ); --target cpu is for ONNX "
                          "Runtime and OpenVINO")
-    if args.max_drop is not None and not args.eval_data:
-        raise InputError("--max-drop is judged on a held-out set: add --eval-data DIR")
-    options = PrecisionOptions(args.precision, target, args.io_dtype, args.calib, args.calib_count,
-                               args.calib_method, args.percentile, args.max_drop).checked()
-    if args.calib:
-        from segdeploy.export.precision.calibrate import image_files
-
-        image_files(args.calib)  # a bad folder fails now, not after the trace
-    return options
+    return PrecisionOptions(args.precision, target, args.io_dtype, args.calib, args.calib_count,
+                            args.calib_method, args.percentile, args.max_drop).checked()
 
 
 def accuracy_evaluator(args, height: int, width: int):
@@ -185,10 +178,9 @@ def run(args) -> int:
     height, width = common.parse_size(args.size)
     precision = precision_options(args)
     evaluator = accuracy_evaluator(args, height, width)
-    images = _verification_images(args.calib)
 
-    def verify(graph, proto, shapes, precision: str = "fp32"):
-        return verify_graph(graph, proto, shapes, threads=args.threads, precision=precision, images=images)
+    def verify(graph, proto, shapes, **options):
+        return verify_graph(graph, proto, shapes, threads=args.threads, **options)
 
     with common.status(f"exporting {args.model}") as say:
         result = export_onnx(args.model, _onnx_output(args), checkpoint=args.checkpoint, height=height, width=width,
@@ -202,19 +194,6 @@ def run(args) -> int:
     elif args.fmt == "triton":
         export_triton(args, result.path)
     return 0
-
-
-VERIFICATION_IMAGES = 4
-
-
-def _verification_images(calib: str | None) -> list[str] | None:
-    """A few real images for the comparison with PyTorch of lower precisions (the calibration folder's), beside the
-    seeded inputs: a quantized graph is judged on what it was calibrated for."""
-    if not calib:
-        return None
-    from segdeploy.export.precision.calibrate import select_images
-
-    return list(select_images(calib, VERIFICATION_IMAGES).paths)
 
 
 def print_summary(path: str, m) -> None:

@@ -102,7 +102,7 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
                                  tolerance=tolerance_for(manifest.precision.mode), progress=progress)
         if held is not None:
             report.dataset = held_out_comparison(reference, candidate, held, manifest, graph.num_classes,
-                                                 graph.spec.align_corners, report.tolerance, say)
+                                                 graph.spec.align_corners, report, say)
     report.artifact, report.model = path, graph.spec.name
     if model_proto is not None and manifest.tool_versions.get("segdeploy"):
         report.graph_unchanged = graph_sha256(model_proto) == manifest.graph_sha256
@@ -111,11 +111,15 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
     return report
 
 
-def held_out_comparison(reference, candidate, held, manifest, num_classes: int, align_corners: bool, tolerance,
-                        say) -> dict:
+def held_out_comparison(reference, candidate, held, manifest, num_classes: int, align_corners: bool,
+                        report: ValidationReport, say) -> dict:
     """The artifact and its PyTorch reference on a held-out set: label agreement, and mIoU of both with the
-    delta when the set is labelled; ``passed`` by the precision's tolerance."""
+    delta when the set is labelled; ``passed`` by the precision's tolerance. The held-out masks also count as real
+    images for the output's agreement (what INT8's tolerance judges)."""
     from segdeploy.evaluation.accuracy import agreement_percent, miou, predict_masks
+    from segdeploy.evaluation.compare import confusion
+
+    tolerance = report.tolerance
 
     info = candidate.inputs()[0]
     name = candidate.outputs()[0].name
@@ -129,6 +133,11 @@ def held_out_comparison(reference, candidate, held, manifest, num_classes: int, 
                            "the artifact on the held-out images")
     result = {"data": held.source, "images": len(held.image_paths),
               "agreement": round(agreement_percent(actual, expected), 4)}
+    output = report.outputs.get(name)
+    if output is not None:
+        for e, a in zip(expected, actual):
+            conf = confusion(e, a, num_classes)
+            output.image_confusion = conf if output.image_confusion is None else output.image_confusion + conf
     passed = result["agreement"] >= 100 * tolerance.min_agreement
     if held.labelled:
         result["miou_reference"] = round(miou(held, expected, num_classes), 3)

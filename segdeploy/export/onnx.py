@@ -21,7 +21,7 @@ from segdeploy.artifact.onnx_file import graph_sha256
 from segdeploy.errors import CheckpointError, InputError, SegdeployError
 from segdeploy.export.describe import DYNAMIC_BATCH, DYNAMIC_SIZE, describe
 from segdeploy.export.passes import PassReport
-from segdeploy.export.precision import Evaluator, GraphInput, PrecisionOptions, apply_precision
+from segdeploy.export.precision import Evaluator, GraphInput, PrecisionOptions, apply_precision, prepare
 from segdeploy.export.trace import DEFAULT_OPSET, build_onnx, check_opset
 from segdeploy.io import check_destination, write_files_atomic
 from segdeploy.models.deploy import build_deploy_graph
@@ -43,7 +43,8 @@ class VerificationReport(Protocol):
     def failure_line(self) -> str: ...
 
 
-# verify(graph, model_proto, shapes, precision=mode): compares with PyTorch by the tolerance of ``precision``
+# verify(graph, model_proto, shapes, precision=mode[, images=paths]): compares with PyTorch by the tolerance of
+# ``precision``, on seeded inputs of the shapes and on the images (calibration images of FP16/INT8 graphs)
 Verifier = Callable[..., VerificationReport]
 
 
@@ -119,6 +120,7 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
     side = mf.sidecar_path(path)
     check_destination(path, force)  # fail before minutes of work, not after
     check_destination(side, force)
+    calibration_images = prepare(precision, opset=opset, evaluator=evaluator) if precision.mode != "fp32" else None
 
     say(f"building {model_name}" + (f" from {os.path.basename(os.fspath(checkpoint))}" if checkpoint else ""))
     graph, weights = build_deploy_graph(model_name, checkpoint=checkpoint, dynamic=dynamic, outputs=outputs,
@@ -134,14 +136,15 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
         graph_input = GraphInput(graph.input_name, graph.input_dtype, (batch, height, width), tuple(spec.mean),
                                  tuple(spec.std), spec.channel_order)
         converted = apply_precision(model_proto, precision, graph_input, graph_sha256=graph_sha256(model_proto),
-                                    evaluator=evaluator, threads=threads, progress=say)
+                                    evaluator=evaluator, threads=threads, progress=say, images=calibration_images)
         model_proto = converted.model
         reports = reports + converted.reports
     validation = {"skipped": True}
     if verify is not None:
         shapes = validation_shapes(batch, height, width, dynamic)
         say(f"verifying against PyTorch at {', '.join('x'.join(map(str, s)) for s in shapes)}")
-        report = verify(graph, model_proto, shapes, precision=precision.mode)
+        images = {"images": converted.verification_images} if converted and converted.verification_images else {}
+        report = verify(graph, model_proto, shapes, precision=precision.mode, **images)
         validation = report.summary()
         if not report.passed:
             what = "graph" if precision.mode == "fp32" else f"{label.replace('_', ' ')} graph"

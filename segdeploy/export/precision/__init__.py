@@ -134,26 +134,52 @@ class GraphInput:
         return {self.name: recipe.seeded_input((batch, 3, height, width), seed).astype(np.float32)}
 
 
+VERIFICATION_IMAGES = 4
+
+
 @dataclass
 class PrecisionResult:
     model: object
     reports: list[PassReport] = field(default_factory=list)
     precision: mf.Precision = field(default_factory=mf.Precision)
+    # real images to verify the converted graph on, beside the seeded inputs (a few of the calibration images: a
+    # quantized graph is judged on what it was calibrated for, not on noise alone)
+    verification_images: list[str] = field(default_factory=list)
 
 
 Progress = Callable[..., None]
 
 
+def prepare(options: PrecisionOptions, *, opset: int, evaluator: Evaluator | None = None
+            ) -> CalibrationImages | None:
+    """What can be refused before any tracing: the flavour's opset, the calibration folder, and calibration images
+    that are also evaluation images. Returns the chosen calibration images."""
+    from segdeploy.export.passes.qdq_tensorrt import QDQ_FLOAT16_OPSET
+
+    options = options.checked()
+    if options.mode == "int8" and options.target == "tensorrt" and opset < QDQ_FLOAT16_OPSET:
+        raise InputError(f"the INT8 TensorRT flavour needs opset {QDQ_FLOAT16_OPSET} or newer (float16 Q/DQ); "
+                         f"export with --opset {QDQ_FLOAT16_OPSET} or 20, not {opset}")
+    if options.max_drop is not None and evaluator is None:
+        raise InputError("--max-drop is judged on a held-out set: add --eval-data DIR")
+    images = select_images(options.calib, options.calib_count) if options.calib else None
+    if images is not None and evaluator is not None:
+        check_disjoint(images.digests, evaluator.image_paths, "the accuracy")
+    return images
+
+
 def apply_precision(model_proto, options: PrecisionOptions, graph_input: GraphInput, *, graph_sha256: str,
                     evaluator: Evaluator | None = None, threads: int | None = None,
-                    progress: Progress | None = None) -> PrecisionResult:
+                    progress: Progress | None = None, images: CalibrationImages | None = None) -> PrecisionResult:
+    """Convert ``model_proto`` (FP32, simplified) to ``options``' precision; ``images``: from :func:`prepare`."""
     options = options.checked()
     say = progress or (lambda *a, **k: None)
     if options.mode == "fp32":
         return PrecisionResult(model_proto)
-    images = select_images(options.calib, options.calib_count) if options.calib else None
-    if images is not None and evaluator is not None:
-        check_disjoint(images.digests, evaluator.image_paths, "the accuracy")
+    if images is None and options.calib:
+        images = select_images(options.calib, options.calib_count)
+        if evaluator is not None:
+            check_disjoint(images.digests, evaluator.image_paths, "the accuracy")
     table, source = _statistics(model_proto, options, images, graph_input, graph_sha256, threads, say)
     details: dict = {"ranges": source}
     if options.mode == "fp16":
@@ -193,7 +219,11 @@ def apply_precision(model_proto, options: PrecisionOptions, graph_input: GraphIn
                                  f"(> --max-drop {options.max_drop:g}); nothing was written")
         details["accuracy"] = accuracy
     flavour = options.target if options.mode == "int8" else None
-    return PrecisionResult(result, reports, mf.Precision(options.mode, flavour, options.io_dtype, details))
+    verification = [] if images is None else \
+        [images.paths[(i * len(images.paths)) // VERIFICATION_IMAGES] for i in range(min(VERIFICATION_IMAGES,
+                                                                                         len(images.paths)))]
+    return PrecisionResult(result, reports, mf.Precision(options.mode, flavour, options.io_dtype, details),
+                           verification)
 
 
 def _statistics(model_proto, options: PrecisionOptions, images: CalibrationImages | None, graph_input: GraphInput,
