@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .make/installed
 
-.PHONY: install demo test test-full test-cpp cpp lint bench clean
+.PHONY: install demo test test-full test-cpp cpp lint bench fixtures clean
 
 $(STAMP): pyproject.toml
 	@# torch==2.13.0 is the CPU wheel served locally; never replace a torch that is already there
@@ -61,6 +61,11 @@ test-full: $(STAMP)
 bench: $(STAMP)
 	$(PYTHON) -m segdeploy bench --model segnext_t --backend torch,onnxruntime --layout nchw,channels_last \
 		--md artifacts/bench/segnext_t.md --json artifacts/bench/segnext_t.json --force
+
+# The accuracy fixtures: each T variant (and a low-margin cgrseg_t) trained on the synthetic dataset on the CPU,
+# cached under ~/.cache/segdeploy/fixtures (or $$SEGDEPLOY_CACHE/fixtures); cached ones are reused, FORCE=1 retrains.
+fixtures: $(STAMP)
+	nice -n 10 $(PYTHON) -m segdeploy fixtures --model all $(if $(FORCE),--force,)
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check segdeploy tests benchmarks setup.py

@@ -11,7 +11,8 @@ import sys
 from segdeploy import __version__
 from segdeploy.errors import SegdeployError
 
-COMMANDS = ("list", "info", "predict", "export", "validate", "bench", "doctor", "lint_trt", "build_engine")
+COMMANDS = ("list", "info", "doctor", "export", "validate", "eval", "predict", "bench", "dataset", "fixtures",
+            "lint_trt", "build_engine")
 
 
 DESCRIPTION = ("Export, validate, evaluate and benchmark efficient semantic-segmentation models (CGRSeg, SegNeXt, "

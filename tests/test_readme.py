@@ -20,7 +20,7 @@ PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
 def command_lines(text: str) -> list[str]:
     lines = []
-    for line in text.splitlines():
+    for line in text.replace("\\\n", " ").splitlines():  # join shell continuation lines
         line = line.strip().split("  #")[0].strip()
         if line.startswith("segdeploy ") and "<" not in line and "[" not in line:
             lines.append(line)

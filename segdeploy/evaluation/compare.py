@@ -19,6 +19,7 @@ import numpy as np
 
 from segdeploy import preprocess
 from segdeploy.errors import SegdeployError
+from segdeploy.evaluation.metrics import agreement, mean_iou
 from segdeploy.runtimes.base import Runner, TensorInfo, image_dims
 
 
@@ -89,24 +90,13 @@ def numeric_stats(reference: np.ndarray, actual: np.ndarray) -> dict:
 
 
 def confusion(reference_labels: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K+1, K+1) counts, rows = reference class, columns = candidate class; labels outside [0, K) count as K."""
+    """(K+1, K+1) counts, rows = reference class, columns = candidate class. Unlike a dataset's confusion matrix
+    (metrics.confusion_matrix, which refuses labels outside the classes), a candidate's stray labels are data here:
+    they land in the extra bin K and count as disagreements."""
     k = num_classes + 1
     ref, out = (np.clip(m.astype(np.int64).ravel(), -1, num_classes) for m in (reference_labels, labels))
     ref[ref < 0], out[out < 0] = num_classes, num_classes
     return np.bincount(ref * k + out, minlength=k * k).reshape(k, k)
-
-
-def agreement(conf: np.ndarray) -> float:
-    total = conf.sum()
-    return float(np.trace(conf) / total) if total else 1.0
-
-
-def mean_iou(conf: np.ndarray) -> float:
-    """Mean over the classes present in either mask of intersection / union."""
-    inter = np.diag(conf).astype(np.float64)
-    union = conf.sum(0) + conf.sum(1) - inter
-    present = union > 0
-    return float((inter[present] / union[present]).mean()) if present.any() else 1.0
 
 
 @dataclass

@@ -45,6 +45,10 @@ class Segmenter:
         self.output = runner.outputs()[0]
         self.batch = profile.batch.opt if profile is not None and profile.static else 1
 
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
     def __call__(self, image_bgr: np.ndarray) -> Segmentation:
         import cv2
 
@@ -80,32 +84,25 @@ def model_preprocessing(spec) -> mf.Preprocessing:
 def open_segmenter(*, model: str | None = None, checkpoint=None, artifact: str | None = None,
                    backend: str | None = None, size: tuple[int, int] | None = None, fixed_size: bool = False,
                    threads: int | None = None, cache_dir: str = DEFAULT_CACHE_DIR, simplify: bool = True,
-                   verify=None, progress=None) -> Segmenter:
+                   verify=None, progress=None, model_hint: str | None = None) -> Segmenter:
     """A segmenter for a model (on the model backend, or exported on the fly and cached for an artifact backend)
     or for an artifact. ``fixed_size``: every image has the same size (a video), so a static export at that size
-    serves; otherwise an artifact backend gets a dynamic export that takes every size the policy gives."""
+    serves; otherwise an artifact backend gets a dynamic export that takes every size the policy gives. A foreign
+    ONNX file (no manifest) is prepared as ``model_hint``'s spec says."""
     if (model is None) == (artifact is None):
         raise InputError("give a model (--model) or an artifact, not both")
     if artifact is not None:
-        kind = format_of(artifact).kind
-        backend = backend or default_backend_for(kind)
-        if get_backend(backend).consumes != kind:
-            raise InputError(f"backend {backend} does not run {kind} artifacts; use {', '.join(backends_for(kind))}")
-        runner = create_runner(backend, artifact=artifact, threads=threads)
-        manifest = runner.manifest
-        if manifest is None:
-            runner.close()
-            raise InputError(f"{artifact} carries no segdeploy manifest: cannot tell how to prepare images for it")
-        return Segmenter(runner, manifest.preprocessing, manifest.profile, manifest.model.class_names,
-                         manifest.model.palette, size, f"{os.path.basename(artifact)} on {backend}")
+        return _artifact_segmenter(artifact, backend, size, threads, model_hint)
     spec = models.get_spec(model)
     backend = backend or fastest_cpu_backend()
     record = get_backend(backend)
+    weights = "recipe weights" if checkpoint is None else os.path.basename(os.fspath(checkpoint))
     if record.consumes == "model":
         runner = create_runner(backend, model=model, checkpoint=checkpoint, threads=threads)
         k = runner.graph.num_classes
-        return Segmenter(runner, model_preprocessing(spec), None, spec.class_names(k), spec.palette(k), size,
-                         f"{model} on {backend}")
+        names, palette = _class_names(spec, k, checkpoint)
+        return Segmenter(runner, model_preprocessing(spec), None, names, palette, size,
+                         f"{model} ({weights}) on {backend}")
     if record.consumes != "onnx":
         raise InputError(f"backend {backend} runs {record.consumes}s; export one first and pass it as the artifact")
     if size is not None or fixed_size:
@@ -118,4 +115,44 @@ def open_segmenter(*, model: str | None = None, checkpoint=None, artifact: str |
     runner = create_runner(backend, artifact=path, threads=threads)
     m = runner.manifest
     return Segmenter(runner, m.preprocessing, m.profile, m.model.class_names, m.model.palette, size,
-                     f"{model} on {backend}")
+                     f"{model} ({weights}) on {backend}, {'static' if m.profile.static else 'dynamic'} ONNX export")
+
+
+def _class_names(spec, k: int, checkpoint) -> tuple[list, list]:
+    """The class names and palette a checkpoint carries (mmseg's dataset_meta), else the spec's."""
+    if checkpoint is not None:
+        from segdeploy.models.checkpoints import checkpoint_dataset_meta
+
+        meta = checkpoint_dataset_meta(checkpoint)
+        if meta and len(meta["classes"]) == k:
+            return meta["classes"], meta["palette"] or list(spec.palette(k))
+    return list(spec.class_names(k)), list(spec.palette(k))
+
+
+def _artifact_segmenter(artifact: str, backend, size, threads, model_hint) -> Segmenter:
+    kind = format_of(artifact).kind
+    backend = backend or default_backend_for(kind)
+    if get_backend(backend).consumes != kind:
+        raise InputError(f"backend {backend} does not run {kind} artifacts; use {', '.join(backends_for(kind))}")
+    runner = create_runner(backend, artifact=artifact, threads=threads)
+    label = f"{os.path.basename(artifact)} on {backend}"
+    manifest = runner.manifest
+    if manifest is not None:
+        return Segmenter(runner, manifest.preprocessing, manifest.profile, manifest.model.class_names,
+                         manifest.model.palette, size, label)
+    if model_hint is None:
+        runner.close()
+        raise InputError(f"{artifact} carries no segdeploy manifest: pass --model to say how to prepare images for it")
+    spec = models.get_spec(model_hint)
+    info, out = runner.inputs()[0], runner.outputs()[0]
+    if info.dtype != "float32" or len(info.shape) != 4 or len(out.shape) != 4 or not isinstance(out.shape[1], int):
+        runner.close()
+        raise InputError(f"{artifact} carries no manifest and is not a float NCHW image in, logits out graph; "
+                         "cannot tell how to feed it")
+    profile = None
+    if all(isinstance(d, int) and d > 0 for d in info.shape):
+        b, _, h, w = info.shape
+        profile = mf.Profile(mf.Range(b, b, b), mf.Range(h, h, h), mf.Range(w, w, w), spec.size_multiple)
+    k = out.shape[1]
+    return Segmenter(runner, model_preprocessing(spec), profile, spec.class_names(k), spec.palette(k), size,
+                     label + f" (prepared as {model_hint})")

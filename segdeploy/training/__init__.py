@@ -1,0 +1,1 @@
+"""Training the accuracy fixtures on the CPU (imports models, datasets and the core; never export or runtimes)."""
