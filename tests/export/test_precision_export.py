@@ -34,6 +34,8 @@ def calib_dir(tmp_path_factory):
 
 
 def test_fp16_export_is_verified_and_describes_its_islands(tmp_path):
+    from precision_graphs import types_of
+
     result = export("cgrseg_t", tmp_path / "fp16.onnx", height=SIZE, width=SIZE,
                     precision=PrecisionOptions("fp16"))
     m = result.manifest
@@ -48,6 +50,12 @@ def test_fp16_export_is_verified_and_describes_its_islands(tmp_path):
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16) > 100
     assert "float16" in [p["name"] for p in m.export.passes]
+    types = types_of(model)
+    for node in model.graph.node:  # normalisations and Softmax compute in float32, every Conv in float16
+        if node.op_type in ("Softmax", "LayerNormalization", "ReduceMean"):
+            assert types[node.input[0]] == onnx.TensorProto.FLOAT, node.name
+        if node.op_type == "Conv":
+            assert types[node.input[1]] == onnx.TensorProto.FLOAT16, node.name
 
 
 def test_int8_exports_record_flavour_and_calibration(tmp_path, calib_dir):
@@ -63,6 +71,12 @@ def test_int8_exports_record_flavour_and_calibration(tmp_path, calib_dir):
     assert errors(lint_file(result.path, "10.3")) == [] and errors(lint_file(result.path, "11")) == []
     assert make_plan(result.manifest, BuildOptions(precision="int8")).precision == "int8"
 
+
+@pytest.mark.slow
+def test_one_calibration_serves_both_flavours(tmp_path, calib_dir):
+    options = PrecisionOptions("int8", "tensorrt", calib=str(calib_dir), calib_count=4)
+    trt = export_onnx("cgrseg_t", tmp_path / "trt.onnx", height=SIZE, width=SIZE, precision=options, threads=2)
+    p = trt.manifest.precision
     cpu = export_onnx("cgrseg_t", tmp_path / "cpu.onnx", height=SIZE, width=SIZE, threads=2,
                       precision=PrecisionOptions("int8", calib=str(calib_dir), calib_count=4))
     assert cpu.manifest.precision.flavour == "cpu"  # the default flavour of an ONNX artifact

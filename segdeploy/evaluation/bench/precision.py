@@ -221,10 +221,10 @@ def _relate(rows: list[dict], held) -> None:
         if best is not None:
             row["speedup_vs_best_fp32"] = row["throughput_ips"] / best["throughput_ips"]
             row["best_fp32"] = f"{best['backend']} fp32"
-        row["within_tolerance"] = _within(row, held)
+        row["within_tolerance"] = within_tolerance(row)
 
 
-def _within(row: dict, held) -> bool | None:
+def within_tolerance(row: dict) -> bool | None:
     """The precision's tolerance on the held-out set: label agreement with FP32, and the mIoU drop where labelled."""
     from segdeploy.evaluation.compare import tolerance_for
 

@@ -114,7 +114,8 @@ def test_bad_options_are_refused():
         float16(conv_softmax_model(), overflow=1e6)
 
 
-@pytest.mark.parametrize("name", ["cgrseg_t", pytest.param("segnext_t", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cgrseg_t", "segnext_t"])
 def test_registered_models_convert_and_agree(name):
     model = exported(name)
     table = ranges(model)

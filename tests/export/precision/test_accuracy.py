@@ -21,17 +21,18 @@ from segdeploy.export.precision import PrecisionOptions
 SIZE = 256
 
 
-def evaluator(fixture, data=None, size=SIZE):
+def evaluator(fixture, data=None, size=SIZE, limit=None):
     from segdeploy import models
 
     spec = models.get_spec(fixture.model)
     return GraphAccuracy(data or fixture.dataset_dir, mean=spec.mean, std=spec.std, channel_order=spec.channel_order,
-                         align_corners=spec.align_corners, size=(size, size), threads=2)
+                         align_corners=spec.align_corners, size=(size, size), threads=2, limit=limit)
 
 
-def export_precision(fixture, path, options, data=None):
+def export_precision(fixture, path, options, data=None, limit=None):
     return export_onnx(fixture.model, path, checkpoint=fixture.checkpoint, height=SIZE, width=SIZE,
-                       precision=options, evaluator=evaluator(fixture, data), verify=verifier(), threads=2)
+                       precision=options, evaluator=evaluator(fixture, data, limit=limit), verify=verifier(),
+                       threads=2)
 
 
 class Int8Artifacts(dict):
@@ -42,7 +43,7 @@ class Int8Artifacts(dict):
         self.fixture, self.folder = fixture, folder
 
     def __missing__(self, target):
-        options = PrecisionOptions("int8", target, calib=self.fixture.dataset_dir, calib_count=16)
+        options = PrecisionOptions("int8", target, calib=self.fixture.dataset_dir, calib_count=8)
         self[target] = export_precision(self.fixture, self.folder / f"{target}.onnx", options)
         return self[target]
 
@@ -101,21 +102,18 @@ def test_fp16_keeps_the_masks_of_the_validation_split(trained_fixture, tmp_path)
 
 
 def test_max_drop_keeps_the_most_sensitive_blocks(trained_fixture, tmp_path):
-    """Against agreement with FP32 (a folder without labels), a budget of half of what plain INT8 loses: the search
-    keeps blocks in float16 until it holds, and the manifest says which and why."""
+    """Against agreement with FP32 (a folder without labels), a budget of 0.05 points, tighter than plain INT8 (the
+    TensorRT flavour flips about 0.15 % of this fixture's pixels): the search keeps blocks in float16 until it holds,
+    and the manifest says which and why."""
     photos = tmp_path / "photos"
     shutil.copytree(os.path.join(trained_fixture.dataset_dir, "images", "validation"), photos)
-    options = PrecisionOptions("int8", "tensorrt", calib=trained_fixture.dataset_dir, calib_count=8)
-    plain = export_precision(trained_fixture, tmp_path / "plain.onnx", options, data=photos)
-    loss = plain.manifest.precision.details["accuracy"]["drop"]
-    assert loss > 0.02  # INT8 flips some pixels; the budget below is tighter than that
-    budget = round(loss / 2, 3)
+    budget = 0.05
     options = PrecisionOptions("int8", "tensorrt", calib=trained_fixture.dataset_dir, calib_count=8, max_drop=budget)
-    result = export_precision(trained_fixture, tmp_path / "mixed.onnx", options, data=photos)
+    result = export_precision(trained_fixture, tmp_path / "mixed.onnx", options, data=photos, limit=6)
     details = result.manifest.precision.details
     accuracy, mixed = details["accuracy"], details["mixed_precision"]
-    assert accuracy["metric"] == "agreement" and accuracy["drop"] <= budget
-    assert mixed["all_quantized"] == pytest.approx(100 - loss, abs=1e-3)  # plain INT8 was over the budget ...
+    assert accuracy["metric"] == "agreement" and accuracy["images"] == 6 and accuracy["drop"] <= budget
+    assert mixed["all_quantized"] < 100 - budget  # plain INT8 was over the budget ...
     assert 1 <= len(mixed["kept"]) < mixed["blocks"]  # ... and some, not all, blocks were kept
     first = mixed["kept"][0]
     assert first["rank"] == 1 and "kept in float16" in first["reason"] and first["layers"]
