@@ -12,6 +12,8 @@ EXAMPLE = """examples:
 
 
 def add_parser(subparsers) -> None:
+    from segdeploy.datasets.synthetic import STYLES
+
     p = subparsers.add_parser("dataset", help="make datasets (the synthetic texture dataset)",
                               epilog=EXAMPLE, formatter_class=common.HelpFormatter)
     sub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
@@ -23,8 +25,9 @@ def add_parser(subparsers) -> None:
     s.add_argument("--val", type=int, default=100, help="validation images (default 100)")
     common.add_size(s, help_text="image size")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--style", default="clean", choices=("clean", "hard"),
-                   help="clean: well-separated classes; hard: heavier blur, noise, colour jitter and clutter")
+    s.add_argument("--style", default="clean", choices=tuple(STYLES),
+                   help="clean: well-separated classes; noisy: some blur, noise, jitter and clutter (the low-margin "
+                        "fixture's); hard: the most of each")
     common.add_force(s, "--out if it is a dataset made by this command")
     s.set_defaults(func=run)
 

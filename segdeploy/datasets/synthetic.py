@@ -76,6 +76,9 @@ class SceneStyle:
 STYLES = {
     "clean": SceneStyle(shapes=(3, 8), shape_scale=(0.1, 0.35), texture_scale=(0.5, 0.9), brightness=0.12,
                         channel_jitter=0.05, edge_blur=1.0, blur=0.6, noise=3.0, jpeg_quality=92),
+    # between the two: enough noise and clutter that a briefly trained model is unsure (the low-margin fixture)
+    "noisy": SceneStyle(shapes=(4, 10), shape_scale=(0.08, 0.3), texture_scale=(0.45, 1.0), brightness=0.2,
+                        channel_jitter=0.12, edge_blur=1.8, blur=1.0, noise=8.0, jpeg_quality=85),
     "hard": SceneStyle(shapes=(5, 12), shape_scale=(0.06, 0.3), texture_scale=(0.4, 1.2), brightness=0.3,
                        channel_jitter=0.2, edge_blur=2.5, blur=1.6, noise=14.0, jpeg_quality=75),
 }

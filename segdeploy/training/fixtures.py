@@ -26,7 +26,7 @@ from segdeploy import __version__
 from segdeploy.datasets import open_dataset
 from segdeploy.datasets.synthetic import GENERATOR_VERSION, STYLES, SynthConfig, dataset_meta, write_dataset
 from segdeploy.errors import InputError
-from segdeploy.io import write_bytes_atomic, write_text_atomic
+from segdeploy.io import user_cache_dir, write_bytes_atomic, write_text_atomic
 from segdeploy.training.trainer import TrainConfig, train
 
 TRAINER_VERSION = 1
@@ -43,15 +43,16 @@ class FixtureRecipe:
     purpose: str
 
     def key(self) -> str:
-        """Hash of everything the checkpoint depends on."""
+        """Hash of everything the checkpoint depends on: the recipe and the versions of the dataset generator and
+        the trainer (bumped when they change), not segdeploy's release number, which moves without them."""
         payload = {"model": self.model, "data": asdict(self.data), "train": self.train.as_dict(),
                    "style": asdict(STYLES[self.data.style]), "generator": GENERATOR_VERSION,
-                   "trainer": TRAINER_VERSION, "segdeploy": __version__}
+                   "trainer": TRAINER_VERSION}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 CLEAN16 = SynthConfig(num_classes=16, train=400, val=100, height=512, width=512, seed=0, style="clean")
-HARD24 = SynthConfig(num_classes=24, train=200, val=50, height=512, width=512, seed=0, style="hard")
+NOISY24 = SynthConfig(num_classes=24, train=200, val=50, height=512, width=512, seed=0, style="noisy")
 # The small fixture the test suite trains for itself (once per cache): few classes, small crops, minutes.
 TINY8 = SynthConfig(num_classes=8, train=96, val=12, height=256, width=256, seed=0, style="clean")
 
@@ -64,8 +65,9 @@ FIXTURES: dict[str, FixtureRecipe] = {r.name: r for r in (
     FixtureRecipe("segnext_t_synth16", "segnext_t", CLEAN16, _T_TRAINING, _CONFIDENT),
     FixtureRecipe("lrformer_t_synth16", "lrformer_t", CLEAN16, _T_TRAINING, _CONFIDENT),
     FixtureRecipe("offseg_t_synth16", "offseg_t", CLEAN16, _T_TRAINING, _CONFIDENT),
-    FixtureRecipe("cgrseg_t_lowmargin", "cgrseg_t", HARD24, replace(_T_TRAINING, iterations=150),
-                  "low-margin fixture: briefly trained on noisy, cluttered scenes of 24 classes (about 40-50% mIoU), "
+    # 160 iterations on the noisy style reach about 41% mIoU (80: 36%; the hard style reached 26% after 150)
+    FixtureRecipe("cgrseg_t_lowmargin", "cgrseg_t", NOISY24, replace(_T_TRAINING, iterations=160),
+                  "low-margin fixture: briefly trained on noisy, cluttered scenes of 24 classes (about 40% mIoU), "
                   "where a lossy graph loses points"),
 )}
 TEST_FIXTURE = FixtureRecipe("cgrseg_t_tiny8", "cgrseg_t", TINY8,
@@ -86,8 +88,7 @@ def cpu_model() -> str:
 
 
 def default_cache_dir() -> str:
-    root = os.environ.get("SEGDEPLOY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "segdeploy")
-    return os.path.join(root, "fixtures")
+    return user_cache_dir("fixtures")
 
 
 def get_recipe(name: str) -> FixtureRecipe:

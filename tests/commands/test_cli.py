@@ -74,7 +74,7 @@ def test_predict_on_a_real_image_agrees_across_backends(tmp_path):
         code, stdout, stderr = run_cli("predict", "--model", "segnext_t", "--image", IMAGE, "--output", str(out),
                                        "--backend", backend, "--cache-dir", str(tmp_path / "cache"))
         assert code == 0, stderr
-        assert f"segnext_t on {backend}" in stdout and "classes in the mask" in stdout
+        assert f"segnext_t (recipe weights) on {backend}" in stdout and "classes in the mask" in stdout
         masks[backend] = cv2.imread(str(out))
     image = cv2.imread(IMAGE)
     assert masks["torch"].shape == image.shape
