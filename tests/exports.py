@@ -8,7 +8,7 @@ CI_SIZE = (256, 320)
 
 
 def verifier(threads: int = 2):
-    return lambda graph, proto, shapes: verify_graph(graph, proto, shapes, threads=threads)
+    return lambda graph, proto, shapes, **options: verify_graph(graph, proto, shapes, threads=threads, **options)
 
 
 def export(name: str, path, *, verify: bool = True, **options):

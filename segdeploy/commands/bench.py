@@ -16,7 +16,9 @@ EXAMPLES = """examples:
   segdeploy bench --model cgrseg_t                                    # the fastest CPU backend here
   segdeploy bench --model segnext_t,cgrseg_t --backend torch,onnxruntime,openvino --batch 1,max
   segdeploy bench --artifact artifacts/cgrseg_t_512x512.onnx --backend onnxruntime --md bench.md
-  segdeploy bench --model cgrseg_t --device cuda --precision fp16 --cuda-graphs"""
+  segdeploy bench --model cgrseg_t --device cuda --precision fp16 --cuda-graphs
+  segdeploy bench --model cgrseg_t --checkpoint ck.pth --precision fp32,fp16,int8 --data data/ \
+      --backend onnxruntime,openvino --md compare.md --plot compare.png   # formats x precisions, with mIoU"""
 
 
 def add_parser(subparsers) -> None:
@@ -41,8 +43,19 @@ def add_parser(subparsers) -> None:
     run = p.add_argument_group("execution")
     common.add_threads(run)
     run.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N] (default cpu)")
-    run.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
-                     help="fp16: torch on CUDA; bf16: OpenVINO")
+    run.add_argument("--precision", default="fp32",
+                     help="fp32; fp16: torch on CUDA; bf16: OpenVINO. A list (fp32,fp16,int8,int8-tensorrt), int8 or "
+                          "--data compare precisions instead: each is exported (calibrated, cached) and measured")
+    compare = p.add_argument_group("precision comparison (--precision LIST or --data)")
+    compare.add_argument("--data", metavar="DIR",
+                         help="held-out set for the accuracy columns: a labelled dataset folder (validation split: "
+                              "mIoU) or a folder of images (agreement with FP32); a dataset's training split "
+                              "calibrates INT8 when --calib is not given")
+    compare.add_argument("--calib", metavar="DIR", help="calibration images (default: --data's training split)")
+    compare.add_argument("--calib-count", type=common.positive_int, default=32, help="calibration images "
+                                                                                       "(default 32)")
+    compare.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"), default="minmax")
+    compare.add_argument("--limit", type=common.positive_int, metavar="N", help="use the first N images of --data")
     run.add_argument("--layout", default="nchw", help="torch memory format(s): nchw, channels_last or both, "
                                                       "comma-separated")
     run.add_argument("--compile", action="store_true", help="torch.compile the PyTorch model")
@@ -108,8 +121,70 @@ def _progress():
     return bar, update
 
 
+def compares_precisions(args) -> bool:
+    names = common.names(args.precision)
+    return bool(args.data) or len(names) > 1 or any(n.startswith("int8") for n in names)
+
+
+def run_precision_comparison(args) -> int:
+    from segdeploy.evaluation.bench import precision as pb
+    from segdeploy.hostinfo import cpu_info
+    from segdeploy.runtimes.registry import backend_status, cpu_backends
+
+    if not args.model or "," in args.model or args.artifact:
+        raise InputError("the precision comparison takes one --model (it exports each precision itself)")
+    if args.csv:
+        raise InputError("the precision comparison writes --json, --md and --plot")
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise InputError(f"--plot writes a PNG; give a .png path, not {args.plot!r}")
+    precisions = pb.parse_precisions(args.precision)
+    if "fp32" not in precisions:
+        precisions = ["fp32", *precisions]
+    usable = [b for b in cpu_backends() if get_backend(b).consumes == "onnx" and backend_status(b).available]
+    backends = common.names(args.backend) or usable
+    height, width = common.parse_size(args.size)
+    request = pb.PrecisionBench(
+        model=args.model, precisions=precisions, backends=backends, height=height, width=width,
+        checkpoint=args.checkpoint, data=args.data, calib=args.calib, calib_count=args.calib_count,
+        calib_method=args.calib_method, limit=args.limit, threads=args.threads,
+        protocol=Protocol(warmup_s=args.warmup_s, min_s=args.min_s, min_iters=args.min_iters),
+        cache_dir=args.cache_dir, rebuild=args.force_export)
+    pb.check(request)
+    print(f"int8 on this CPU: {int8_note(cpu_info())}")
+    with common.status(f"comparing precisions of {args.model}") as say:
+        report = pb.compare_precisions(request, progress=say)
+    print_table(f"segdeploy bench: precisions of {args.model}", *pb.table_rows(report))
+    print(pb.header(report))
+    print(f"recommendation: {report['recommendation']}")
+    written = []
+    if args.json:
+        written.append(common.write_json(args.json, report, args.force))
+    if args.md:
+        from segdeploy.io import write_text_atomic
+
+        written.append(write_text_atomic(args.md, pb.to_markdown(report), force=args.force))
+    if args.plot:
+        pb.plot(report, args.plot, force=args.force)
+        written.append(args.plot)
+    for path in written:
+        if path:
+            print(f"wrote {path}")
+    return 1 if any(r["status"] != "ok" for r in report["rows"]) else 0
+
+
+def int8_note(cpu: dict) -> str:
+    from segdeploy.hostinfo import int8_speed_note
+
+    return int8_speed_note(cpu)
+
+
 def run_command(args) -> int:
     common.check_outputs(args.force, args.json, args.csv, args.md, args.plot, inputs=[args.artifact, args.checkpoint])
+    if compares_precisions(args):
+        return run_precision_comparison(args)
+    if args.precision not in ("fp32", "fp16", "bf16"):
+        raise InputError(f"--precision takes fp32, fp16 or bf16 (or a list to compare precisions), not "
+                         f"{args.precision!r}")
     request = build_request(args)
     check_request(request)
     bar, update = _progress()

@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 
 from segdeploy.errors import InputError
 
@@ -125,10 +126,19 @@ def write_json(path: str | None, data, force: bool) -> str | None:
     return write_text_atomic(path, text, force=force)
 
 
+def progress_text(text: str, fraction: float | None = None, width: int = 24) -> str:
+    """``text`` with a bar when the step knows how far it is: 'calibrating 12/32 [#########...............] 38%'."""
+    if fraction is None:
+        return text
+    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    return f"{text} [{'#' * filled}{'.' * (width - filled)}] {fraction:.0%}"
+
+
 @contextlib.contextmanager
 def status(message: str):
     """A spinner on stderr while a step runs (a no-op when stderr is not a terminal); yields a callback that
-    updates its text: ``say("tracing")``."""
+    updates its text, with a progress bar when given a fraction: ``say("tracing")``, ``say("calibrating 3/32",
+    3 / 32)``."""
     try:
         from rich.console import Console
     except ImportError:
@@ -138,8 +148,14 @@ def status(message: str):
     if not console.is_terminal:
         yield lambda text, *_: None
         return
+    started = time.monotonic()
+
+    def say(text, fraction=None, *_):
+        elapsed = time.monotonic() - started
+        spinner.update(progress_text(text, fraction) + (f"  {elapsed:.0f} s" if fraction is not None else ""))
+
     with console.status(message) as spinner:
-        yield lambda text, *_: spinner.update(text)
+        yield say
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

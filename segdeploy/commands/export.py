@@ -15,6 +15,12 @@ EXAMPLES = """examples:
   segdeploy export --model offseg_t --outputs mask --preprocess       # uint8 BGR image in, uint8 labels out
   segdeploy export --model cgrseg_t --checkpoint cgrseg_t_ade.pth --output cgrseg_t.onnx --force
   segdeploy export --model cgrseg_t --fmt trt --dynamic               # engine here, else a bundle for the target
+  segdeploy export --model cgrseg_t --precision fp16                  # float16 with float32 islands
+  segdeploy export --model cgrseg_t --checkpoint ck.pth --precision int8 --calib data/ --eval-data data/
+                                                                      # INT8 for ONNX Runtime/OpenVINO (cpu flavour)
+  segdeploy export --model cgrseg_t --checkpoint ck.pth --precision int8 --calib data/ --eval-data data/ \
+      --max-drop 1                                                    # mixed precision: at most 1 mIoU point lost
+  segdeploy export --model cgrseg_t --fmt trt --precision int8 --calib data/   # TensorRT Q/DQ, float16 elsewhere
   segdeploy export --model cgrseg_t --fmt triton --output repo/       # Triton model repository (ONNX Runtime)"""
 
 
@@ -51,16 +57,47 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="skip the comparison with PyTorch (the manifest then says so)")
     common.add_threads(p)
+    add_precision_arguments(p)
     add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
+def add_precision_arguments(p) -> None:
+    from segdeploy.export.precision import MODES, TARGETS
+    from segdeploy.export.precision.calibrate import DEFAULT_COUNT, DEFAULT_PERCENTILE, METHODS
+
+    g = p.add_argument_group("precision (FP16/INT8 as graph passes, verified on the CPU; the manifest records it)")
+    g.add_argument("--precision", choices=MODES, default="fp32",
+                   help="fp32 (default); fp16: float16 with float32 islands (normalisations, Softmax, SegNeXt's "
+                        "NMF, overflowing tensors); int8: explicit Q/DQ (see --target)")
+    g.add_argument("--target", choices=TARGETS,
+                   help="INT8 flavour: tensorrt (symmetric int8 where TensorRT fuses it, float16 elsewhere; the "
+                        "default with --fmt trt) or cpu (uint8 activations, int8 weights, as ONNX Runtime and OpenVINO "
+                        "fuse; the default otherwise)")
+    g.add_argument("--io-dtype", choices=("float32", "float16"), default="float32",
+                   help="dtype of the float input and outputs of fp16/int8-tensorrt graphs (default float32)")
+    g.add_argument("--calib", metavar="DIR",
+                   help="calibration images: a folder of images, or a dataset folder (its training split); needed "
+                        "for int8, optional for fp16 (the ranges of its islands)")
+    g.add_argument("--calib-count", type=common.positive_int, default=DEFAULT_COUNT,
+                   help=f"calibration images, taken evenly spaced in name order (default {DEFAULT_COUNT})")
+    g.add_argument("--calib-method", choices=METHODS, default="minmax",
+                   help="activation ranges: minmax (default), percentile, entropy (TensorRT's KL divergence)")
+    g.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
+                   help=f"the percentile of --calib-method percentile (default {DEFAULT_PERCENTILE})")
+    g.add_argument("--eval-data", metavar="DIR",
+                   help="held-out set the accuracy is measured and recorded on: a labelled dataset folder (its "
+                        "validation split; mIoU) or a folder of images (label agreement with FP32); must not share "
+                        "images with --calib")
+    g.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help="accuracy budget on --eval-data (mIoU points, or agreement points without labels): INT8 "
+                        "keeps its most sensitive blocks in float until the drop is within it")
+
+
 def add_engine_arguments(p) -> None:
     """--fmt trt / triton options (the ONNX artifact is exported first, then built or packaged)."""
-    g = p.add_argument_group("TensorRT (--fmt trt; --fmt triton --platform tensorrt)")
-    g.add_argument("--precision", choices=("fp32", "fp16", "int8"),
-                   help="the engine's precision: the ONNX artifact's own (its precision passes put fp16 casts or "
-                        "Q/DQ in the graph); checked against the artifact")
+    g = p.add_argument_group("TensorRT (--fmt trt; --fmt triton --platform tensorrt); the engine's precision is the "
+                             "ONNX graph's (--precision)")
     g.add_argument("--workspace", type=int, metavar="MiB", help="builder workspace limit (default: TensorRT's)")
     g.add_argument("--opt-level", type=int, choices=range(6), metavar="0-5",
                    help="builder optimization level (TensorRT's default 3)")
@@ -97,6 +134,36 @@ def _onnx_output(args):
     return None
 
 
+def builds_engine(args) -> bool:
+    return args.fmt == "trt" or (args.fmt == "triton" and args.platform == "tensorrt")
+
+
+def precision_options(args):
+    """The export's precision from the flags; INT8 defaults to the flavour of where it will run."""
+    from segdeploy.export.precision import PrecisionOptions
+
+    target = args.target
+    if args.precision == "int8" and target is None:
+        target = "tensorrt" if builds_engine(args) else "cpu"
+    if builds_engine(args) and target == "cpu":
+        raise InputError("TensorRT builds the tensorrt INT8 flavour (symmetric Q/DQ); --target cpu is for ONNX "
+                         "Runtime and OpenVINO")
+    return PrecisionOptions(args.precision, target, args.io_dtype, args.calib, args.calib_count,
+                            args.calib_method, args.percentile, args.max_drop).checked()
+
+
+def accuracy_evaluator(args, height: int, width: int):
+    if not args.eval_data:
+        return None
+    from segdeploy import models
+    from segdeploy.evaluation.accuracy import GraphAccuracy
+
+    spec = models.get_spec(args.model)
+    return GraphAccuracy(args.eval_data, mean=spec.mean, std=spec.std, channel_order=spec.channel_order,
+                         align_corners=spec.align_corners, size=(height, width), uint8_input=args.preprocess,
+                         batch=args.batch, threads=args.threads)
+
+
 def run(args) -> int:
     require_exportable(args.fmt)
     if args.fmt == "trt" and args.output and os.path.splitext(args.output)[1].lower() not in (".engine", ".plan"):
@@ -110,13 +177,18 @@ def run(args) -> int:
     from segdeploy.export.onnx import export_onnx
 
     height, width = common.parse_size(args.size)
-    verify = (lambda graph, proto, shapes: verify_graph(graph, proto, shapes, threads=args.threads)) \
-        if args.validate else None
+    precision = precision_options(args)
+    evaluator = accuracy_evaluator(args, height, width)
+
+    def verify(graph, proto, shapes, **options):
+        return verify_graph(graph, proto, shapes, threads=args.threads, **options)
+
     with common.status(f"exporting {args.model}") as say:
         result = export_onnx(args.model, _onnx_output(args), checkpoint=args.checkpoint, height=height, width=width,
                              batch=args.batch, dynamic=args.dynamic, opset=args.opset, simplify=args.simplify,
-                             outputs=args.outputs, preprocess=args.preprocess, force=args.force, verify=verify,
-                             progress=say)
+                             outputs=args.outputs, preprocess=args.preprocess, force=args.force,
+                             verify=verify if args.validate else None, progress=say, precision=precision,
+                             evaluator=evaluator, threads=args.threads)
     print_summary(result.path, result.manifest)
     if args.fmt == "trt":
         export_trt(args, result.path)
@@ -151,7 +223,7 @@ def print_summary(path: str, m) -> None:
         ["input", f"{m.input.name} {m.input.dtype} {m.input.layout} {m.input.shape}"],
         ["output", f"{m.output.name} {m.output.dtype} {m.output.shape} ({m.output.kind})"],
         ["profile", m.profile.describe()],
-        ["precision", m.precision.mode + (f" ({m.precision.flavour})" if m.precision.flavour else "")],
+        ["precision", precision_line(m.precision)],
         ["nodes", f"{ex.nodes_traced} traced -> {ex.nodes}" + (f" ({ex.simplifier})" if ex.simplifier else
                                                                  " (not simplified)")],
         ["opset / options", f"{ex.opset} / {ex.model_options or 'none'}"],
@@ -166,7 +238,36 @@ def print_summary(path: str, m) -> None:
         numbers.append(f"label agreement {v['mask_agreement']:.3%}")
         rows.append(["verification", f"{'passed' if v['passed'] else 'FAILED'} on {v['cases']} inputs "
                                      f"{v['shapes']}: " + ", ".join(numbers)])
+    accuracy = m.precision.details.get("accuracy")
+    if accuracy:
+        rows.append(["accuracy", accuracy_line(accuracy, m.precision.mode)])
     print_table(f"{m.model.name} -> onnx{' (dynamic)' if m.dynamic else ''}", ["", "value"], rows)
+
+
+def precision_line(p) -> str:
+    text = p.mode + (f" ({p.flavour})" if p.flavour else "")
+    details = p.details
+    if "calibration" in details:
+        c = details["calibration"]
+        text += f"; calibrated on {c['count']} images ({c['method']})"
+    quant = details.get("quantization", {})
+    if quant.get("quantized") is not None:
+        text += f"; {len(quant['quantized'])} layers in int8, {len(quant.get('not_quantized', []))} left in float"
+    islands = (details.get("float16") or quant.get("float16") or {})
+    if islands.get("float32_nodes") is not None:
+        text += f"; {islands['float32_nodes']} nodes kept in float32"
+    mixed = details.get("mixed_precision")
+    if mixed:
+        text += f"; mixed precision: {len(mixed['kept'])} of {mixed['blocks']} blocks kept in {mixed['kept_in']}"
+    return text
+
+
+def accuracy_line(a: dict, mode: str) -> str:
+    text = f"{a['metric']} {a['fp32']:.2f} (fp32) -> {a[mode]:.2f} ({mode}), drop {a['drop']:.2f} on {a['images']} " \
+           "held-out images"
+    if a.get("budget") is not None:
+        text += f" (budget {a['budget']:g})"
+    return text
 
 
 def export_trt(args, onnx_path: str):

@@ -9,7 +9,8 @@ EXAMPLES = """examples:
   segdeploy validate artifacts/cgrseg_t_512x512.onnx
   segdeploy validate artifacts/segnext_t_512x512_dynamic.onnx --size 384x640 --size 1024 --batch 2
   segdeploy validate model.onnx --images photos/ --backend openvino --json report.json
-  segdeploy validate foreign.onnx --model cgrseg_t --locate"""
+  segdeploy validate foreign.onnx --model cgrseg_t --locate
+  segdeploy validate artifacts/cgrseg_t_512x512_int8_cpu.onnx --checkpoint ck.pth --data data/   # + mIoU delta"""
 
 
 def add_parser(subparsers) -> None:
@@ -25,6 +26,11 @@ def add_parser(subparsers) -> None:
     common.add_backend(p, "backend that runs the artifact (default: ONNX Runtime for ONNX artifacts)")
     p.add_argument("--images", metavar="DIR", help="folder of images to compare on too (prepared as the manifest "
                                                    "says)")
+    p.add_argument("--data", metavar="DIR",
+                   help="held-out set: a labelled dataset folder (its validation split: mIoU of the artifact and of "
+                        "PyTorch, and the delta, judged by the precision's tolerance) or a folder of images (label "
+                        "agreement); refused when it shares images with the artifact's calibration")
+    p.add_argument("--limit", type=common.positive_int, metavar="N", help="use the first N images of --data")
     p.add_argument("--n", type=int, default=8, help="seeded random inputs (default 8)")
     p.add_argument("--seed", type=int, default=0)
     common.add_size(p, default=None, repeat=True,
@@ -51,12 +57,14 @@ def run(args) -> int:
     sizes = [common.parse_size(s) for s in args.size] if args.size else None
     if args.batch and not sizes:
         raise InputError("--batch goes with --size")
+    if args.limit and not args.data:
+        raise InputError("--limit goes with --data")
     shapes = [(args.batch or 1, h, w) for h, w in sizes] if sizes else None
     with common.status(f"validating {args.artifact}") as say:
         report = validate_artifact(args.artifact, model=args.model, checkpoint=args.checkpoint, images=args.images,
                                    n=args.n, seed=args.seed, shapes=shapes, locate=args.locate,
                                    threads=args.threads, backend=args.backend, providers=args.providers,
-                                   progress=say)
+                                   progress=say, data=args.data, limit=args.limit)
     rows = [[f"{o.name} ({o.kind})", o.cases, _fmt(o.max_abs_err, ".3g"), _fmt(o.max_rel_err, ".3g"),
              _fmt(o.mean_abs_err, ".3g"), _fmt(o.cosine, ".6f"), _fmt(o.mask_agreement, ".3%"),
              _fmt(o.miou_vs_reference, ".4f"), "ok" if o.passed else "FAIL"] for o in report.outputs.values()]
@@ -65,6 +73,12 @@ def run(args) -> int:
                 f"{len(report.cases)} inputs {[list(s) for s in shapes_seen]}",
                 ["output", "cases", "max abs", "max rel", "mean abs", "cosine", "labels", "mIoU", "status"], rows)
     print("labels: pixel label agreement; mIoU: of the artifact's masks, taking the reference's as ground truth")
+    if report.dataset is not None:
+        d = report.dataset
+        line = f"held-out set ({d['data']}): label agreement with PyTorch {d['agreement']:.3f}%"
+        if "miou_delta" in d:
+            line += f"; mIoU {d['miou']:.2f} vs PyTorch {d['miou_reference']:.2f} ({d['miou_delta']:+.2f} points)"
+        print(line + ("" if d["passed"] else " (out of tolerance)"))
     print(f"tolerance ({report.tolerance.precision}): {report.tolerance.describe()}")
     if report.graph_unchanged is False:
         print("note: the graph's SHA-256 differs from the one recorded at export: it was edited since")

@@ -29,7 +29,10 @@ class Tolerance:
     max_rel: float | None  # max abs error <= max_rel * max(1, max |reference|) per case; None: not bounded
     min_agreement: float  # pixel label agreement with the reference's masks, per case
     min_cosine: float | None = None  # cosine of the logits, per case
-    max_miou_drop: float | None = None  # mIoU points lost on labelled data (eval --reference), when given
+    max_miou_drop: float | None = None  # mIoU points lost on labelled data (validate --data), when given
+    # agreement judged per case, or over all cases together (INT8: a quantized graph is calibrated for images, so
+    # its agreement is judged over the real images when there are any, and seeded noise inputs by cosine only)
+    agreement_per_case: bool = True
 
     def describe(self) -> str:
         parts = []
@@ -37,18 +40,23 @@ class Tolerance:
             parts.append(f"max abs <= {self.max_rel:g} * max(1, max|ref|)")
         if self.min_cosine is not None:
             parts.append(f"cosine >= {self.min_cosine:g}")
-        parts.append(f"label agreement >= {self.min_agreement:.1%}")
+        parts.append(f"label agreement >= {self.min_agreement:.1%}" +
+                     ("" if self.agreement_per_case else " over all real images (else all inputs)"))
         if self.max_miou_drop is not None:
             parts.append(f"mIoU drop <= {self.max_miou_drop:g} points on labelled data")
         return f"{self.precision}: " + "; ".join(parts)
 
 
 # FP32: float rounding only; a few pixels sit on near-ties between classes, so exact mask equality is not fair.
-# FP16: the issue's bar (agreement >= 99.5 %) plus the logits' direction. INT8: judged by masks and mIoU.
+# FP16: label agreement >= 99.5 % on every input, and the logits' direction (float16 rounding moves logits by ~1e-3
+# relative: cosine 0.9999+ on the trained fixtures). INT8: the logits' direction on every input (0.998-0.9999 on
+# the trained T fixtures' images, 0.997 on a seeded noise input), label agreement over all inputs together, and,
+# with labelled data, at most 1 mIoU point lost (the issue's budget; mmdeploy's regression tolerance).
 TOLERANCES = {
     "fp32": Tolerance("fp32", max_rel=1e-4, min_agreement=0.999),
     "fp16": Tolerance("fp16", max_rel=None, min_agreement=0.995, min_cosine=0.999),
-    "int8": Tolerance("int8", max_rel=None, min_agreement=0.95, min_cosine=0.98, max_miou_drop=1.0),
+    "int8": Tolerance("int8", max_rel=None, min_agreement=0.95, min_cosine=0.98, max_miou_drop=1.0,
+                      agreement_per_case=False),
 }
 
 
@@ -107,6 +115,7 @@ class OutputReport:
     max_abs_ref: float | None = None
     nonfinite: int = 0
     confusion: np.ndarray | None = field(default=None, repr=False)
+    image_confusion: np.ndarray | None = field(default=None, repr=False)  # real images only (not seeded inputs)
     errors: list[str] = field(default_factory=list)
     _abs_sum: float = field(default=0.0, repr=False)
     _count: int = field(default=0, repr=False)
@@ -118,7 +127,9 @@ class OutputReport:
         self.failed_cases += 1
         return False
 
-    def add(self, reference: np.ndarray, actual: np.ndarray, input_size, align_corners: bool) -> bool:
+    def add(self, reference: np.ndarray, actual: np.ndarray, input_size, align_corners: bool,
+            image: bool = False) -> bool:
+        """Compare one case; ``image``: the input was a real image (not a seeded one)."""
         if reference.shape != actual.shape:
             return self.fail(f"shape {tuple(actual.shape)} where the reference has {tuple(reference.shape)}")
         tol = self.tolerance
@@ -145,7 +156,10 @@ class OutputReport:
             ref_labels, labels = reference, actual
         conf = confusion(ref_labels, labels, self.num_classes)
         self.confusion = conf if self.confusion is None else self.confusion + conf
-        passed = passed and agreement(conf) >= tol.min_agreement
+        if image:
+            self.image_confusion = conf if self.image_confusion is None else self.image_confusion + conf
+        if tol.agreement_per_case:
+            passed = passed and agreement(conf) >= tol.min_agreement
         self.cases += 1
         self.failed_cases += not passed
         return passed
@@ -159,8 +173,16 @@ class OutputReport:
         return None if self.confusion is None else mean_iou(self.confusion)
 
     @property
+    def judged_agreement(self) -> float | None:
+        """The agreement an all-inputs tolerance judges: over the real images when there were any."""
+        conf = self.image_confusion if self.image_confusion is not None else self.confusion
+        return None if conf is None else agreement(conf)
+
+    @property
     def passed(self) -> bool:
-        return self.cases > 0 and self.failed_cases == 0
+        overall = self.tolerance.agreement_per_case or self.judged_agreement is None or \
+            self.judged_agreement >= self.tolerance.min_agreement
+        return self.cases > 0 and self.failed_cases == 0 and overall
 
     def as_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "cases": self.cases, "failed_cases": self.failed_cases,
@@ -183,10 +205,13 @@ class ValidationReport:
     # integrity: does the graph still hash to what export recorded? (False = edited since export)
     graph_unchanged: bool | None = None
     notes: list[str] = field(default_factory=list)
+    # validate --data: agreement and mIoU (with its delta) on a held-out set, judged by the same tolerance
+    dataset: dict | None = None
 
     @property
     def passed(self) -> bool:
-        return bool(self.outputs) and all(o.passed for o in self.outputs.values())
+        held_out = self.dataset is None or self.dataset.get("passed", True)
+        return bool(self.outputs) and all(o.passed for o in self.outputs.values()) and held_out
 
     def _worst(self, key, pick):
         values = [getattr(o, key) for o in self.outputs.values() if getattr(o, key) is not None]
@@ -202,6 +227,7 @@ class ValidationReport:
                 "mask_agreement": r(self._worst("mask_agreement", min)),
                 "miou_vs_reference": r(self._worst("miou_vs_reference", min)),
                 "shapes": [list(s) for s in sorted({tuple(c["input_shape"]) for c in self.cases})],
+                **({"held_out": self.dataset} if self.dataset is not None else {}),
                 "cases": len(self.cases), "tolerance": self.tolerance.describe(),
                 "reference": self.reference.get("backend"), "runtime": self.candidate.get("backend")}
 
@@ -216,6 +242,12 @@ class ValidationReport:
     def failure_line(self) -> str:
         bad = [o for o in self.outputs.values() if not o.passed]
         parts = []
+        if self.dataset is not None and not self.dataset.get("passed", True):
+            d = self.dataset
+            text = f"held-out set: label agreement {d['agreement']:.3f}%"
+            if "miou_delta" in d:
+                text += f", mIoU {d['miou_reference']:.2f} -> {d['miou']:.2f} ({d['miou_delta']:+.2f})"
+            parts.append(text + f" ({self.tolerance.describe()})")
         for o in bad:
             text = f"{o.name}: {o.failed_cases}/{o.cases} cases out of tolerance"
             if o.max_abs_err is not None:
@@ -224,6 +256,10 @@ class ValidationReport:
                 text += f", cosine {o.cosine:.5f}"
             if o.mask_agreement is not None:
                 text += f", label agreement {o.mask_agreement:.4%}"
+                judged = o.judged_agreement
+                if not o.tolerance.agreement_per_case and judged < o.tolerance.min_agreement:
+                    where = "the real images" if o.image_confusion is not None else "all inputs"
+                    text += f" ({judged:.4%} over {where}, < {o.tolerance.min_agreement:.1%})"
             if o.errors:
                 text += f", {len(o.errors)} not comparable (first: {o.errors[0]})"
             parts.append(text)
@@ -257,7 +293,8 @@ def compare_runners(reference: Runner, candidate: Runner, feeds: list[tuple[str,
             if actual is None:
                 ok = report.fail(f"{source} {case['input_shape']}: {case['error']}")
             else:
-                ok = report.add(expected[name], actual[name], size, align_corners)
+                ok = report.add(expected[name], actual[name], size, align_corners,
+                                image=not source.startswith("seeded:"))
             case["outputs"][name] = ok
         case["passed"] = all(case["outputs"].values())
         cases.append(case)

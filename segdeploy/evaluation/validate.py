@@ -9,6 +9,7 @@ check on an in-memory graph, handed to export as its verifier.
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Sequence
 
 from segdeploy import preprocess
@@ -18,7 +19,7 @@ from segdeploy.artifact.onnx_file import graph_edited, load_onnx
 from segdeploy.artifact.reader import read_manifest
 from segdeploy.errors import InputError
 from segdeploy.evaluation.compare import ValidationReport, compare_runners, tolerance_for
-from segdeploy.evaluation.feeds import list_images, manifest_image_feed, seeded_feed
+from segdeploy.evaluation.feeds import image_feed, list_images, manifest_image_feed, seeded_feed
 from segdeploy.evaluation.reference import build_reference, foreign_reference
 from segdeploy.export.onnx import validation_shapes
 from segdeploy.models import footprint
@@ -30,12 +31,18 @@ MAX_SEEDED_INPUTS = 100_000
 
 
 def verify_graph(graph, model_proto, shapes, *, seed: int = 0, threads: int | None = None,
-                 precision: str = "fp32") -> ValidationReport:
-    """Compare an in-memory ONNX graph with its eager deploy graph on one seeded input per shape (export's
-    verifier)."""
+                 precision: str = "fp32", images=None) -> ValidationReport:
+    """Compare an in-memory ONNX graph with its eager deploy graph on one seeded input per shape, and on ``images``
+    at the first shape (export's verifier), with the tolerance of ``precision``."""
     candidate = OnnxRuntimeRunner(model_proto, threads=threads)
     info = candidate.inputs()[0]
     feeds = [(f"seeded:{seed + i}", seeded_feed(info, shape, seed + i)) for i, shape in enumerate(shapes)]
+    if images:
+        pre = types.SimpleNamespace(mean=graph.spec.mean, std=graph.spec.std, channel_order=graph.spec.channel_order,
+                                    size_multiple=graph.spec.size_multiple)
+        batch, height, width = shapes[0]
+        feeds += [(path, image_feed(preprocess.read_image(path), info, pre, (height, width), batch))
+                  for path in images]
     return compare_runners(TorchRunner(graph), candidate, feeds, num_classes=graph.num_classes,
                            align_corners=graph.spec.align_corners, tolerance=tolerance_for(precision))
 
@@ -46,8 +53,11 @@ def default_shapes(manifest: mf.Manifest) -> list[tuple[int, int, int]]:
 
 def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, checkpoint=None, images=None,
                       n: int = 8, seed: int = 0, shapes=None, locate: bool = False, threads: int | None = None,
-                      backend: str | None = None, providers=None, progress=None) -> ValidationReport:
-    """Compare an artifact with its PyTorch reference on ``n`` seeded inputs (and the images in ``images``)."""
+                      backend: str | None = None, providers=None, progress=None, data=None,
+                      limit: int | None = None) -> ValidationReport:
+    """Compare an artifact with its PyTorch reference on ``n`` seeded inputs (and the images in ``images``); with
+    ``data`` (a labelled dataset or a folder of images), also on that held-out set: mIoU of both and its delta, and
+    label agreement."""
     say = progress or (lambda step, fraction=0.0: None)
     path = os.fspath(artifact)
     if not 0 <= n <= MAX_SEEDED_INPUTS:
@@ -84,10 +94,23 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
         raise InputError("nothing to validate: --n 0 and no --images")
     feeds = Feeds(n, image_paths, lambda i: seeded_feed(info, shapes[i % len(shapes)], seed + i),
                   lambda p: manifest_image_feed(preprocess.read_image(p), info, manifest), seed)
+    held = None
+    if data is not None:  # refuse a calibration overlap before minutes of comparisons
+        from segdeploy.evaluation.accuracy import held_out
+        from segdeploy.export.precision.calibrate import check_disjoint
+
+        held = held_out(data, limit)
+        digests = manifest.precision.details.get("calibration", {}).get("image_digests")
+        if digests:
+            check_disjoint(digests, held.image_paths, "--data")
+    reference = TorchRunner(graph)
     with candidate:
-        report = compare_runners(TorchRunner(graph), candidate, feeds, num_classes=graph.num_classes,
+        report = compare_runners(reference, candidate, feeds, num_classes=graph.num_classes,
                                  align_corners=graph.spec.align_corners,
                                  tolerance=tolerance_for(manifest.precision.mode), progress=progress)
+        if held is not None:
+            report.dataset = held_out_comparison(reference, candidate, held, manifest, graph.num_classes,
+                                                 graph.spec.align_corners, report, say)
     report.artifact, report.model = path, graph.spec.name
     if model_proto is not None and manifest.tool_versions.get("segdeploy"):
         report.graph_unchanged = not graph_edited(model_proto, manifest)
@@ -113,6 +136,44 @@ class Feeds(Sequence):
             return f"seeded:{self.seed + index}", self.seeded(index)
         path = self.image_paths[index - self.n]
         return path, self.from_image(path)
+
+
+def held_out_comparison(reference, candidate, held, manifest, num_classes: int, align_corners: bool,
+                        report: ValidationReport, say) -> dict:
+    """The artifact and its PyTorch reference on a held-out set: label agreement, and mIoU of both with the
+    delta when the set is labelled; ``passed`` by the precision's tolerance. The held-out masks also count as real
+    images for the output's agreement (what INT8's tolerance judges)."""
+    from segdeploy.evaluation.accuracy import agreement_percent, miou, predict_masks
+    from segdeploy.evaluation.compare import confusion
+
+    tolerance = report.tolerance
+
+    info = candidate.inputs()[0]
+    name = candidate.outputs()[0].name
+
+    def feed(image):
+        return manifest_image_feed(image, info, manifest)
+
+    expected = predict_masks(lambda f: reference.infer(f)[name], held, feed, align_corners, say,
+                             "PyTorch on the held-out images")
+    actual = predict_masks(lambda f: candidate.infer(f)[name], held, feed, align_corners, say,
+                           "the artifact on the held-out images")
+    result = {"data": held.source, "images": len(held.image_paths),
+              "agreement": round(agreement_percent(actual, expected), 4)}
+    output = report.outputs.get(name)
+    if output is not None:
+        for e, a in zip(expected, actual):
+            conf = confusion(e, a, num_classes)
+            output.image_confusion = conf if output.image_confusion is None else output.image_confusion + conf
+    passed = result["agreement"] >= 100 * tolerance.min_agreement
+    if held.labelled:
+        result["miou_reference"] = round(miou(held, expected, num_classes), 3)
+        result["miou"] = round(miou(held, actual, num_classes), 3)
+        result["miou_delta"] = round(result["miou"] - result["miou_reference"], 3)
+        if tolerance.max_miou_drop is not None:
+            passed = passed and -result["miou_delta"] <= tolerance.max_miou_drop
+    result["passed"] = passed
+    return result
 
 
 def _locate(report: ValidationReport, graph, manifest, model_proto, feeds, threads, say) -> dict:

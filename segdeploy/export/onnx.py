@@ -1,8 +1,9 @@
 """A registered model -> a validated, self-describing ONNX artifact: build the deploy graph, trace, check, simplify,
-verify, describe, write (the ONNX file and its manifest sidecar as one unit).
+convert the precision, verify, describe, write (the ONNX file and its manifest sidecar as one unit).
 
 Export never imports the evaluation layer: numerical verification against PyTorch is passed in as ``verify`` (the
-command passes segdeploy.evaluation.validate.verify_graph). Without one, the manifest says the graph was not
+command passes segdeploy.evaluation.validate.verify_graph, with the tolerance of the precision), and so is the
+accuracy evaluator a ``--max-drop`` budget is judged by. Without a verifier, the manifest says the graph was not
 verified.
 """
 from __future__ import annotations
@@ -16,13 +17,15 @@ import torch
 
 from segdeploy import models
 from segdeploy.artifact import manifest as mf
+from segdeploy.artifact.onnx_file import graph_sha256
 from segdeploy.errors import CheckpointError, InputError, SegdeployError
 from segdeploy.export.describe import DYNAMIC_BATCH, DYNAMIC_SIZE, describe
 from segdeploy.export.passes import PassReport
+from segdeploy.export.precision import Evaluator, GraphInput, PrecisionOptions, apply_precision, prepare
 from segdeploy.export.trace import DEFAULT_OPSET, build_onnx, check_opset
 from segdeploy.io import check_destination, write_files_atomic
 from segdeploy.models import footprint
-from segdeploy.models.deploy import DeployGraph, build_deploy_graph
+from segdeploy.models.deploy import build_deploy_graph
 
 # The second shape a dynamic artifact is verified at: another batch and aspect ratio than the traced one.
 SECOND_VALIDATION_SHAPE = (2, 384, 640)
@@ -41,7 +44,9 @@ class VerificationReport(Protocol):
     def failure_line(self) -> str: ...
 
 
-Verifier = Callable[[DeployGraph, object, list], VerificationReport]
+# verify(graph, model_proto, shapes, precision=mode[, images=paths]): compares with PyTorch by the tolerance of
+# ``precision``, on seeded inputs of the shapes and on the images (calibration images of FP16/INT8 graphs)
+Verifier = Callable[..., VerificationReport]
 
 
 @dataclass
@@ -94,18 +99,23 @@ def check_finite_weights(model: torch.nn.Module, origin: str) -> None:
 def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, checkpoint=None, height: int = 512,
                 width: int = 512, batch: int = 1, dynamic: bool = False, opset: int = DEFAULT_OPSET,
                 simplify: bool = True, simplifiers=None, outputs: str = "logits", preprocess: bool = False,
-                force: bool = False, verify: Verifier | None = None,
-                progress: Progress | None = None) -> ExportResult:
+                force: bool = False, verify: Verifier | None = None, progress: Progress | None = None,
+                precision: PrecisionOptions | None = None, evaluator: Evaluator | None = None,
+                threads: int | None = None) -> ExportResult:
     """Export ``model_name`` to ONNX with its manifest; see the module docstring and the README.
 
-    Writes nothing unless every step (trace, op check, simplification, verification) succeeded.
+    ``precision`` (default FP32) converts the simplified graph (export/precision); ``evaluator`` measures the
+    accuracy the manifest records and a ``max_drop`` budget is held to. Writes nothing unless every step (trace, op
+    check, simplification, precision, verification) succeeded.
     """
-    say = progress or (lambda step: None)
+    say = progress or (lambda step, *_: None)
     spec = models.get_spec(model_name)
     check_export_shape(spec, batch, height, width, dynamic)
     check_opset(opset)
+    precision = (precision or PrecisionOptions()).checked()
+    label = precision.mode + (f"_{precision.target}" if precision.mode == "int8" else "")
     path = os.fspath(output) if output is not None else default_output_path(model_name, height, width, dynamic,
-                                                                            outputs, preprocess)
+                                                                            outputs, preprocess, label)
     if not path.endswith(".onnx"):
         raise InputError(f"an ONNX artifact's name must end in .onnx: {path}")
     side = mf.sidecar_path(path)
@@ -120,6 +130,7 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
     footprint.check_fits(footprint.export_bytes(model_name, batch, height, width),
                          f"exporting {model_name} at {batch}x{height}x{width}",
                          "export a smaller size or batch (a dynamic artifact takes other sizes at run time)")
+    calibration_images = prepare(precision, opset=opset, evaluator=evaluator) if precision.mode != "fp32" else None
 
     say(f"building {model_name}" + (f" from {os.path.basename(os.fspath(checkpoint))}" if checkpoint else ""))
     graph, weights = build_deploy_graph(model_name, checkpoint=checkpoint, dynamic=dynamic, outputs=outputs,
@@ -129,17 +140,29 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
     kwargs = {"simplifiers": simplifiers} if simplifiers else {}
     model_proto, reports = build_onnx(graph, batch, height, width, dynamic=dynamic, opset=opset, simplify=simplify,
                                       **kwargs)
+    converted = None
+    if precision.mode != "fp32":
+        say(f"converting to {label.replace('_', ' ')}")
+        graph_input = GraphInput(graph.input_name, graph.input_dtype, (batch, height, width), tuple(spec.mean),
+                                 tuple(spec.std), spec.channel_order)
+        converted = apply_precision(model_proto, precision, graph_input, graph_sha256=graph_sha256(model_proto),
+                                    evaluator=evaluator, threads=threads, progress=say, images=calibration_images)
+        model_proto = converted.model
+        reports = reports + converted.reports
     validation = {"skipped": True}
     if verify is not None:
         shapes = validation_shapes(batch, height, width, dynamic)
         say(f"verifying against PyTorch at {', '.join('x'.join(map(str, s)) for s in shapes)}")
-        report = verify(graph, model_proto, shapes)
+        images = {"images": converted.verification_images} if converted and converted.verification_images else {}
+        report = verify(graph, model_proto, shapes, precision=precision.mode, **images)
         validation = report.summary()
         if not report.passed:
-            raise SegdeployError(f"{model_name}: the exported graph does not match PyTorch ({report.failure_line()}); "
-                                 "nothing was written")
+            what = "graph" if precision.mode == "fp32" else f"{label.replace('_', ' ')} graph"
+            raise SegdeployError(f"{model_name}: the exported {what} does not match PyTorch within the {precision.mode}"
+                                 f" tolerance ({report.failure_line()}); nothing was written")
     manifest = describe(graph, model_proto, batch=batch, height=height, width=width, dynamic=dynamic, opset=opset,
-                        simplify=simplify, weights=weights, reports=reports, validation=validation)
+                        simplify=simplify, weights=weights, reports=reports, validation=validation,
+                        precision=converted.precision if converted else None)
     write_artifact(path, model_proto, manifest, force)
     return ExportResult(path, side, manifest, reports)
 

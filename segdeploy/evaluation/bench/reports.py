@@ -11,6 +11,7 @@ from segdeploy.evaluation.bench.papers import best_paper_match
 from segdeploy.evaluation.bench.plot import render_plot
 from segdeploy.evaluation.bench.protocol import Protocol
 from segdeploy.evaluation.bench.stats import PERCENTILES
+from segdeploy.hostinfo import int8_speed_note
 from segdeploy.io import write_bytes_atomic
 
 CSV_COLUMNS = ("model", "backend", "device", "precision", "layout", "batch", "max_batch", "height", "width", "threads",
@@ -136,7 +137,7 @@ def machine_summary(report: dict) -> str:
     peak_text = f"; FP32 peak {peak['gflops']:.0f} GFLOP/s ({peak['method']}, {peak['threads']} threads)" if peak \
         else ""
     return (f"{m['host']}: {cpu['model']}, {cpu['usable_cores']} usable cores, ISA {' '.join(cpu['isa']) or '-'}; "
-            f"load {m['load_average']}{peak_text}; {versions}")
+            f"{int8_speed_note(cpu)}; load {m['load_average']}{peak_text}; {versions}")
 
 
 def to_markdown(report: dict) -> str:

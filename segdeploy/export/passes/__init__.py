@@ -17,6 +17,9 @@ class PassReport:
     tool: str = ""
     notes: list[str] = field(default_factory=list)
     op_counts: dict[str, int] = field(default_factory=dict)  # of the result
+    # what a pass decided, in structured form (the precision passes' islands and Q/DQ placement); the orchestrator
+    # files it where it belongs in the manifest, so as_dict() leaves it out
+    details: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "tool": self.tool, "nodes_before": self.nodes_before,

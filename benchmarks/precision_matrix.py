@@ -1,0 +1,296 @@
+"""FP32 / FP16 / INT8 (cpu flavour) / INT8 (TensorRT flavour) on the trained fixtures: size, validation mIoU and its
+delta to FP32, pixel agreement with FP32, latency and img/s on ONNX Runtime and OpenVINO, and the INT8 speed-up over
+the best FP32 CPU path against the 1.3x target.
+
+Per fixture (made by ``segdeploy fixtures``; a missing one is skipped with a note): each precision is exported from
+the fixture's checkpoint at SIZE x SIZE (INT8 calibrated on COUNT images of the training split, so the validation
+split the mIoU is measured on is held out), its accuracy is measured on every backend by
+segdeploy.evaluation.bench.precision (the same code as ``segdeploy bench --precision ... --data``), then all rows of
+the fixture are timed together, round-robin, one call each per round, so a load that comes and goes on a shared
+machine hits every row alike; p50 and min of the rounds are reported. An "off-the-shelf" row quantizes the same
+FP32 graph with ONNX Runtime's ``quantize_static`` defaults (QDQ, per-tensor weights, every operator, MinMax) on the
+same calibration images, for reference. A benchmark, not a test: the machine and its load are recorded.
+
+    python benchmarks/precision_matrix.py                                 # every fixture, Markdown to stdout
+    python benchmarks/precision_matrix.py --out benchmarks/results        # precision-<date>.md and .json there
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from segdeploy.evaluation.bench import precision as pb  # noqa: E402
+from segdeploy.evaluation.bench.protocol import Protocol  # noqa: E402
+from segdeploy.hostinfo import int8_speed_note, machine_info  # noqa: E402
+from segdeploy.io import write_text_atomic  # noqa: E402
+from segdeploy.runtimes.base import random_feed  # noqa: E402
+from segdeploy.runtimes.registry import backend_status, create_runner  # noqa: E402
+from segdeploy.training.fixtures import FIXTURES, default_cache_dir, load_fixture  # noqa: E402
+
+PRECISIONS = ["fp32", "fp16", "int8-cpu", "int8-tensorrt"]
+TARGET = pb.SPEED_TARGET
+MIOU_BUDGET = 1.0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--fixtures", default="cgrseg_t_synth16,segnext_t_synth16,lrformer_t_synth16,offseg_t_synth16,"
+                                         "cgrseg_t_lowmargin")
+    p.add_argument("--backends", default="onnxruntime,openvino")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calib-count", type=int, default=32)
+    p.add_argument("--limit", type=int, help="validation images (default: all)")
+    p.add_argument("--rounds", type=int, default=20, help="timed round-robin rounds per fixture")
+    p.add_argument("--cache-dir", default=os.path.join(ROOT, "artifacts", "cache"))
+    p.add_argument("--no-baseline", action="store_true", help="skip the off-the-shelf quantize_static row")
+    p.add_argument("--out", help="folder for precision-<date>.md and .json")
+    return p.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def baseline_artifact(fp32_path: str, calibration_paths, feed_of, out_path: str) -> str:
+    """ONNX Runtime's quantize_static with its defaults, calibrated on the same images; the FP32 manifest is kept
+    (same I/O), its precision relabelled."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    from segdeploy.artifact import manifest as mf
+    from segdeploy.artifact.reader import read_manifest
+    from segdeploy.export.onnx import write_artifact
+
+    if os.path.isfile(out_path):
+        return out_path
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([feed_of(p) for p in calibration_paths])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    tmp = out_path + ".tmp.onnx"
+    quantize_static(fp32_path, tmp, Reader())
+    model = onnx.load(tmp)
+    os.remove(tmp)
+    manifest = read_manifest(fp32_path)
+    manifest = manifest.replace(precision=mf.Precision("int8", "cpu", "float32", {
+        "note": "onnxruntime.quantization.quantize_static defaults: QDQ, per-tensor weights, every operator, MinMax"}))
+    from segdeploy.artifact.onnx_file import graph_sha256
+
+    manifest = manifest.replace(graph_sha256=graph_sha256(model))
+    write_artifact(out_path, model, manifest, force=True)
+    return out_path
+
+
+def interleaved_timing(rows: list[dict], size: int, threads: int, rounds: int) -> None:
+    """Time every ok row round-robin (one call per row per round) after two warm-up calls each."""
+    live = []
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        runner = create_runner(row["backend"], artifact=row["artifact"], threads=threads)
+        feed = random_feed(runner, 1, size, size)
+        for _ in range(2):
+            runner.infer(feed)
+        live.append((row, runner, feed, []))
+    for _ in range(rounds):
+        for _row, runner, feed, samples in live:
+            start = time.perf_counter()
+            runner.infer(feed)
+            samples.append((time.perf_counter() - start) * 1e3)
+    for row, runner, _, samples in live:
+        runner.close()
+        row["rounds"] = len(samples)
+        row["p50_ms"] = float(np.median(samples))
+        row["min_ms"] = float(np.min(samples))
+        row["throughput_ips"] = 1e3 / row["p50_ms"]
+
+
+def summarize(rows: list[dict]) -> dict:
+    ok = [r for r in rows if r["status"] == "ok"]
+    fp32 = [r for r in ok if r["precision"] == "fp32"]
+    int8 = [r for r in ok if r["precision"] == "int8-cpu"]
+    out = {}
+    if fp32 and int8:
+        best32 = min(fp32, key=lambda r: r["p50_ms"])
+        best8 = min(int8, key=lambda r: r["p50_ms"])
+        out = {"best_fp32": f"{best32['backend']} {best32['p50_ms']:.1f} ms",
+               "best_int8": f"{best8['backend']} {best8['p50_ms']:.1f} ms",
+               "speedup": best32["p50_ms"] / best8["p50_ms"],
+               "speedup_min": min(r["min_ms"] for r in fp32) / min(r["min_ms"] for r in int8),
+               "miou_delta": best8.get("miou_delta")}
+        for row in ok:
+            row["speedup_vs_best_fp32"] = best32["p50_ms"] / row["p50_ms"]
+    return out
+
+
+def find_fixture(recipe):
+    """The fixture from the cache; else a cached one of the same model, data and training under another key (a key
+    also covers segdeploy's and the generator's versions)."""
+    import glob
+    from dataclasses import asdict
+
+    from segdeploy.training.fixtures import Fixture, dataset_dir
+
+    found = load_fixture(recipe, default_cache_dir())
+    if found is not None:
+        return found
+    for folder in sorted(glob.glob(os.path.join(default_cache_dir(), f"{recipe.name}-*")), reverse=True):
+        try:
+            with open(os.path.join(folder, "fixture.json"), encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, json.JSONDecodeError):
+            continue
+        same = record.get("model") == recipe.model and record.get("data") == asdict(recipe.data) and \
+            json.loads(json.dumps(record.get("train"))) == json.loads(json.dumps(recipe.train.as_dict()))
+        data = dataset_dir(recipe.data, default_cache_dir())
+        if same and "val" in record and os.path.isfile(os.path.join(folder, "checkpoint.pth")) and \
+                os.path.isfile(os.path.join(data, "dataset.json")):
+            log(f"{recipe.name}: using the same recipe cached under key {record.get('key')}")
+            return Fixture(recipe.name, recipe.model, os.path.join(folder, "checkpoint.pth"), data,
+                           recipe.data.num_classes, record["val"]["miou"], record)
+    return None
+
+
+def run_fixture(recipe, args, machine) -> dict:
+    fixture = find_fixture(recipe)
+    if fixture is None:
+        return {"fixture": recipe.name, "skipped": "not trained yet (segdeploy fixtures --model " + recipe.name + ")"}
+    log(f"{recipe.name}: exports and accuracy")
+    request = pb.PrecisionBench(model=fixture.model, precisions=PRECISIONS, backends=args.backends,
+                                height=args.size, width=args.size, checkpoint=fixture.checkpoint,
+                                data=fixture.dataset_dir, calib_count=args.calib_count, limit=args.limit,
+                                threads=args.threads, protocol=Protocol(warmup_s=0.0, min_s=0.0, min_iters=1),
+                                cache_dir=args.cache_dir)
+    started = time.monotonic()
+    report = pb.compare_precisions(request, progress=lambda text, fraction=None: None)
+    rows = report["rows"]
+    if not args.no_baseline:
+        rows += baseline_rows(request, rows, report, args)
+    log(f"{recipe.name}: timing {len([r for r in rows if r['status'] == 'ok'])} rows x {args.rounds} rounds")
+    interleaved_timing(rows, args.size, args.threads, args.rounds)
+    return {"fixture": recipe.name, "model": fixture.model, "fixture_miou_torch": fixture.miou,
+            "data": report["data"], "calibration": report["calibration"], "rows": rows, "summary": summarize(rows),
+            "seconds": time.monotonic() - started}
+
+
+def baseline_rows(request, rows, report, args) -> list[dict]:
+    from segdeploy.artifact.reader import read_manifest
+    from segdeploy.evaluation.accuracy import held_out
+    from segdeploy.evaluation.feeds import manifest_image_feed
+    from segdeploy.export.precision.calibrate import select_images
+    from segdeploy.preprocess import read_image
+
+    fp32 = next((r for r in rows if r["precision"] == "fp32" and r["status"] == "ok"), None)
+    if fp32 is None:
+        return []
+    manifest = read_manifest(fp32["artifact"])
+    images = select_images(request.data, request.calib_count)
+    from segdeploy.runtimes.base import TensorInfo
+
+    info = TensorInfo(manifest.input.name, tuple(manifest.input.shape), manifest.input.dtype)
+    path = fp32["artifact"].replace("_fp32_", "_int8-ort-default_")
+    try:
+        baseline_artifact(fp32["artifact"], images.paths, lambda p: manifest_image_feed(read_image(p), info, manifest),
+                          path)
+    except Exception as exc:  # noqa: BLE001 - the reference row may fail without losing the others
+        return [{"precision": "int8-ort-default", "status": "failed", "error": f"{type(exc).__name__}: {exc}"}]
+    held = held_out(request.data, request.limit)
+    _, reference_masks = pb.measure_row(request, fp32["backend"], "fp32", fp32["artifact"], manifest, held, None, None)
+    out = []
+    for backend in request.backends:
+        row, _ = pb.measure_row(request, backend, "int8-cpu", path, read_manifest(path), held, reference_masks, None)
+        row["precision"] = "int8-ort-default"
+        if row.get("miou") is not None and fp32.get("miou") is not None:
+            row["miou_delta"] = row["miou"] - fp32["miou"]
+        row["within_tolerance"] = pb.within_tolerance(dict(row, precision="int8-cpu"))
+        out.append(row)
+    return out
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    cpu = m["cpu"]
+    lines = [f"# Precision matrix: FP32 / FP16 / INT8 on the trained fixtures ({result['date']})", "",
+             f"Machine: {cpu['model']}, {cpu['usable_cores']} usable cores, ISA {' '.join(cpu['isa'])}; "
+             f"{result['int8_note']}. Load average at the start {result['load_start']}, at the end "
+             f"{result['load_end']}. {result['versions']}.", "",
+             f"Protocol: {result['size']}x{result['size']}, batch 1, {result['threads']} threads; INT8 calibrated on "
+             f"{result['calib_count']} images of each fixture's training split, accuracy on its validation split; all "
+             f"rows of a fixture timed round-robin, {result['rounds']} rounds, after 2 warm-up calls each; 'vs best "
+             f"FP32' is the best FP32 p50 (ONNX Runtime or OpenVINO) over the row's p50; the target is >= "
+             f"{TARGET}x for the INT8 cpu flavour with mIoU within {MIOU_BUDGET} point.", "",
+             "| fixture | best FP32 | best INT8 (cpu) | speed-up (p50) | speed-up (min) | target | INT8 mIoU delta |",
+             "|---|---|---|---|---|---|---|"]
+    for f in result["fixtures"]:
+        s = f.get("summary") or {}
+        if f.get("skipped"):
+            lines.append(f"| {f['fixture']} | {f['skipped']} | | | | | |")
+            continue
+        if not s:
+            lines.append(f"| {f['fixture']} | (no timing) | | | | | |")
+            continue
+        met = s["speedup"] >= TARGET and (s["miou_delta"] is None or -s["miou_delta"] <= MIOU_BUDGET)
+        delta = "-" if s["miou_delta"] is None else f"{s['miou_delta']:+.2f}"
+        lines.append(f"| {f['fixture']} | {s['best_fp32']} | {s['best_int8']} | {s['speedup']:.2f}x | "
+                     f"{s['speedup_min']:.2f}x | {'met' if met else 'missed'} | {delta} |")
+    for f in result["fixtures"]:
+        if f.get("skipped"):
+            continue
+        lines += ["", f"## {f['fixture']} ({f['model']}; PyTorch validation mIoU {f['fixture_miou_torch']:.2f} at the "
+                      "test policy's size)", "",
+                  "| precision | backend | size MB | mIoU | delta vs FP32 | agreement % | p50 ms | min ms | img/s | "
+                  "vs best FP32 | status |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in f["rows"]:
+            def fmt(key, spec, row=r):
+                value = row.get(key)
+                return "-" if value is None else format(value, spec)
+            status = r["status"] if r["status"] != "ok" else ("ok" if r.get("within_tolerance") is not False
+                                                               else "out of tolerance")
+            if r["status"] != "ok":
+                status = f"failed: {r.get('error', '')[:80]}"
+            lines.append(f"| {r['precision']} | {r.get('backend', '-')} | {fmt('size_mb', '.1f')} | "
+                         f"{fmt('miou', '.2f')} | {fmt('miou_delta', '+.2f')} | {fmt('agreement', '.2f')} | "
+                         f"{fmt('p50_ms', '.1f')} | "
+                         f"{fmt('min_ms', '.1f')} | {fmt('throughput_ips', '.2f')} | "
+                         f"{fmt('speedup_vs_best_fp32', '.2f')} | {status} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.backends = [b for b in args.backends.split(",") if backend_status(b).available]
+    machine = machine_info()
+    result = {"date": datetime.date.today().isoformat(), "machine": machine,
+              "int8_note": int8_speed_note(machine["cpu"]), "load_start": list(os.getloadavg()),
+              "size": args.size, "threads": args.threads, "calib_count": args.calib_count, "rounds": args.rounds,
+              "versions": ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v), "fixtures": []}
+    for name in args.fixtures.split(","):
+        result["fixtures"].append(run_fixture(FIXTURES[name], args, machine))
+    result["load_end"] = list(os.getloadavg())
+    text = markdown(result)
+    if args.out:
+        stem = os.path.join(args.out, f"precision-{result['date']}")
+        write_text_atomic(stem + ".md", text, force=True)
+        write_text_atomic(stem + ".json", json.dumps(result, indent=2, default=str) + "\n", force=True)
+        log(f"wrote {stem}.md and .json")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
