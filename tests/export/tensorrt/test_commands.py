@@ -86,8 +86,8 @@ def test_export_flags_reach_the_build_plan(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(tensorrt_host, "find_tensorrt", lambda: tensorrt_host.TensorRTInstall(None, "absent"))
     monkeypatch.setattr(tensorrt_host, "find_trtexec", lambda: None)
     onnx_path = write_onnx_artifact(tmp_path / "m.onnx", manifest=sample_manifest(precision="fp16"))
-    args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "trt", "--workspace", "512",
-                                      "--opt-level", "5", "--dla-core", "0", "--gpu-fallback",
+    args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "trt", "--precision", "fp16",
+                                      "--workspace", "512", "--opt-level", "5", "--dla-core", "0", "--gpu-fallback",
                                       "--version-compatible"])
     result = export_command.export_trt(args, onnx_path)
     from segdeploy.export.tensorrt.bundle import read_bundle

@@ -1,0 +1,58 @@
+"""Every registered variant in every precision (slow): exported at 256x256 and checked against PyTorch; the
+TensorRT flavour linted for TensorRT 10.3 and 11.
+
+These are recipe weights, whose 150 logits sit near ties, so they judge numerics, not accuracy: FP16 passes its
+full tolerance (label agreement >= 99.5 % and cosine per input); INT8 must be finite with the INT8 cosine on seeded
+inputs and calibration images (its label agreement under near-tied logits says nothing about the quantizer, issue
+notes: 65-90 %). INT8 accuracy with its full tolerance is judged on the trained fixtures
+(tests/export/precision/test_accuracy.py, benchmarks/precision_matrix.py)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from exports import verifier
+from segdeploy import models
+from segdeploy.evaluation.compare import tolerance_for
+from segdeploy.evaluation.validate import validate_artifact
+from segdeploy.export.onnx import export_onnx
+from segdeploy.export.precision import PrecisionOptions
+from segdeploy.export.tensorrt.lint import errors, lint_file
+
+pytestmark = pytest.mark.slow
+
+SIZE = 256
+FLAVOURS = [("fp16", None), ("int8", "cpu"), ("int8", "tensorrt")]
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    """Calibration scenes from the synthetic dataset generator."""
+    from segdeploy.datasets.synthetic import SynthConfig, write_dataset
+
+    folder = tmp_path_factory.mktemp("sweep_calib") / "synth"
+    write_dataset(folder, SynthConfig(num_classes=8, train=6, val=1, height=256, width=256, seed=3))
+    return str(folder)
+
+
+@pytest.mark.parametrize("mode, target", FLAVOURS, ids=["fp16", "int8-cpu", "int8-tensorrt"])
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_variant_exports_in_every_precision(name, mode, target, calib_dir, tmp_path):
+    int8 = mode == "int8"
+    options = PrecisionOptions(mode, target, calib=calib_dir if int8 else None, calib_count=6)
+    result = export_onnx(name, tmp_path / f"{name}_{mode}.onnx", height=SIZE, width=SIZE, precision=options,
+                         verify=None if int8 else verifier(), threads=2)
+    m = result.manifest
+    assert (m.precision.mode, m.precision.flavour) == (mode, (target or "cpu") if int8 else m.precision.flavour)
+    if not int8:
+        assert m.validation["passed"], m.validation
+        return
+    report = validate_artifact(result.path, n=2, images=os.path.join(calib_dir, "images", "training"), threads=2)
+    tolerance = tolerance_for("int8")
+    for output in report.outputs.values():
+        assert output.nonfinite == 0, output
+        if output.kind == "logits":
+            assert output.cosine >= tolerance.min_cosine, (name, target, output.cosine)
+    if target == "tensorrt":
+        assert errors(lint_file(result.path, "10.3")) == [] and errors(lint_file(result.path, "11")) == []
