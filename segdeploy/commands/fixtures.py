@@ -11,7 +11,7 @@ EXAMPLE = """examples:
       --data ~/.cache/segdeploy/fixtures/datasets/synth16-clean-<key>
 
 Each fixture trains one T variant on the synthetic dataset on the CPU (seeded, 2 threads, minutes to a quarter of an
-hour each) and is cached under a key of its recipe, segdeploy's version and the dataset generator's version."""
+hour each) and is cached under a key of its recipe and the versions of the dataset generator and the trainer."""
 
 
 def add_parser(subparsers) -> None:

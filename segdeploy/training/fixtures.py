@@ -2,7 +2,7 @@
 whose predictions are trained and confident (the recipe weights' logits are near ties across 150 classes).
 
 A fixture is a recipe (model, dataset config, training config). Its checkpoint is cached under
-``<cache>/<name>-<hash>/`` where the hash covers the recipe, the dataset generator's version and segdeploy's version,
+``<cache>/<name>-<hash>/`` where the hash covers the recipe and the versions of the dataset generator and the trainer,
 so a changed recipe is re-made and an unchanged one is reused. The synthetic dataset a recipe trains on is cached
 next to it (``<cache>/datasets/``) and shared between recipes with the same dataset config.
 
