@@ -16,6 +16,23 @@ FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 FLOAT_TYPES = (FLOAT, FLOAT16)
 
 
+def declared_types_and_shapes(graph, constants: dict) -> tuple[dict[str, int], dict[str, list[int | None]]]:
+    """Element types and shapes (None for a symbolic dimension) the graph declares for its inputs, outputs and
+    value_info, and those of the constant tensors in ``constants`` (name -> TensorProto)."""
+    types: dict[str, int] = {}
+    shapes: dict[str, list[int | None]] = {}
+    for info in (*graph.input, *graph.output, *graph.value_info):
+        tensor_type = info.type.tensor_type
+        if tensor_type.elem_type:
+            types[info.name] = tensor_type.elem_type
+        if tensor_type.HasField("shape"):
+            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+    for name, tensor in constants.items():
+        types[name] = tensor.data_type
+        shapes[name] = list(tensor.dims)
+    return types, shapes
+
+
 class GraphIndex:
     def __init__(self, model: onnx.ModelProto, infer: bool = True):
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
@@ -44,18 +61,7 @@ class GraphIndex:
                     self.consumers[name].append(node)
             if node.op_type == "Constant" and node.output:
                 self.constant_nodes[node.output[0]] = node
-        self.types: dict[str, int] = {}
-        self.shapes: dict[str, list[int | None]] = {}
-        for info in (*graph.input, *graph.output, *graph.value_info):
-            tensor_type = info.type.tensor_type
-            if tensor_type.elem_type:
-                self.types[info.name] = tensor_type.elem_type
-            if tensor_type.HasField("shape"):
-                self.shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None
-                                          for d in tensor_type.shape.dim]
-        for name, tensor in self.initializers.items():
-            self.types[name] = tensor.data_type
-            self.shapes[name] = list(tensor.dims)
+        self.types, self.shapes = declared_types_and_shapes(graph, self.initializers)
         for name, node in self.constant_nodes.items():
             value = _constant_value(node)
             if value is not None:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from segdeploy.errors import SegdeployError
+from segdeploy.export.passes.graph_index import declared_types_and_shapes
 from segdeploy.export.tensorrt import onnx_support as support
 from segdeploy.tensorrt_host import version_tuple
 
@@ -75,17 +76,7 @@ class Graph:
                 value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
                 if value is not None:
                     self.constants[node.output[0]] = value
-        self.types, self.shapes = {}, {}
-        for info in (*graph.input, *graph.output, *graph.value_info):
-            tensor_type = info.type.tensor_type
-            if tensor_type.elem_type:
-                self.types[info.name] = tensor_type.elem_type
-            if tensor_type.HasField("shape"):
-                self.shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None
-                                          for d in tensor_type.shape.dim]
-        for name, tensor in self.constants.items():
-            self.types[name] = tensor.data_type
-            self.shapes[name] = list(tensor.dims)
+        self.types, self.shapes = declared_types_and_shapes(graph, self.constants)
 
     def name(self, node, index: int | None = None) -> str:
         if node.name:
