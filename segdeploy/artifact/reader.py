@@ -6,7 +6,7 @@ import os
 from segdeploy.artifact.consistency import check_against_graph
 from segdeploy.artifact.engine_header import read_header
 from segdeploy.artifact.manifest import Manifest, embedded, read_sidecar, sidecar_path
-from segdeploy.artifact.onnx_file import load_onnx
+from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
 from segdeploy.errors import ArtifactError
 
 
@@ -41,4 +41,17 @@ def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bo
     if manifest.format != "onnx":
         raise ArtifactError(f"{path}: its manifest describes {manifest.format} artifact, not an ONNX graph")
     check_against_graph(manifest, model_proto, path)
+    return manifest
+
+
+def read_runnable_manifest(artifact: str | os.PathLike, *, required: bool = True) -> Manifest | None:
+    """:func:`read_manifest` for a caller about to run the artifact: an ONNX graph that no longer hashes to what its
+    manifest records is refused (validate and info, which look at such a graph, call read_manifest)."""
+    path = os.fspath(artifact)
+    if os.path.splitext(path)[1].lower() != ".onnx":
+        return read_manifest(path, required=required)
+    model_proto = load_onnx(path)
+    manifest = read_manifest(path, model_proto, required=required)
+    if manifest is not None:
+        check_graph_unchanged(model_proto, manifest, path)
     return manifest

@@ -13,8 +13,7 @@ import numpy as np
 from segdeploy import models, preprocess
 from segdeploy.artifact import manifest as mf
 from segdeploy.artifact.formats import format_of
-from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
-from segdeploy.artifact.reader import read_manifest
+from segdeploy.artifact.reader import read_runnable_manifest
 from segdeploy.errors import InputError
 from segdeploy.evaluation.feeds import image_feed, network_size
 from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
@@ -170,11 +169,7 @@ def _artifact_segmenter(artifact: str, backend, size, threads, model_hint) -> Se
     if get_backend(backend).consumes != kind:
         raise InputError(f"backend {backend} does not run {kind} artifacts; use {', '.join(backends_for(kind))}")
     if kind == "onnx":
-        proto = load_onnx(artifact)
-        recorded = read_manifest(artifact, proto, required=False)
-        if recorded is not None:
-            check_graph_unchanged(proto, recorded, artifact)
-        del proto
+        read_runnable_manifest(artifact, required=False)
     runner = create_runner(backend, artifact=artifact, threads=threads)
     label = f"{os.path.basename(artifact)} on {backend}"
     manifest = runner.manifest

@@ -68,8 +68,7 @@ def check_device(device: str) -> None:
 def check_request(request: BenchRequest) -> None:
     """Fail early, with one line, on anything the run would otherwise trip over halfway."""
     from segdeploy.artifact.formats import format_of
-    from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
-    from segdeploy.artifact.reader import read_manifest
+    from segdeploy.artifact.reader import read_runnable_manifest
     from segdeploy.models import get_spec
     from segdeploy.runtimes.registry import get_backend, require_backend
 
@@ -84,10 +83,7 @@ def check_request(request: BenchRequest) -> None:
             raise InputError(f"artifact not found: {request.artifact}")
         kind = format_of(request.artifact).kind
         # a corrupt or lying artifact is one line now, not a failed row per backend later
-        proto = load_onnx(request.artifact) if kind == "onnx" else None
-        manifest = artifact_manifest = read_manifest(request.artifact, proto, required=False)
-        if proto is not None and manifest is not None:
-            check_graph_unchanged(proto, manifest, request.artifact)
+        manifest = artifact_manifest = read_runnable_manifest(request.artifact, required=False)
         if manifest is not None and request.models and request.models[0] != manifest.model.name:
             raise InputError(f"{request.artifact} was exported from {manifest.model.name}, not {request.models[0]}")
         if manifest is not None:
