@@ -137,36 +137,8 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
-def find_fixture(recipe):
-    """The fixture from the cache; else a cached one of the same model, data and training under another key (a key
-    also covers segdeploy's and the generator's versions)."""
-    import glob
-    from dataclasses import asdict
-
-    from segdeploy.training.fixtures import Fixture, dataset_dir
-
-    found = load_fixture(recipe, default_cache_dir())
-    if found is not None:
-        return found
-    for folder in sorted(glob.glob(os.path.join(default_cache_dir(), f"{recipe.name}-*")), reverse=True):
-        try:
-            with open(os.path.join(folder, "fixture.json"), encoding="utf-8") as f:
-                record = json.load(f)
-        except (OSError, json.JSONDecodeError):
-            continue
-        same = record.get("model") == recipe.model and record.get("data") == asdict(recipe.data) and \
-            json.loads(json.dumps(record.get("train"))) == json.loads(json.dumps(recipe.train.as_dict()))
-        data = dataset_dir(recipe.data, default_cache_dir())
-        if same and "val" in record and os.path.isfile(os.path.join(folder, "checkpoint.pth")) and \
-                os.path.isfile(os.path.join(data, "dataset.json")):
-            log(f"{recipe.name}: using the same recipe cached under key {record.get('key')}")
-            return Fixture(recipe.name, recipe.model, os.path.join(folder, "checkpoint.pth"), data,
-                           recipe.data.num_classes, record["val"]["miou"], record)
-    return None
-
-
 def run_fixture(recipe, args, machine) -> dict:
-    fixture = find_fixture(recipe)
+    fixture = load_fixture(recipe, default_cache_dir())
     if fixture is None:
         return {"fixture": recipe.name, "skipped": "not trained yet (segdeploy fixtures --model " + recipe.name + ")"}
     log(f"{recipe.name}: exports and accuracy")
