@@ -128,7 +128,7 @@ def compares_precisions(args) -> bool:
 
 def run_precision_comparison(args) -> int:
     from segdeploy.evaluation.bench import precision as pb
-    from segdeploy.hostinfo import cpu_info
+    from segdeploy.hostinfo import cpu_info, int8_speed_note
     from segdeploy.runtimes.registry import backend_status, cpu_backends
 
     if not args.model or "," in args.model or args.artifact:
@@ -150,7 +150,7 @@ def run_precision_comparison(args) -> int:
         protocol=Protocol(warmup_s=args.warmup_s, min_s=args.min_s, min_iters=args.min_iters),
         cache_dir=args.cache_dir, rebuild=args.force_export)
     pb.check(request)
-    print(f"int8 on this CPU: {int8_note(cpu_info())}")
+    print(f"int8 on this CPU: {int8_speed_note(cpu_info())}")
     with common.status(f"comparing precisions of {args.model}") as say:
         report = pb.compare_precisions(request, progress=say)
     print_table(f"segdeploy bench: precisions of {args.model}", *pb.table_rows(report))
@@ -170,12 +170,6 @@ def run_precision_comparison(args) -> int:
         if path:
             print(f"wrote {path}")
     return 1 if any(r["status"] != "ok" for r in report["rows"]) else 0
-
-
-def int8_note(cpu: dict) -> str:
-    from segdeploy.hostinfo import int8_speed_note
-
-    return int8_speed_note(cpu)
 
 
 def run_command(args) -> int:
