@@ -1,0 +1,40 @@
+"""bench --precision LIST --data: the command end to end on the trained test fixture (each precision exported,
+calibrated on the dataset's training split, measured on its validation split), its table, JSON and Markdown, and the
+refusals that come before any export."""
+from __future__ import annotations
+
+import json
+
+from segdeploy.cli import main
+
+
+def test_precision_comparison_end_to_end(trained_fixture, tmp_path, capsys):
+    report, md = tmp_path / "p.json", tmp_path / "p.md"
+    code = main(["bench", "--model", trained_fixture.model, "--checkpoint", trained_fixture.checkpoint,
+                 "--precision", "fp32,fp16,int8", "--data", trained_fixture.dataset_dir, "--limit", "3",
+                 "--calib-count", "4", "--size", "256", "--backend", "onnxruntime", "--threads", "2",
+                 "--warmup-s", "0", "--min-s", "0", "--min-iters", "2", "--cache-dir", str(tmp_path / "cache"),
+                 "--json", str(report), "--md", str(md)])
+    out = capsys.readouterr().out
+    assert code in (0, 1), out  # 1 only when a row is out of tolerance; the table says which
+    assert "int8 on this CPU:" in out and "recommendation:" in out
+    data = json.loads(report.read_text())
+    rows = {r["precision"]: r for r in data["rows"]}
+    assert set(rows) == {"fp32", "fp16", "int8-cpu"} and all(r["status"] == "ok" for r in rows.values())
+    assert rows["fp32"]["miou_delta"] == 0 and rows["fp16"]["agreement"] >= 99.5
+    assert rows["int8-cpu"]["size_mb"] < rows["fp32"]["size_mb"] and rows["int8-cpu"]["p50_ms"] > 0
+    assert (code == 0) == all(r["within_tolerance"] is not False for r in rows.values())
+    assert "int8-cpu" in md.read_text() and "Recommendation:" in md.read_text()
+
+
+def test_precision_comparison_refusals_come_first(tmp_path, capsys):
+    cases = [
+        (["--model", "cgrseg_t,segnext_t", "--precision", "fp32,int8"], "one --model"),
+        (["--model", "cgrseg_t", "--precision", "fp32,int8", "--csv", str(tmp_path / "x.csv")], "--json, --md"),
+        (["--model", "cgrseg_t", "--precision", "fp32,fp16", "--plot", str(tmp_path / "x.svg")], "PNG"),
+    ]
+    for extra, message in cases:
+        code = main(["bench", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)
+    assert list(tmp_path.iterdir()) == []
