@@ -29,7 +29,7 @@ LEGACY_METADATA_KEY = "segdeploy_metadata_version"
 ONNX_METADATA_KEY = "segdeploy.manifest"
 
 PRECISIONS = ("fp32", "fp16", "int8")
-INT8_FLAVOURS = ("tensorrt", "cpu")
+INT8_FLAVOURS = ("tensorrt", "cpu", "openvino")
 FORMATS = ("onnx", "engine")
 
 
@@ -55,7 +55,9 @@ class Weights:
 @dataclass
 class Precision:
     mode: str = "fp32"  # "fp32" | "fp16" | "int8"
-    flavour: str | None = None  # int8 only: "tensorrt" (symmetric Q/DQ, fp16 elsewhere) | "cpu" (uint8 activations)
+    # int8 only: "tensorrt" (symmetric Q/DQ, fp16 elsewhere) | "cpu" (uint8 activations, ONNX Runtime's fused form) |
+    # "openvino" (symmetric Q/DQ on the compute layers, fp32 elsewhere)
+    flavour: str | None = None
     io_dtype: str = "float32"
     # what the precision pass decided: float islands, nodes kept in float and why, calibration provenance, accuracy
     details: dict[str, Any] = field(default_factory=dict)
@@ -311,7 +313,7 @@ def _check_consistency(data: dict, source: str) -> None:
         raise ArtifactError(f"{source}: {len(model['palette'])} palette colours for {k} classes")
     precision = data["precision"]
     if precision["mode"] == "int8" and precision.get("flavour") not in INT8_FLAVOURS:
-        raise ArtifactError(f"{source}: an int8 manifest names its flavour ({' or '.join(INT8_FLAVOURS)})")
+        raise ArtifactError(f"{source}: an int8 manifest names its flavour ({', '.join(INT8_FLAVOURS)})")
     if precision["mode"] != "int8" and precision.get("flavour") is not None:
         raise ArtifactError(f"{source}: only int8 has a flavour, not {precision['mode']}")
     for tensor in (*data["inputs"], *data["outputs"]):

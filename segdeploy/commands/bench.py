@@ -17,7 +17,7 @@ EXAMPLES = """examples:
   segdeploy bench --model segnext_t,cgrseg_t --backend torch,onnxruntime,openvino --batch 1,max
   segdeploy bench --artifact artifacts/cgrseg_t_512x512.onnx --backend onnxruntime --md bench.md
   segdeploy bench --model cgrseg_t --device cuda --precision fp16 --cuda-graphs
-  segdeploy bench --model cgrseg_t --checkpoint ck.pth --precision fp32,fp16,int8 --data data/ \
+  segdeploy bench --model cgrseg_t --checkpoint ck.pth --precision fp32,fp16,int8,int8-openvino --data data/ \
       --backend onnxruntime,openvino --md compare.md --plot compare.png   # formats x precisions, with mIoU"""
 
 
@@ -44,8 +44,9 @@ def add_parser(subparsers) -> None:
     common.add_threads(run)
     run.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N] (default cpu)")
     run.add_argument("--precision", default="fp32",
-                     help="fp32; fp16: torch on CUDA; bf16: OpenVINO. A list (fp32,fp16,int8,int8-tensorrt), int8 or "
-                          "--data compare precisions instead: each is exported (calibrated, cached) and measured")
+                     help="fp32; fp16: torch on CUDA; bf16: OpenVINO. A list (fp32,fp16,int8,int8-openvino,"
+                          "int8-tensorrt), int8 or --data compare precisions instead: each is exported (calibrated, "
+                          "cached) and measured")
     compare = p.add_argument_group("precision comparison (--precision LIST or --data)")
     compare.add_argument("--data", metavar="DIR",
                          help="held-out set for the accuracy columns: a labelled dataset folder (validation split: "

@@ -17,7 +17,9 @@ EXAMPLES = """examples:
   segdeploy export --model cgrseg_t --fmt trt --dynamic               # engine here, else a bundle for the target
   segdeploy export --model cgrseg_t --precision fp16                  # float16 with float32 islands
   segdeploy export --model cgrseg_t --checkpoint ck.pth --precision int8 --calib data/ --eval-data data/
-                                                                      # INT8 for ONNX Runtime/OpenVINO (cpu flavour)
+                                                                      # INT8 for ONNX Runtime (cpu flavour)
+  segdeploy export --model cgrseg_t --checkpoint ck.pth --precision int8 --calib data/ --target openvino
+                                                                      # INT8 for OpenVINO (symmetric, float32 elsewhere)
   segdeploy export --model cgrseg_t --checkpoint ck.pth --precision int8 --calib data/ --eval-data data/ \
       --max-drop 1                                                    # mixed precision: at most 1 mIoU point lost
   segdeploy export --model cgrseg_t --fmt trt --precision int8 --calib data/   # TensorRT Q/DQ, float16 elsewhere
@@ -71,9 +73,10 @@ def add_precision_arguments(p) -> None:
                    help="fp32 (default); fp16: float16 with float32 islands (normalisations, Softmax, SegNeXt's "
                         "NMF, overflowing tensors); int8: explicit Q/DQ (see --target)")
     g.add_argument("--target", choices=TARGETS,
-                   help="INT8 flavour: tensorrt (symmetric int8 where TensorRT fuses it, float16 elsewhere; the "
-                        "default with --fmt trt) or cpu (uint8 activations, int8 weights, as ONNX Runtime and OpenVINO "
-                        "fuse; the default otherwise)")
+                   help="INT8 flavour, for where the graph will run: tensorrt (symmetric int8 where TensorRT fuses "
+                        "it, float16 elsewhere; the default with --fmt trt), cpu (uint8 activations, int8 weights, "
+                        "the form ONNX Runtime fuses; the default otherwise) or openvino (symmetric int8 on the "
+                        "compute layers, float32 elsewhere: the fastest INT8 on OpenVINO)")
     g.add_argument("--io-dtype", choices=("float32", "float16"), default="float32",
                    help="dtype of the float input and outputs of fp16/int8-tensorrt graphs (default float32)")
     g.add_argument("--calib", metavar="DIR",
@@ -145,9 +148,9 @@ def precision_options(args):
     target = args.target
     if args.precision == "int8" and target is None:
         target = "tensorrt" if builds_engine(args) else "cpu"
-    if builds_engine(args) and target == "cpu":
-        raise InputError("TensorRT builds the tensorrt INT8 flavour (symmetric Q/DQ); --target cpu is for ONNX "
-                         "Runtime and OpenVINO")
+    if builds_engine(args) and target in ("cpu", "openvino"):
+        raise InputError(f"TensorRT builds the tensorrt INT8 flavour (symmetric Q/DQ, float16 elsewhere); --target "
+                         f"{target} is for {'ONNX Runtime' if target == 'cpu' else 'OpenVINO'}")
     return PrecisionOptions(args.precision, target, args.io_dtype, args.calib, args.calib_count,
                             args.calib_method, args.percentile, args.max_drop).checked()
 

@@ -33,6 +33,9 @@ def test_schema_names_every_dataclass_field():
     assert set(tensor) == {f.name for f in dataclasses.fields(mf.TensorSpec)}
     engine = schema["properties"]["engine"]["oneOf"][1]["properties"]
     assert set(engine) == {f.name for f in dataclasses.fields(mf.EngineInfo)}
+    precision = schema["properties"]["precision"]["properties"]
+    assert precision["mode"]["enum"] == list(mf.PRECISIONS)
+    assert precision["flavour"]["enum"] == [*mf.INT8_FLAVOURS, None]
 
 
 def _broken(edit):

@@ -86,6 +86,25 @@ def test_one_calibration_serves_both_flavours(tmp_path, calib_dir):
         make_plan(cpu.manifest, BuildOptions())
 
 
+def test_openvino_flavour_is_float32_outside_its_qdq_and_not_for_tensorrt(tmp_path, calib_dir):
+    from precision_graphs import types_of
+    from segdeploy.export.passes.qdq_tensorrt import placement_problems
+
+    options = PrecisionOptions("int8", "openvino", calib=str(calib_dir), calib_count=4)
+    result = export_onnx("cgrseg_t", tmp_path / "ov.onnx", height=SIZE, width=SIZE, precision=options, opset=17,
+                         threads=2)  # recipe weights: not verified; opset 17: float32 Q/DQ needs no opset 19
+    p = result.manifest.precision
+    assert (p.mode, p.flavour) == ("int8", "openvino")
+    assert len(p.details["quantization"]["quantized"]) > 100 and p.details["quantization"]["residual_adds"]
+    assert "qdq_openvino" in [step["name"] for step in result.manifest.export.passes]
+    model = onnx.load(result.path)
+    assert onnx.TensorProto.FLOAT16 not in types_of(model).values()
+    assert placement_problems(model) == []  # symmetric, zero points 0, Q/DQ only where a layer takes it
+    assert read_manifest(result.path) == result.manifest
+    with pytest.raises(Exception, match="'openvino' flavour"):
+        make_plan(result.manifest, BuildOptions())
+
+
 def test_default_names_say_the_precision():
     assert default_output_path("cgrseg_t", 512, 512, precision="fp16").endswith("cgrseg_t_512x512_fp16.onnx")
     assert default_output_path("cgrseg_t", 512, 512, precision="int8_cpu").endswith("_512x512_int8_cpu.onnx")
@@ -119,6 +138,10 @@ def test_cli_refusals_are_one_line(tmp_path, capsys, calib_dir):
         (["--precision", "int8", "--calib", str(calib_dir), "--max-drop", "1"], "add --eval-data DIR"),
         (["--fmt", "trt", "--precision", "int8", "--target", "cpu", "--calib", str(calib_dir), "--output",
           str(tmp_path / "x.engine")], "TensorRT builds the tensorrt INT8 flavour"),
+        (["--fmt", "trt", "--precision", "int8", "--target", "openvino", "--calib", str(calib_dir), "--output",
+          str(tmp_path / "x.engine")], "--target openvino is for OpenVINO"),
+        (["--precision", "int8", "--target", "openvino", "--io-dtype", "float16", "--calib", str(calib_dir)],
+         "openvino flavour keeps float32 I/O"),
         (["--precision", "fp16", "--target", "tensorrt"], "--target chooses the INT8 flavour"),
     ]
     for extra, message in cases:

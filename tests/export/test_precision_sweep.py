@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+import onnx
 import pytest
 
 from exports import verifier
@@ -20,13 +21,14 @@ from segdeploy import models
 from segdeploy.evaluation.compare import tolerance_for
 from segdeploy.evaluation.validate import validate_artifact
 from segdeploy.export.onnx import export_onnx
+from segdeploy.export.passes.qdq_tensorrt import placement_problems
 from segdeploy.export.precision import PrecisionOptions
 from segdeploy.export.tensorrt.lint import errors, lint_file
 
 pytestmark = pytest.mark.slow
 
 SIZE = 256
-FLAVOURS = [("fp16", None), ("int8", "cpu"), ("int8", "tensorrt")]
+FLAVOURS = [("fp16", None), ("int8", "cpu"), ("int8", "openvino"), ("int8", "tensorrt")]
 RECIPE_INT8_COSINE = 0.9
 
 
@@ -40,7 +42,7 @@ def calib_dir(tmp_path_factory):
     return str(folder)
 
 
-@pytest.mark.parametrize("mode, target", FLAVOURS, ids=["fp16", "int8-cpu", "int8-tensorrt"])
+@pytest.mark.parametrize("mode, target", FLAVOURS, ids=["fp16", "int8-cpu", "int8-openvino", "int8-tensorrt"])
 @pytest.mark.parametrize("name", models.list_models())
 def test_every_variant_exports_in_every_precision(name, mode, target, calib_dir, tmp_path):
     int8 = mode == "int8"
@@ -60,3 +62,5 @@ def test_every_variant_exports_in_every_precision(name, mode, target, calib_dir,
             assert output.cosine >= RECIPE_INT8_COSINE, (name, target, output.cosine)
     if target == "tensorrt":
         assert errors(lint_file(result.path, "10.3")) == [] and errors(lint_file(result.path, "11")) == []
+    if target == "openvino":
+        assert placement_problems(onnx.load(result.path)) == []

@@ -4,8 +4,10 @@ the accuracy on a held-out set and its delta against FP32, label agreement with 
 speed-up over the best FP32 CPU path. The header says whether this CPU has int8 dot-product instructions; without
 them INT8 is never recommended for speed.
 
-Precisions: ``fp32``, ``fp16``, ``int8`` (= ``int8-cpu``, the flavour ONNX Runtime and OpenVINO fuse) and
-``int8-tensorrt`` (TensorRT's flavour, run on the CPU runtimes for its accuracy; its CPU speed is not its point).
+Precisions: ``fp32``, ``fp16``, ``int8`` (= ``int8-cpu``, the uint8 form ONNX Runtime fuses), ``int8-openvino``
+(symmetric Q/DQ on the compute layers, float32 elsewhere: OpenVINO's fastest) and ``int8-tensorrt`` (TensorRT's
+flavour, run on the CPU runtimes for its accuracy; its CPU speed is not its point). Every row runs on every backend
+given, so each flavour is also seen where it is not meant to run.
 Calibration images: ``calib``, else the training split of ``data`` when it is a dataset folder; accuracy is measured
 on ``data``'s validation split (or its images, by agreement), and an overlap is refused.
 """
@@ -26,8 +28,8 @@ from segdeploy.runtimes.registry import create_runner, get_backend
 
 SCHEMA = "segdeploy.bench.precision/1"
 PRECISIONS = {"fp32": ("fp32", None), "fp16": ("fp16", None), "int8": ("int8", "cpu"), "int8-cpu": ("int8", "cpu"),
-              "int8-tensorrt": ("int8", "tensorrt")}
-SPEED_TARGET = 1.3  # INT8 (cpu) over the best FP32 CPU path, on CPUs with int8 dot products
+              "int8-openvino": ("int8", "openvino"), "int8-tensorrt": ("int8", "tensorrt")}
+SPEED_TARGET = 1.3  # CPU INT8 (cpu or openvino flavour) over the best FP32 CPU path, on CPUs with int8 dot products
 
 
 @dataclass
@@ -242,7 +244,7 @@ def recommendation(report: dict) -> str:
     if not report["int8_dot_product"]:
         return ("this CPU has no int8 dot-product instructions: INT8 is not recommended for speed here (use it for "
                 "size); " + _best_line(rows, exclude_int8=True))
-    # either flavour counts: the TensorRT flavour's symmetric Q/DQ is also what OpenVINO runs fastest on some models
+    # every flavour counts: the recommendation is the fastest accurate artifact here, whatever it was made for
     int8 = [r for r in rows if r["precision"].startswith("int8") and r.get("speedup_vs_best_fp32") is not None]
     if not int8:
         return _best_line(rows, exclude_int8=False)
@@ -312,7 +314,8 @@ def to_markdown(report: dict) -> str:
     lines = [f"# segdeploy precision comparison: {report['model']} ({report['created']})", "", header(report), "",
              f"Protocol: warm-up {p['warmup_s']} s, then at least {p['min_s']} s and {p['min_iters']} calls, one "
              "synchronous request at a time; latency is host wall time per call. 'vs best FP32' is img/s over the "
-             "fastest FP32 ONNX row. int8-tensorrt is TensorRT's flavour run on the CPU for its accuracy.", "",
+             "fastest FP32 ONNX row. int8-cpu is made for ONNX Runtime, int8-openvino for OpenVINO; int8-tensorrt is "
+             "TensorRT's flavour run on the CPU for its accuracy.", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
     lines += ["", f"Recommendation: {report['recommendation']}", ""]

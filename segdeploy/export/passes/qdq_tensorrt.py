@@ -49,14 +49,14 @@ def quantize_tensorrt(model: onnx.ModelProto, ranges, *, keep: dict[str, str] | 
         raise InputError(f"the INT8 TensorRT flavour needs opset {QDQ_FLOAT16_OPSET} or newer (float16 Q/DQ); this "
                          f"graph is opset {opset}: export with --opset {QDQ_FLOAT16_OPSET} or 20")
     keep = dict(keep or {})
-    plan = plan_tensorrt(model, ranges, keep)
+    plan = plan_symmetric(model, ranges, keep)
     quantized = insert_qdq(plan)
     options = {"overflow": overflow} if overflow else {}
     result, fp16_report = float16(quantized, ranges=fp16_ranges, io_dtype=io_dtype, **options)
     layers = len(plan["layers"])
     notes = [f"{layers} layers quantized (int8 weights per output channel, activations per tensor), "
              f"{len(plan['residuals'])} residual Add skip inputs; {len(plan['skipped'])} weighted layers left in "
-             "float: " + _summary(plan["skipped"]), *fp16_report.notes]
+             "float: " + summarize_skipped(plan["skipped"]), *fp16_report.notes]
     report = PassReport("qdq_tensorrt", len(model.graph.node), len(result.graph.node), "segdeploy", notes,
                         op_counts(result))
     report.details = {"quantized": [name for name, _ in plan["layers"]],
@@ -66,7 +66,7 @@ def quantize_tensorrt(model: onnx.ModelProto, ranges, *, keep: dict[str, str] | 
     return result, report
 
 
-def _summary(skipped: list[tuple[str, str]]) -> str:
+def summarize_skipped(skipped: list[tuple[str, str]]) -> str:
     counts: dict[str, int] = {}
     for _, why in skipped:
         key = why.split(":")[0] if why.startswith(("kept", "float32")) else why
@@ -104,7 +104,9 @@ def quantizable_layers(index: GraphIndex, keep: dict[str, str]) -> tuple[list, l
     return layers, skipped
 
 
-def plan_tensorrt(model: onnx.ModelProto, ranges, keep: dict[str, str]) -> dict:
+def plan_symmetric(model: onnx.ModelProto, ranges, keep: dict[str, str]) -> dict:
+    """Where symmetric Q/DQ goes (this module's rules): the layers, the residual skip inputs and each quantized
+    activation's amax. The openvino flavour (qdq_openvino.py) places Q/DQ by the same plan."""
     index = GraphIndex(model)
     layers, skipped = quantizable_layers(index, keep)
     activations: dict[str, float] = {}  # tensor -> amax

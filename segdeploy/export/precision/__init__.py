@@ -4,10 +4,11 @@
 
 - ``fp16``: a reference run gives activation ranges (the calibration images with ``--calib``, else seeded inputs),
   then passes/fp16.py converts with float32 islands;
-- ``int8``: calibration (calibrate.py: images, statistics, cache), then passes/qdq_tensorrt.py (``target
-  tensorrt``: symmetric Q/DQ where TensorRT fuses it, float16 elsewhere) or passes/qdq_cpu.py (``target cpu``: the
-  uint8/int8 QDQ form ONNX Runtime and OpenVINO fuse); with ``max_drop``, sensitivity.py keeps the most sensitive
-  blocks in float until the accuracy drop on the held-out set is within the budget.
+- ``int8``: calibration (calibrate.py: images, statistics, cache), then one flavour's pass: passes/qdq_tensorrt.py
+  (``target tensorrt``: symmetric Q/DQ where TensorRT fuses it, float16 elsewhere), passes/qdq_cpu.py (``target
+  cpu``: the uint8/int8 QDQ form ONNX Runtime fuses) or passes/qdq_openvino.py (``target openvino``: symmetric Q/DQ
+  on the compute layers, float32 elsewhere); with ``max_drop``, sensitivity.py keeps the most sensitive blocks in
+  float until the accuracy drop on the held-out set is within the budget.
 
 Export never imports the evaluation layer: the accuracy of a candidate graph is measured by an ``evaluator`` the
 command passes in (segdeploy.evaluation.accuracy), which also names its images so the calibration set can be checked
@@ -40,14 +41,15 @@ from segdeploy.export.precision.calibrate import (
 
 MODES = mf.PRECISIONS
 TARGETS = mf.INT8_FLAVOURS
-DEFAULT_TARGET = "cpu"  # ONNX artifacts run on ONNX Runtime and OpenVINO; engines default to "tensorrt"
+DEFAULT_TARGET = "cpu"  # ONNX artifacts run on ONNX Runtime by default; engines default to "tensorrt"
+FLOAT_KIND = {"tensorrt": "float16", "cpu": "float32", "openvino": "float32"}  # what an INT8 graph's float parts are
 REFERENCE_INPUTS = 4  # seeded inputs of the FP16 reference run when no calibration images are given
 
 
 @dataclass
 class PrecisionOptions:
     mode: str = "fp32"
-    target: str | None = None  # int8: "tensorrt" or "cpu" (default cpu)
+    target: str | None = None  # int8: "tensorrt", "cpu" (the default) or "openvino"
     io_dtype: str = "float32"
     calib: str | None = None  # folder of images or dataset folder
     calib_count: int = DEFAULT_COUNT
@@ -260,10 +262,15 @@ def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions):
         fp16_ranges = table.all_minmax()
         return lambda keep: quantize_tensorrt(model_proto, ranges, keep=keep, fp16_ranges=fp16_ranges,
                                               io_dtype=options.io_dtype)
+    if options.io_dtype != "float32":
+        raise InputError(f"the INT8 {options.target} flavour keeps float32 I/O (its float parts run in float32)")
+    if options.target == "openvino":
+        from segdeploy.export.passes.qdq_openvino import quantize_openvino
+
+        return lambda keep: quantize_openvino(
+            model_proto, lambda name: table.range(name, method, percentile, symmetric=True), keep=keep)
     from segdeploy.export.passes.qdq_cpu import quantize_cpu
 
-    if options.io_dtype != "float32":
-        raise InputError("the INT8 cpu flavour keeps float32 I/O (its float parts run in float32)")
     return lambda keep: quantize_cpu(model_proto, lambda name: table.range(name, method, percentile), keep=keep)
 
 
@@ -277,7 +284,7 @@ def _mixed_precision(model_proto, build, report, reference: float, score: float,
     run = _runner(feeds, threads)
     expected = run(model_proto)
     ranking = rank_blocks(blocks, lambda keep: build(keep)[0], run, expected, progress=say)
-    float_kind = "float16" if options.target == "tensorrt" else "float32"
+    float_kind = FLOAT_KIND[options.target]
     built = {}
 
     def evaluate(kept):

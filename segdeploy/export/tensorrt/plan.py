@@ -157,8 +157,9 @@ def make_plan(manifest, options: BuildOptions | None = None) -> BuildPlan:
         raise SegdeployError(f"the ONNX artifact is {precision}; a {options.precision} engine is built from the "
                              f"{options.precision} artifact (export --precision {options.precision})")
     if precision == "int8" and manifest.precision.flavour != "tensorrt":
-        raise SegdeployError(f"this int8 artifact is the {manifest.precision.flavour!r} flavour (asymmetric uint8 "
-                             "activations), which TensorRT cannot build: TensorRT quantizes symmetrically; export "
+        why = "asymmetric uint8 activations, which TensorRT cannot build: TensorRT quantizes symmetrically" \
+            if manifest.precision.flavour == "cpu" else "float32 outside the quantized layers, for OpenVINO"
+        raise SegdeployError(f"this int8 artifact is the {manifest.precision.flavour!r} flavour ({why}); export "
                              "the int8 artifact for TensorRT")
     check_options(options)
     profile = input_ranges(manifest)

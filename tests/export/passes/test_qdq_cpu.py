@@ -3,31 +3,14 @@ MatMul, 3-D ones included), Softmax and attention MatMuls left in float32, and t
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
-from precision_graphs import const, cosine, exported, ranges, run, seeded_feeds, tensor, tiny_model
+from precision_graphs import attention_model, cosine, exported, ranges, run, seeded_feeds
 from segdeploy.export.passes.qdq_cpu import quantize_cpu
 
 
 def asymmetric(table):
     return lambda name: table.range(name, "minmax")
-
-
-def attention_model():
-    rng = np.random.default_rng(0)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("Reshape", ["r", "shape"], ["tokens"], name="flat"),
-             helper.make_node("Transpose", ["tokens"], ["t"], perm=[0, 2, 1], name="to_tokens"),
-             helper.make_node("MatMul", ["t", "proj"], ["q"], name="proj"),  # 3-D constant weight
-             helper.make_node("Transpose", ["q"], ["k"], perm=[0, 2, 1], name="keys"),
-             helper.make_node("MatMul", ["q", "k"], ["scores"], name="attn/MatMul"),
-             helper.make_node("Softmax", ["scores"], ["p"], axis=-1, name="attn/Softmax"),
-             helper.make_node("MatMul", ["p", "q"], ["y"], name="attn/MatMul_1")]
-    inits = [const("w", rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3),
-             const("shape", np.array([1, 8, 64], np.int64)),
-             const("proj", rng.standard_normal((1, 8, 16)).astype(np.float32) * 0.3)]
-    return tiny_model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 64, 16])], inits)
 
 
 def test_cpu_layout_on_a_small_attention_graph():

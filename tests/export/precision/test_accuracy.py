@@ -1,5 +1,5 @@
 """Accuracy of the precision passes on a trained checkpoint (the session's ``trained_fixture``: a cgrseg_t trained
-on 8 synthetic texture classes, with its dataset): FP16 keeps the masks, both INT8 flavours stay within a point of
+on 8 synthetic texture classes, with its dataset): FP16 keeps the masks, the INT8 flavours stay within a point of
 FP32's mIoU on the held-out split (calibrated on the training split), validate --data judges them with their
 tolerance, an overlap of calibration and evaluation images is refused, and --max-drop keeps the most sensitive
 blocks in float until the budget holds, saying which and why."""
@@ -36,7 +36,7 @@ def export_precision(fixture, path, options, data=None, limit=None):
 
 
 class Int8Artifacts(dict):
-    """Both INT8 flavours of the trained fixture, exported once per module, on demand."""
+    """The INT8 flavours of the trained fixture, exported once per module, on demand."""
 
     def __init__(self, fixture, folder):
         super().__init__()
@@ -53,7 +53,7 @@ def int8_artifacts(trained_fixture, tmp_path_factory):
     return Int8Artifacts(trained_fixture, tmp_path_factory.mktemp("int8"))
 
 
-@pytest.mark.parametrize("target", ["cpu", pytest.param("tensorrt", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("target", ["cpu", "openvino", pytest.param("tensorrt", marks=pytest.mark.slow)])
 def test_int8_keeps_miou_within_a_point(int8_artifacts, target):
     m = int8_artifacts[target].manifest
     accuracy = m.precision.details["accuracy"]
@@ -74,6 +74,15 @@ def test_validate_judges_int8_on_the_held_out_set(int8_artifacts, trained_fixtur
     # (the fixture's own mIoU was measured at the test policy's size, 512x512; this artifact takes 256x256)
     assert abs(held["miou_delta"]) <= 1.0 and held["miou_reference"] > 60
     assert report.tolerance.precision == "int8"
+
+
+def test_validate_runs_the_openvino_flavour_on_openvino(int8_artifacts, trained_fixture):
+    pytest.importorskip("openvino", reason="OpenVINO is an optional extra (segdeploy[openvino])")
+    result = int8_artifacts["openvino"]
+    assert result.manifest.precision.flavour == "openvino"
+    report = validate_artifact(result.path, checkpoint=trained_fixture.checkpoint, n=1, threads=2,
+                               data=trained_fixture.dataset_dir, backend="openvino")
+    assert report.passed and report.dataset["passed"] and abs(report.dataset["miou_delta"]) <= 1.0
 
 
 def test_validate_refuses_the_calibration_images(int8_artifacts, trained_fixture, tmp_path):
