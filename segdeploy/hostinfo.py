@@ -92,7 +92,8 @@ def cpu_info() -> dict:
 def int8_speed_note(cpu: dict) -> str:
     """Whether INT8 can be expected to beat FP32 on this CPU, in one sentence."""
     if cpu.get("int8_dot_product"):
-        return f"int8 dot-product instructions present ({', '.join(cpu['int8_dot_product'])}): INT8 can be faster"
+        return (f"int8 dot-product instructions present ({', '.join(cpu['int8_dot_product'])}): INT8 can be faster "
+                "in the flavour made for the runtime (--target cpu for ONNX Runtime, --target openvino for OpenVINO)")
     return ("no int8 dot-product instructions (no AVX-512 VNNI, AVX-VNNI, AMX or Arm dot product): INT8 runs no "
             "faster than FP32 here; use it for size, not speed")
 

@@ -17,8 +17,9 @@ EXAMPLES = """examples:
   segdeploy bench --model segnext_t,cgrseg_t --backend torch,onnxruntime,openvino --batch 1,max
   segdeploy bench --artifact artifacts/cgrseg_t_512x512.onnx --backend onnxruntime --md bench.md
   segdeploy bench --model cgrseg_t --device cuda --precision fp16 --cuda-graphs
-  segdeploy bench --model cgrseg_t --checkpoint ck.pth --precision fp32,fp16,int8,int8-openvino --data data/ \
-      --backend onnxruntime,openvino --md compare.md --plot compare.png   # formats x precisions, with mIoU"""
+  segdeploy bench --model cgrseg_t --checkpoint ck.pth --precision fp32,fp16,int8 --data data/ \
+      --backend onnxruntime,openvino --md compare.md --plot compare.png   # formats x precisions, with mIoU
+                                                   # int8: each backend's flavour (int8-cpu, int8-openvino)"""
 
 
 def add_parser(subparsers) -> None:
@@ -44,9 +45,9 @@ def add_parser(subparsers) -> None:
     common.add_threads(run)
     run.add_argument("--device", default="cpu", help="torch device: cpu or cuda[:N] (default cpu)")
     run.add_argument("--precision", default="fp32",
-                     help="fp32; fp16: torch on CUDA; bf16: OpenVINO. A list (fp32,fp16,int8,int8-openvino,"
-                          "int8-tensorrt), int8 or --data compare precisions instead: each is exported (calibrated, "
-                          "cached) and measured")
+                     help="fp32; fp16: torch on CUDA; bf16: OpenVINO. A list (fp32,fp16,int8,int8-cpu,"
+                          "int8-openvino,int8-tensorrt; int8 is each backend's flavour), int8 or --data compare "
+                          "precisions instead: each is exported (calibrated, cached) and measured")
     compare = p.add_argument_group("precision comparison (--precision LIST or --data)")
     compare.add_argument("--data", metavar="DIR",
                          help="held-out set for the accuracy columns: a labelled dataset folder (validation split: "
@@ -138,11 +139,11 @@ def run_precision_comparison(args) -> int:
         raise InputError("the precision comparison writes --json, --md and --plot")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InputError(f"--plot writes a PNG; give a .png path, not {args.plot!r}")
-    precisions = pb.parse_precisions(args.precision)
-    if "fp32" not in precisions:
-        precisions = ["fp32", *precisions]
     usable = [b for b in cpu_backends() if get_backend(b).consumes == "onnx" and backend_status(b).available]
     backends = common.names(args.backend) or usable
+    precisions = pb.parse_precisions(args.precision, backends)
+    if "fp32" not in precisions:
+        precisions = ["fp32", *precisions]
     height, width = common.parse_size(args.size)
     request = pb.PrecisionBench(
         model=args.model, precisions=precisions, backends=backends, height=height, width=width,

@@ -1,5 +1,5 @@
 """The precision comparison's recommendation: INT8 only where the CPU has int8 dot-product instructions and the
-row is within its tolerance, either flavour, and the target's miss said as a miss."""
+row is within its tolerance, any flavour, and the target's miss said as a miss."""
 from __future__ import annotations
 
 from segdeploy.evaluation.bench.precision import recommendation
@@ -37,3 +37,12 @@ def test_inaccurate_int8_is_never_recommended():
     rows = [dict(r, within_tolerance=False) if r["precision"].startswith("int8") else r for r in ROWS]
     text = recommendation({"rows": rows, "int8_dot_product": True})
     assert text.startswith("no INT8 row is within") and "fp32 on onnxruntime" in text
+
+
+def test_bare_int8_is_the_flavour_made_for_each_backend():
+    from segdeploy.evaluation.bench.precision import parse_precisions
+
+    assert parse_precisions("fp32,int8", ["onnxruntime"]) == ["fp32", "int8-cpu"]
+    assert parse_precisions("fp32,int8", ["onnxruntime", "openvino"]) == ["fp32", "int8-cpu", "int8-openvino"]
+    assert parse_precisions("int8,int8-openvino", ["openvino"]) == ["int8-openvino"]
+    assert parse_precisions("fp32,int8-tensorrt,int8", ["torch"]) == ["fp32", "int8-tensorrt", "int8-cpu"]

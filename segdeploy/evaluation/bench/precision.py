@@ -4,10 +4,10 @@ the accuracy on a held-out set and its delta against FP32, label agreement with 
 speed-up over the best FP32 CPU path. The header says whether this CPU has int8 dot-product instructions; without
 them INT8 is never recommended for speed.
 
-Precisions: ``fp32``, ``fp16``, ``int8`` (= ``int8-cpu``, the uint8 form ONNX Runtime fuses), ``int8-openvino``
-(symmetric Q/DQ on the compute layers, float32 elsewhere: OpenVINO's fastest) and ``int8-tensorrt`` (TensorRT's
-flavour, run on the CPU runtimes for its accuracy; its CPU speed is not its point). Every row runs on every backend
-given, so each flavour is also seen where it is not meant to run.
+Precisions: ``fp32``, ``fp16``, ``int8-cpu`` (the uint8 form ONNX Runtime fuses), ``int8-openvino`` (symmetric Q/DQ
+on the compute layers, float32 elsewhere: OpenVINO's fastest), ``int8`` (the flavour made for each backend compared)
+and ``int8-tensorrt`` (TensorRT's flavour, run on the CPU runtimes for its accuracy; its CPU speed is not its point).
+Every row runs on every backend given, so each flavour is also seen where it is not meant to run.
 Calibration images: ``calib``, else the training split of ``data`` when it is a dataset folder; accuracy is measured
 on ``data``'s validation split (or its images, by agreement), and an overlap is refused.
 """
@@ -29,6 +29,7 @@ from segdeploy.runtimes.registry import create_runner, get_backend
 SCHEMA = "segdeploy.bench.precision/1"
 PRECISIONS = {"fp32": ("fp32", None), "fp16": ("fp16", None), "int8": ("int8", "cpu"), "int8-cpu": ("int8", "cpu"),
               "int8-openvino": ("int8", "openvino"), "int8-tensorrt": ("int8", "tensorrt")}
+INT8_FOR_BACKEND = {"onnxruntime": "int8-cpu", "openvino": "int8-openvino"}
 SPEED_TARGET = 1.3  # CPU INT8 (cpu or openvino flavour) over the best FP32 CPU path, on CPUs with int8 dot products
 
 
@@ -51,12 +52,19 @@ class PrecisionBench:
     rebuild: bool = False
 
 
-def parse_precisions(text: str) -> list[str]:
+def parse_precisions(text: str, backends=("onnxruntime",)) -> list[str]:
+    """The comparison's rows; a bare ``int8`` is the INT8 flavour made for each backend compared (int8-cpu for ONNX
+    Runtime, int8-openvino for OpenVINO)."""
     names = [p.strip().lower() for p in str(text).split(",") if p.strip()]
     bad = [p for p in names if p not in PRECISIONS]
     if bad or not names:
         raise InputError(f"--precision takes a comma-separated list of {', '.join(PRECISIONS)}, not {text!r}")
-    canonical = ["int8-cpu" if p == "int8" else p for p in names]
+    canonical = []
+    for name in names:
+        if name == "int8":
+            canonical += [INT8_FOR_BACKEND[b] for b in backends if b in INT8_FOR_BACKEND] or ["int8-cpu"]
+        else:
+            canonical.append(name)
     return list(dict.fromkeys(canonical))
 
 
