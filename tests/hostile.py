@@ -359,10 +359,17 @@ write_files_atomic([(folder + "/a.onnx", tag.encode() * 4096), (folder + "/a.jso
 """
 
 
+def interruptible() -> None:
+    """A child's SIGINT back to its default, so that Python raises KeyboardInterrupt in it: a shell starts background
+    jobs with SIGINT ignored, children inherit that, and then a test's SIGINT would reach no one."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_writer(folder: Path, tag: str, *, force: bool = False, signal_at: str | None = None):
     extra = {"SEGDEPLOY_TEST_SIGNAL_AT": signal_at} if signal_at else {}
     return subprocess.Popen([sys.executable, "-c", WRITER, str(folder), tag, "1" if force else "0"],
-                            env=cli_env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=cli_env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
 
 
 def wait_stopped(process, timeout: float = 120) -> None:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from hostile import ROOT, Tree, cli_env, pair_state, resume, start_writer, wait_stopped
+from hostile import ROOT, Tree, cli_env, interruptible, pair_state, resume, start_writer, wait_stopped
 from segdeploy.io import TEST_POINTS, settle
 
 SIGNALS = ("SIGKILL", "SIGTERM", "SIGINT")
@@ -153,7 +153,8 @@ def _export(folder, *extra, signal_at=None, checkpoint=None):
     argv = [sys.executable, "-m", "segdeploy", *EXPORT, str(folder / "a.onnx"), *extra]
     if checkpoint:
         argv += ["--checkpoint", str(checkpoint)]
-    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
 
 
 def _weights_of(folder):
