@@ -5,6 +5,7 @@ from segdeploy.commands import common
 from segdeploy.console import print_table
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.bench import reports
+from segdeploy.evaluation.bench.precision import flavour_notes
 from segdeploy.evaluation.bench.protocol import Protocol
 from segdeploy.evaluation.bench.request import BenchRequest, check_request, parse_batches
 from segdeploy.evaluation.bench.run import run_bench
@@ -193,6 +194,8 @@ def run_command(args) -> int:
                 *reports.timing_table(report))
     print_table("against the papers (their GPU figures; the ratio is measured / paper)", *reports.paper_table(report))
     print(reports.machine_summary(report))
+    for line in flavour_notes(report["results"]):
+        print(f"note: {line}")
     load, cores = report["machine"]["load_average"], report["machine"]["cpu"]["usable_cores"]
     if load and load[0] > 0.5 * cores:
         print(f"note: the 1-minute load average was {load[0]} on {cores} cores when the run started; other "

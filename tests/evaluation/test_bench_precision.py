@@ -46,3 +46,13 @@ def test_bare_int8_is_the_flavour_made_for_each_backend():
     assert parse_precisions("fp32,int8", ["onnxruntime", "openvino"]) == ["fp32", "int8-cpu", "int8-openvino"]
     assert parse_precisions("int8,int8-openvino", ["openvino"]) == ["int8-openvino"]
     assert parse_precisions("fp32,int8-tensorrt,int8", ["torch"]) == ["fp32", "int8-tensorrt", "int8-cpu"]
+
+
+def test_a_flavour_timed_off_its_runtime_is_noted():
+    from segdeploy.evaluation.bench.precision import flavour_notes
+
+    rows = [{"precision": p, "backend": b} for p, b in [
+        ("int8-openvino", "onnxruntime"), ("int8-openvino", "openvino"), ("int8-cpu", "onnxruntime"),
+        ("fp32", "openvino"), ("int8-openvino", "onnxruntime")]]
+    notes = flavour_notes(rows)
+    assert len(notes) == 1 and notes[0].startswith("int8-openvino is made for openvino: onnxruntime runs it")

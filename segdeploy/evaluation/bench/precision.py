@@ -29,7 +29,7 @@ from segdeploy.runtimes.registry import create_runner, get_backend
 SCHEMA = "segdeploy.bench.precision/1"
 PRECISIONS = {"fp32": ("fp32", None), "fp16": ("fp16", None), "int8": ("int8", "cpu"), "int8-cpu": ("int8", "cpu"),
               "int8-openvino": ("int8", "openvino"), "int8-tensorrt": ("int8", "tensorrt")}
-INT8_FOR_BACKEND = {"onnxruntime": "int8-cpu", "openvino": "int8-openvino"}
+INT8_FOR_BACKEND = {"onnxruntime": "int8-cpu", "openvino": "int8-openvino", "tensorrt": "int8-tensorrt"}
 SPEED_TARGET = 1.3  # CPU INT8 (cpu or openvino flavour) over the best FP32 CPU path, on CPUs with int8 dot products
 
 
@@ -66,6 +66,15 @@ def parse_precisions(text: str, backends=("onnxruntime",)) -> list[str]:
         else:
             canonical.append(name)
     return list(dict.fromkeys(canonical))
+
+
+def flavour_notes(rows: list[dict]) -> list[str]:
+    """One line per INT8 flavour timed on a runtime it was not made for (its speed there says little)."""
+    made_for = {label: backend for backend, label in INT8_FOR_BACKEND.items()}
+    seen = dict.fromkeys((r.get("precision"), r.get("backend")) for r in rows
+                         if r.get("precision") in made_for and r.get("backend") != made_for[r.get("precision")])
+    return [f"{label} is made for {made_for[label]}: {backend} runs it without the fusions it was laid out for, "
+            f"so its speed there is not that flavour's" for label, backend in seen]
 
 
 def calibration_folder(request: PrecisionBench) -> str | None:
