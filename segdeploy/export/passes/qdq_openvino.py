@@ -4,8 +4,9 @@ compute layers (and the skip inputs of residual Adds), float32 everywhere else.
 OpenVINO turns each DequantizeLinear -> Conv/MatMul pair into an int8 kernel by itself (its low-precision
 transformations move the dequantization past the layer), so it needs Q/DQ only where integer arithmetic pays. The
 cpu flavour's full QDQ form (uint8 activations, Q/DQ around every reshape, pool, resize and concat, which ONNX
-Runtime needs to fuse QLinearConv chains) leaves OpenVINO requantizing between those operators: on these models it
-ran at 0.95-1.54x OpenVINO's FP32, against 1.48-1.81x for this layout (benchmarks/results/precision-*.md). ONNX
+Runtime needs to fuse QLinearConv chains) leaves OpenVINO requantizing between those operators: on the five trained
+fixtures it ran on OpenVINO at 0.96-1.56x the best FP32 CPU path, against 1.31-1.72x for this layout
+(benchmarks/results/precision-2026-12-01.md). ONNX
 Runtime does not fuse this layout (a Conv without a QuantizeLinear after it stays a float Conv): run it on OpenVINO.
 
 The placement is qdq_tensorrt.py's plan (per-output-channel int8 weights, per-tensor activation scales, zero points
@@ -17,7 +18,7 @@ from __future__ import annotations
 import onnx
 
 from segdeploy.export.passes import PassReport, op_counts
-from segdeploy.export.passes.qdq_tensorrt import insert_qdq, plan_symmetric, summarize_skipped
+from segdeploy.export.passes.qdq_tensorrt import insert_qdq, plan_details, plan_symmetric, summarize_skipped
 
 
 def quantize_openvino(model: onnx.ModelProto, ranges, *, keep: dict[str, str] | None = None
@@ -31,7 +32,5 @@ def quantize_openvino(model: onnx.ModelProto, ranges, *, keep: dict[str, str] | 
              f"{len(plan['skipped'])} weighted layers left in float32: " + summarize_skipped(plan["skipped"])]
     report = PassReport("qdq_openvino", len(model.graph.node), len(result.graph.node), "segdeploy", notes,
                         op_counts(result))
-    report.details = {"quantized": [name for name, _ in plan["layers"]],
-                      "residual_adds": [name for name, _ in plan["residuals"]],
-                      "not_quantized": [{"node": n, "reason": why} for n, why in plan["skipped"]]}
+    report.details = plan_details(plan)
     return result, report

@@ -59,11 +59,15 @@ def quantize_tensorrt(model: onnx.ModelProto, ranges, *, keep: dict[str, str] | 
              "float: " + summarize_skipped(plan["skipped"]), *fp16_report.notes]
     report = PassReport("qdq_tensorrt", len(model.graph.node), len(result.graph.node), "segdeploy", notes,
                         op_counts(result))
-    report.details = {"quantized": [name for name, _ in plan["layers"]],
-                      "residual_adds": [name for name, _ in plan["residuals"]],
-                      "not_quantized": [{"node": n, "reason": why} for n, why in plan["skipped"]],
-                      "float16": fp16_report.details}
+    report.details = {**plan_details(plan), "float16": fp16_report.details}
     return result, report
+
+
+def plan_details(plan: dict) -> dict:
+    """The manifest's account of a symmetric plan: the quantized layers, the residual Adds, what was left and why."""
+    return {"quantized": [name for name, _ in plan["layers"]],
+            "residual_adds": [name for name, _ in plan["residuals"]],
+            "not_quantized": [{"node": n, "reason": why} for n, why in plan["skipped"]]}
 
 
 def summarize_skipped(skipped: list[tuple[str, str]]) -> str:
