@@ -117,3 +117,25 @@ def test_nan_scales_fail_validation(int8_tensorrt, workdir, capfd):
             "--backend", "onnxruntime").refused("non-finite")
     run_cli(capfd, "predict", "--artifact", path, "--source", PHOTO, "--output", workdir / "m.png").refused()
     assert not (workdir / "m.png").exists()
+
+
+@pytest.fixture(scope="module")
+def int8_openvino(calib, tmp_path_factory) -> Path:
+    """A segnext_t INT8 artifact of the openvino flavour (recipe weights: not verified, only made)."""
+    from segdeploy.export.onnx import export_onnx
+    from segdeploy.export.precision import PrecisionOptions
+
+    folder = tmp_path_factory.mktemp("int8_openvino")
+    options = PrecisionOptions("int8", "openvino", calib=str(calib), calib_count=4, cache_dir="")
+    return Path(export_onnx("segnext_t", folder / "int8.onnx", height=256, width=256, precision=options,
+                            threads=2).path)
+
+
+def test_nan_scales_of_the_openvino_flavour_are_refused_by_openvino(int8_openvino, workdir, capfd):
+    """OpenVINO will not compile NaN scales into its int8 kernels: one line, exit 2, on the runtime it is made for."""
+    pytest.importorskip("openvino", reason="OpenVINO is an optional extra (segdeploy[openvino])")
+    path = _damaged_scales(int8_openvino, workdir / "nan.onnx", float("nan"))
+    run_cli(capfd, "validate", path, "--n", "1", "--backend", "openvino").refused("OpenVINO cannot compile")
+    run_cli(capfd, "predict", "--artifact", path, "--source", PHOTO, "--output", workdir / "m.png",
+            "--backend", "openvino").refused("OpenVINO cannot compile")
+    assert not (workdir / "m.png").exists()
