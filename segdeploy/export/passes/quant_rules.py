@@ -56,7 +56,12 @@ def is_matrix_vector(index: GraphIndex, node) -> bool:
 
 def attention_core(index: GraphIndex) -> dict[int, str]:
     """id(node) -> why, for the nodes between an attention score MatMul, its Softmax and the MatMul that applies
-    the weights (both MatMuls multiply two activations)."""
+    the weights, and for every MatMul of two activations.
+
+    The MatMul that applies the weights is the first one after the Softmax, whatever its other operand: OffSeg's
+    pixel branch applies them to the class tokens, a constant. The projection after it is an ordinary layer
+    (TensorRT quantizes an attention block's output projection like any Linear), and in OffSeg's head it is the
+    largest product of the graph."""
     core: dict[int, str] = {}
     for softmax in (n for n in index.nodes if n.op_type == "Softmax"):
         why = f"attention core around {softmax.name or 'a Softmax'}"
@@ -74,8 +79,9 @@ def attention_core(index: GraphIndex) -> dict[int, str]:
 
 
 def _walk(index: GraphIndex, start, upstream: bool) -> list | None:
-    """The nodes from ``start`` to the nearest activation x activation MatMul (inclusive), or None if there is none
-    within the search depth."""
+    """The nodes from ``start`` to the nearest MatMul (inclusive): upstream the score MatMul, if it multiplies two
+    activations; downstream the one applying the weights, whatever its other operand. None if there is none within
+    the search depth. No path crosses a MatMul."""
     frontier = [(start, [])]
     for _ in range(ATTENTION_SEARCH_DEPTH):
         following = []
@@ -85,8 +91,10 @@ def _walk(index: GraphIndex, start, upstream: bool) -> list | None:
             else:
                 nexts = [c for o in node.output for c in index.consumers.get(o, [])]
             for nxt in nexts:
-                if nxt.op_type == "MatMul" and not any(index.is_constant(i) for i in nxt.input[:2]):
-                    return path + [nxt]
+                if nxt.op_type == "MatMul":
+                    if not upstream or not any(index.is_constant(i) for i in nxt.input[:2]):
+                        return path + [nxt]
+                    continue  # scores against constant keys (OffSeg's class tokens) come from a plain layer
                 if not nxt.op_type == "Softmax":
                     following.append((nxt, path + [nxt]))
         frontier = following

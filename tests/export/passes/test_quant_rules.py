@@ -1,0 +1,56 @@
+"""The attention core that no INT8 flavour quantizes: the score MatMul, the Softmax and the MatMul applying the
+weights, but not the projections around them."""
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from precision_graphs import const, tensor, tiny_model
+from segdeploy.export.passes.graph_index import GraphIndex
+from segdeploy.export.passes.quant_rules import attention_core
+
+
+def core_names(model) -> set[str]:
+    index = GraphIndex(model)
+    core = attention_core(index)
+    return {node.name for node in index.nodes if id(node) in core}
+
+
+def tokens(prefix: str = "") -> list:
+    return [helper.make_node("Reshape", ["x", "shape"], ["flat"], name=f"{prefix}flat"),
+            helper.make_node("Transpose", ["flat"], ["feats"], perm=[0, 2, 1], name=f"{prefix}to_tokens")]
+
+
+def weights(rng, **shapes) -> list:
+    return [const("shape", np.array([1, 8, 16], np.int64))] + [
+        const(name, rng.standard_normal(shape).astype(np.float32)) for name, shape in shapes.items()]
+
+
+def test_self_attention_core_is_the_two_activation_matmuls_and_the_softmax():
+    rng = np.random.default_rng(0)
+    nodes = tokens() + [
+        helper.make_node("MatMul", ["feats", "wq"], ["q"], name="q_proj"),
+        helper.make_node("MatMul", ["feats", "wk"], ["k"], name="k_proj"),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1], name="keys"),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"], name="attn/MatMul"),
+        helper.make_node("Softmax", ["scores"], ["p"], axis=-1, name="attn/Softmax"),
+        helper.make_node("MatMul", ["p", "q"], ["applied"], name="attn/MatMul_1"),
+        helper.make_node("MatMul", ["applied", "wo"], ["y"], name="out_proj")]
+    model = tiny_model(nodes, [tensor("x", [1, 8, 4, 4])], [tensor("y", [1, 16, 8])],
+                       weights(rng, wq=(8, 8), wk=(8, 8), wo=(8, 8)))
+    assert core_names(model) == {"attn/MatMul", "attn/Softmax", "attn/MatMul_1"}
+
+
+def test_weights_applied_to_constant_tokens_end_the_core_before_the_projection():
+    """OffSeg's pixel branch: scores against the class tokens, Softmax, the weights applied to the same constant
+    tokens, then a projection. The projection and the score MatMul are layers with constant weights."""
+    rng = np.random.default_rng(1)
+    nodes = tokens() + [
+        helper.make_node("MatMul", ["feats", "classes_t"], ["scores"], name="scores"),
+        helper.make_node("Softmax", ["scores"], ["p"], axis=-1, name="Softmax"),
+        helper.make_node("MatMul", ["p", "classes"], ["applied"], name="apply"),
+        helper.make_node("MatMul", ["applied", "w"], ["offset"], name="feat_offset_proj"),
+        helper.make_node("Add", ["feats", "offset"], ["y"], name="shift")]
+    model = tiny_model(nodes, [tensor("x", [1, 8, 4, 4])], [tensor("y", [1, 16, 8])],
+                       weights(rng, classes_t=(8, 4), classes=(4, 8), w=(8, 8)))
+    assert core_names(model) == {"Softmax", "apply"}
