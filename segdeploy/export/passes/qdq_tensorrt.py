@@ -8,9 +8,9 @@ rules, as Model Optimizer applies them):
   activation per tensor, the weight per output channel (int8 weights stored with a DequantizeLinear);
 - on the skip input of a residual Add whose other input comes from a quantized layer (the layer's output and the
   Add fuse, the skip input must arrive quantized); never on the layer's own branch;
-- none in the attention core (score and value MatMuls of two activations, Softmax and what lies between), none in
-  the FP16 pass's float32 islands (LayerNorm and other normalisations, SegNeXt's NMF, coordinate arithmetic), none
-  on matrix-vector products;
+- none in the attention core (the score MatMul, the Softmax, the MatMul applying its weights and what lies
+  between; the projections around them are layers like any other), none in the FP16 pass's float32 islands
+  (LayerNorm and other normalisations, SegNeXt's NMF, coordinate arithmetic), none on matrix-vector products;
 - symmetric int8, zero points 0, constant positive scales (weights' scales at least float16's smallest normal, so
   they stay exact in float16).
 

@@ -1,6 +1,7 @@
-"""Which nodes the INT8 passes may quantize, shared by both flavours: compute nodes with a constant weight, outside
-the attention core (the activation x activation MatMuls, the Softmax and what lies between them) and outside the
-float32 islands the FP16 pass keeps (normalisations, SegNeXt's NMF, coordinate arithmetic)."""
+"""Which nodes the INT8 passes may quantize, shared by every flavour: compute nodes with a constant weight, outside
+the attention core (the score MatMul, the Softmax, the MatMul applying its weights and what lies between them, and
+any MatMul of two activations) and outside the float32 islands the FP16 pass keeps (normalisations, SegNeXt's NMF,
+coordinate arithmetic)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
