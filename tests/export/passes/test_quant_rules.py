@@ -54,3 +54,16 @@ def test_weights_applied_to_constant_tokens_end_the_core_before_the_projection()
     model = tiny_model(nodes, [tensor("x", [1, 8, 4, 4])], [tensor("y", [1, 16, 8])],
                        weights(rng, classes_t=(8, 4), classes=(4, 8), w=(8, 8)))
     assert core_names(model) == {"Softmax", "apply"}
+
+
+def test_offseg_quantizes_both_projections_of_its_offset_learning():
+    from precision_graphs import exported
+    from segdeploy.export.passes.qdq_tensorrt import quantizable_layers
+
+    layers, skipped = quantizable_layers(GraphIndex(exported("offseg_t", 64)), {})
+    quantized = {node.name for node, *_ in layers}
+    head = "/model/decode_head/offset_learning/"
+    assert {head + "feat_offset_proj/MatMul", head + "cls_offset_proj/MatMul"} <= quantized
+    core = {name: why for name, why in skipped if name.startswith(head)}
+    assert sorted(core) == [head + "MatMul_1", head + "MatMul_2", head + "MatMul_3"]
+    assert all("attention core" in why or "two activations" in why for why in core.values())
