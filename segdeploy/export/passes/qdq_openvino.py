@@ -5,9 +5,9 @@ OpenVINO turns each DequantizeLinear -> Conv/MatMul pair into an int8 kernel by 
 transformations move the dequantization past the layer), so it needs Q/DQ only where integer arithmetic pays. The
 cpu flavour's full QDQ form (uint8 activations, Q/DQ around every reshape, pool, resize and concat, which ONNX
 Runtime needs to fuse QLinearConv chains) leaves OpenVINO requantizing between those operators: on the five trained
-fixtures it ran on OpenVINO at 0.96-1.56x the best FP32 CPU path, against 1.31-1.72x for this layout
-(benchmarks/results/precision-2026-12-01.md). ONNX
-Runtime does not fuse this layout (a Conv without a QuantizeLinear after it stays a float Conv): run it on OpenVINO.
+fixtures it ran on OpenVINO at 0.96-1.57x the best FP32 CPU path, against 1.32-1.70x for this layout
+(benchmarks/results/precision-2026-12-01-rerun.md). ONNX Runtime does not fuse this layout (a Conv without a
+QuantizeLinear after it stays a float Conv): run it on OpenVINO.
 
 The placement is qdq_tensorrt.py's plan (per-output-channel int8 weights, per-tensor activation scales, zero points
 0, nothing in the attention core, the float32 islands or matrix-vector products); unlike the tensorrt flavour the
