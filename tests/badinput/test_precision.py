@@ -28,16 +28,20 @@ def calib(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def int8_tensorrt(calib, tmp_path_factory) -> Path:
-    """A segnext_t INT8 artifact of the TensorRT flavour (recipe weights: not verified, only made)."""
+def _int8_artifact(target: str, calib: Path, tmp_path_factory) -> Path:
+    """A segnext_t INT8 artifact of ``target``'s flavour (recipe weights: not verified, only made)."""
     from segdeploy.export.onnx import export_onnx
     from segdeploy.export.precision import PrecisionOptions
 
-    folder = tmp_path_factory.mktemp("int8")
-    options = PrecisionOptions("int8", "tensorrt", calib=str(calib), calib_count=4, cache_dir="")
+    folder = tmp_path_factory.mktemp(f"int8_{target}")
+    options = PrecisionOptions("int8", target, calib=str(calib), calib_count=4, cache_dir="")
     return Path(export_onnx("segnext_t", folder / "int8.onnx", height=256, width=256, precision=options,
                             threads=2).path)
+
+
+@pytest.fixture(scope="module")
+def int8_tensorrt(calib, tmp_path_factory) -> Path:
+    return _int8_artifact("tensorrt", calib, tmp_path_factory)
 
 
 def _calib_folder(kind: str, root: Path, calib: Path) -> Path:
@@ -121,14 +125,7 @@ def test_nan_scales_fail_validation(int8_tensorrt, workdir, capfd):
 
 @pytest.fixture(scope="module")
 def int8_openvino(calib, tmp_path_factory) -> Path:
-    """A segnext_t INT8 artifact of the openvino flavour (recipe weights: not verified, only made)."""
-    from segdeploy.export.onnx import export_onnx
-    from segdeploy.export.precision import PrecisionOptions
-
-    folder = tmp_path_factory.mktemp("int8_openvino")
-    options = PrecisionOptions("int8", "openvino", calib=str(calib), calib_count=4, cache_dir="")
-    return Path(export_onnx("segnext_t", folder / "int8.onnx", height=256, width=256, precision=options,
-                            threads=2).path)
+    return _int8_artifact("openvino", calib, tmp_path_factory)
 
 
 def test_nan_scales_of_the_openvino_flavour_are_refused_by_openvino(int8_openvino, workdir, capfd):

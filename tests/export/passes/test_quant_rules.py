@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from precision_graphs import const, tensor, tiny_model
+from precision_graphs import const, exported, tensor, tiny_model
 from segdeploy.export.passes.graph_index import GraphIndex
+from segdeploy.export.passes.qdq_tensorrt import quantizable_layers
 from segdeploy.export.passes.quant_rules import attention_core
 
 
@@ -57,9 +58,6 @@ def test_weights_applied_to_constant_tokens_end_the_core_before_the_projection()
 
 
 def test_offseg_quantizes_both_projections_of_its_offset_learning():
-    from precision_graphs import exported
-    from segdeploy.export.passes.qdq_tensorrt import quantizable_layers
-
     layers, skipped = quantizable_layers(GraphIndex(exported("offseg_t", 64)), {})
     quantized = {node.name for node, *_ in layers}
     head = "/model/decode_head/offset_learning/"
