@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .make/installed
 
-.PHONY: install demo test test-full test-cpp cpp lint bench fixtures clean
+.PHONY: install demo test test-full test-cpp cpp lint bench fixtures trt-bindings clean
 
 $(STAMP): pyproject.toml
 	@# torch==2.13.0 is the CPU wheel served locally; never replace a torch that is already there
@@ -27,10 +27,15 @@ demo: $(STAMP)
 	$(PYTHON) -m segdeploy predict --model $(DEMO_MODEL) --source tests/data/images/grace_hopper.jpg \
 		--output artifacts/grace_hopper_$(DEMO_MODEL).png --force
 
-test: $(STAMP)
+test: $(STAMP) trt-bindings
 	$(PYTHON) -m ruff check segdeploy tests benchmarks setup.py
 	$(PYTHON) -m pytest -q -m "not slow"
 	$(MAKE) --no-print-directory test-cpp
+
+# NVIDIA's real TensorRT Python bindings (10.3, the newest 10.x, 11.4) over link stubs, for the TensorRT tests on
+# machines without TensorRT or a GPU (scripts/trt_bindings.py; about 4 MB fetched once, cached in build/).
+trt-bindings:
+	$(PYTHON) scripts/trt_bindings.py
 
 # The C++ library (cpp/README.md): its toolchain from Debian and PyPI (cpp/install-deps.sh, idempotent), then CMake.
 CPP_BUILD ?= build/cpp
@@ -53,7 +58,7 @@ test-cpp: $(STAMP)
 	$(CPP_CONFIGURE) >/dev/null && cmake --build $(CPP_BUILD) -j$$(nproc) && \
 	cd $(CPP_BUILD) && ctest -j2 --output-on-failure
 
-test-full: $(STAMP)
+test-full: $(STAMP) trt-bindings
 	$(PYTHON) -m pytest -q
 
 # SegNeXt-T on PyTorch (both layouts) and ONNX Runtime, about a minute on a quiet machine; the CPU matrix is

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import platform as _platform
 import re
 import shutil
 import subprocess
@@ -33,6 +34,15 @@ def version_tuple(text: str | None) -> tuple[int, ...]:
             break
         parts.append(int(match.group()))
     return tuple(parts)
+
+
+def unsupported_release(tensorrt_version: str) -> str:
+    """One line for a TensorRT older than 10 (JetPack 6.0 ships 8.6.2) saying what to do."""
+    text = f"segdeploy builds and runs engines with TensorRT 10 or 11, not {tensorrt_version}"
+    if version_tuple(tensorrt_version)[:2] == (8, 6):
+        text += (": JetPack 6.0 ships TensorRT 8.6; upgrade the Jetson to JetPack 6.1 or 6.2 (TensorRT 10.3), or run "
+                 "the ONNX artifact with ONNX Runtime there")
+    return text
 
 
 @dataclass(frozen=True)
@@ -169,3 +179,26 @@ def gpu_info(index: int = 0, *, torch_module=None, run=subprocess.run, read_text
     if index == 0:
         return jetson_gpu(read_text("/proc/device-tree/compatible"), read_text("/proc/device-tree/model"))
     return None
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Where an engine is built or run: the CPU architecture and whether it is a Jetson (an integrated Tegra GPU,
+    which runs neither hardware-compatible engines nor engines built for discrete GPUs)."""
+    machine: str  # "x86_64", "aarch64", ...
+    jetson: bool = False
+
+    @property
+    def name(self) -> str:
+        """What the engine header records: "jetson", else the architecture."""
+        return "jetson" if self.jetson else self.machine
+
+
+def host_platform(machine=_platform.machine, read_text=None, isfile=os.path.isfile) -> Platform:
+    """This machine's platform; a Jetson is told by L4T's release file or a Tegra SoC in its device tree."""
+    read_text = read_text or _read_text
+    arch = (machine() or "unknown").lower()
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
+    jetson = arch == "aarch64" and (isfile("/etc/nv_tegra_release") or
+                                    jetson_gpu(read_text("/proc/device-tree/compatible")) is not None)
+    return Platform(arch, jetson)

@@ -77,22 +77,36 @@ def read_header(path: str | os.PathLike):
     return manifest, 4 + n
 
 
-def compatibility_problem(engine, tensorrt_version: str, compute_capability: str) -> str | None:
+def compatibility_problem(engine, tensorrt_version: str, compute_capability: str,
+                          platform: str | None = None) -> str | None:
     """Why an engine built as ``engine`` (EngineInfo) cannot run under this TensorRT on this GPU, or None.
 
-    TensorRT plans are tied to the TensorRT version that built them unless built version-compatible (and then only
-    forwards: a 10.x version-compatible engine runs on 11.x, not the reverse), and to the GPU's compute capability
-    unless built hardware-compatible (``ampere_plus``: any SM >= 8.0; ``same_compute_capability``: the same SM on
-    another GPU model).
+    TensorRT plans are tied to the TensorRT version that built them, build number included (10.3.0.26 and 10.3.0.30
+    are different releases to the runtime; a version without one, as trtexec's banner gives, matches any build),
+    unless built version-compatible (and then only forwards: a 10.x version-compatible engine runs on 11.x, not the
+    reverse), and to the GPU's compute capability unless built hardware-compatible (``ampere_plus``: any SM >= 8.0;
+    ``same_compute_capability``: the same SM on another GPU model). Jetsons run neither hardware-compatible engines
+    nor engines built for discrete GPUs, whatever the SM says: ``platform`` ("jetson", "x86_64", "aarch64") is
+    checked against the one the header records.
     """
     built, here = _version_tuple(engine.tensorrt_version), _version_tuple(tensorrt_version)
-    if built[:3] != here[:3]:
+    width = 4 if len(built) >= 4 and len(here) >= 4 else 3
+    if built[:width] != here[:width]:
         if not engine.version_compatible:
             return (f"built by TensorRT {engine.tensorrt_version}, this is TensorRT {tensorrt_version}; rebuild it "
                     "here (or build it --version-compatible)")
         if here[:3] < built[:3]:
             return (f"a version-compatible engine built by TensorRT {engine.tensorrt_version} runs on that or a "
                     f"newer TensorRT, not on {tensorrt_version}")
+    built_on = getattr(engine, "platform", None)
+    if platform is not None and built_on is not None and (platform == "jetson") != (built_on == "jetson"):
+        where = "a Jetson" if built_on == "jetson" else f"{built_on} with a discrete GPU"
+        return (f"built on {where} ({engine.gpu_name}), this is {'a Jetson' if platform == 'jetson' else platform}: "
+                "Jetson and discrete-GPU engines do not run on each other (hardware compatibility does not cover "
+                "Jetson); rebuild it here")
+    if platform == "jetson" and engine.hardware_compatibility != "none":
+        return (f"built hardware-compatible ({engine.hardware_compatibility}), which Jetsons do not run; rebuild it "
+                "here without --hardware-compat")
     if engine.compute_capability != compute_capability:
         if engine.hardware_compatibility == "ampere_plus":
             if _version_tuple(compute_capability)[:1] < (8,):

@@ -206,6 +206,8 @@ class EngineInfo:
     workspace_mb: int | None = None
     opt_level: int | None = None
     plan_sha256: str | None = None
+    tf32: bool = False  # FP32 layers allowed to run as TF32 (export --tf32); False: TensorRT's TF32 flag cleared
+    platform: str | None = None  # where it was built: "x86_64", "aarch64" or "jetson" (None: not recorded)
 
 
 @dataclass

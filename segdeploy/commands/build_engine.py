@@ -16,6 +16,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("bundle", help="the folder `segdeploy export --fmt trt` wrote where TensorRT was missing")
     p.add_argument("--output", help="engine path (default BUNDLE/<model>.engine)")
     p.add_argument("--force", action="store_true", help="overwrite an existing engine")
+    p.add_argument("--engine-format", choices=("engine", "plan"),
+                   help="engine: segdeploy's header + the plan; plan: the bare plan for trtexec, Polygraphy, "
+                        "DeepStream and Triton (default: plan when --output ends in .plan, else engine)")
     p.add_argument("--no-lint", dest="lint", action="store_false",
                    help="build even when the TensorRT lint finds errors (TensorRT's parser has the last word)")
     p.set_defaults(func=run)
@@ -31,8 +34,10 @@ def run(args) -> int:
                             "builds an engine from an ONNX artifact directly)")
     document, plan, onnx_path = read_bundle(args.bundle)
     output = args.output or os.path.join(args.bundle, document.get("engine") or "model.engine")
+    if args.engine_format == "plan" and not args.output:
+        output = os.path.splitext(output)[0] + ".plan"
     result = export_engine(onnx_path, plan, output, force=args.force, builders=("tensorrt-python", "trtexec"),
-                           lint=args.lint, log=print)
+                           lint=args.lint, log=print, engine_format=args.engine_format)
     print_engine_result(result)
     return 0
 
@@ -43,6 +48,7 @@ def print_engine_result(result) -> None:
         e = result.manifest.engine
         rows += [["TensorRT", e.tensorrt_version], ["GPU", f"{e.gpu_name} (SM {e.compute_capability})"],
                  ["precision", result.plan.precision + ("" if e.strongly_typed else " (weakly typed, DLA)")],
+                 ["TF32", "on (--tf32)" if e.tf32 else "off: FP32 layers run in FP32"],
                  ["size", f"{os.path.getsize(result.path) / 2**20:.1f} MiB"]]
     for profile in result.plan.profiles:
         for r in profile:

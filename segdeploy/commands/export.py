@@ -112,7 +112,17 @@ def add_engine_arguments(p) -> None:
     g.add_argument("--hardware-compat", nargs="?", const="ampere_plus", default="none",
                    choices=("none", "ampere_plus", "same_compute_capability"),
                    help="engine runs on other GPUs: ampere_plus (SM >= 8.0, the default when given) or "
-                        "same_compute_capability (TensorRT >= 10.9)")
+                        "same_compute_capability (TensorRT >= 10.9); not on Jetson")
+    g.add_argument("--tf32", action="store_true",
+                   help="let TensorRT run FP32 layers as TF32 on Ampere and newer (faster; ~1e-3 relative off "
+                        "PyTorch FP32, beyond validate's fp32 tolerance); off by default, recorded in the header")
+    g.add_argument("--builder", choices=("auto", "tensorrt-python", "trtexec", "bundle"), default="auto",
+                   help="auto (default): the TensorRT Python API, else trtexec, else a build bundle; bundle: write "
+                        "the bundle even where TensorRT is installed")
+    g.add_argument("--engine-format", choices=("engine", "plan"),
+                   help="engine: segdeploy's header + the plan (its runner, C++ library, info); plan: the bare plan "
+                        "that trtexec --loadEngine, Polygraphy, DeepStream and Triton read (default: plan when "
+                        "--output ends in .plan, else engine)")
     t = p.add_argument_group("Triton (--fmt triton; --output is the model repository folder)")
     t.add_argument("--platform", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
                    help="onnxruntime_onnx (model.onnx) or tensorrt_plan (model.plan, built here)")
@@ -125,7 +135,8 @@ def build_options(args):
 
     return BuildOptions(precision=args.precision, workspace_mb=args.workspace, opt_level=args.opt_level,
                         timing_cache=args.timing_cache, dla_core=args.dla_core, gpu_fallback=args.gpu_fallback,
-                        version_compatible=args.version_compatible, hardware_compat=args.hardware_compat)
+                        version_compatible=args.version_compatible, hardware_compat=args.hardware_compat,
+                        tf32=args.tf32)
 
 
 def _onnx_output(args):
@@ -275,9 +286,11 @@ def accuracy_line(a: dict, mode: str) -> str:
 
 def export_trt(args, onnx_path: str):
     from segdeploy.commands.build_engine import print_engine_result
-    from segdeploy.export.tensorrt import export_engine
+    from segdeploy.export.tensorrt import BUILDERS, export_engine
 
-    result = export_engine(onnx_path, build_options(args), args.output, force=args.force, log=print)
+    builders = BUILDERS if args.builder == "auto" else (args.builder,)
+    result = export_engine(onnx_path, build_options(args), args.output, force=args.force, log=print,
+                           builders=builders, engine_format=args.engine_format)
     print_engine_result(result)
     return result
 
@@ -294,6 +307,10 @@ def export_triton(args, onnx_path: str):
     repository = args.output or os.path.join("artifacts", "triton")
     folder = write_repository(artifact, repository, platform=args.platform, instance_kind=args.instance_kind,
                               instances=args.instances, force=args.force)
+    from segdeploy.export.triton import serving_warnings
+
+    for warning in serving_warnings(args.platform, args.version_compatible):
+        print(f"warning: {warning}")
     print(f"Triton model repository: {folder} (serve with: tritonserver --model-repository "
           f"{os.path.dirname(folder)})")
     return folder

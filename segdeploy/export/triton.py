@@ -10,6 +10,10 @@ So a batch axis that is dynamic from 1 gives ``max_batch_size`` = its maximum an
 even of 1, gives ``max_batch_size: 0`` with full dims (Triton refuses ``max_batch_size > 0`` for a model whose
 first dimension is not variable); a dynamic batch that cannot take 1 also gives 0 (Triton forms batches from 1).
 Dynamic dimensions are -1.
+
+A version-compatible plan carries its own lean runtime, which Triton's TensorRT backend runs only when the server
+is started with ``--backend-config=tensorrt,version-compatible=true``; otherwise the model fails to load. The
+config says so and the export warns (``serving_warnings``).
 """
 from __future__ import annotations
 
@@ -24,6 +28,15 @@ INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 TRITON_TYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8", "int32": "TYPE_INT32",
                 "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64"}
 MANIFEST_FILE = "segdeploy_manifest.json"
+VERSION_COMPATIBLE_FLAG = "--backend-config=tensorrt,version-compatible=true"
+
+
+def serving_warnings(platform: str, version_compatible: bool) -> list[str]:
+    """What the server needs that the repository cannot say by itself."""
+    if platform == "tensorrt" and version_compatible:
+        return [f"this plan is version-compatible: start tritonserver with {VERSION_COMPATIBLE_FLAG}, or Triton "
+                "refuses to load it (its embedded lean runtime is host code)"]
+    return []
 
 
 @dataclass
@@ -99,6 +112,7 @@ def model_config(manifest, *, name: str, platform: str = "onnxruntime", instance
         comments.append(f"TensorRT {e.tensorrt_version} plan for {e.gpu_name} (compute capability "
                         f"{e.compute_capability}): Triton's TensorRT must be the same release unless the engine is "
                         "version-compatible")
+        comments += serving_warnings(platform, e.version_compatible)
     return ModelConfig(name, PLATFORMS[platform][0], mbs,
                        [tensor_config(t, mbs > 0) for t in manifest.inputs],
                        [tensor_config(t, mbs > 0) for t in manifest.outputs],

@@ -1,9 +1,11 @@
 """The TensorRT runner (10.x and 11.x): a segdeploy engine (or a bare trtexec plan) behind the runner contract.
 
 What it does, in the order it does it:
+- refuses a TensorRT older than 10 (JetPack 6.0's 8.6) with what to do;
 - reads the engine's segdeploy header without TensorRT and refuses a foreign engine (another TensorRT release
-  unless built version-compatible, another compute capability unless hardware-compatible) with one line, before
-  TensorRT tries to deserialize it; a headerless plan loads with a warning;
+  unless built version-compatible, another compute capability unless hardware-compatible, a Jetson engine on a
+  discrete GPU or the reverse) with one line, before TensorRT tries to deserialize it; a headerless plan (trtexec,
+  build_engine.sh) loads with a warning, with host code allowed since it may be version-compatible;
 - loads TensorRT's plugins, sets the runtime's DLA core and, for version-compatible engines, allows the engine's
   embedded host code (the lean runtime), then checks every step (engine, execution context) for None;
 - maps I/O dtypes through a table (TensorRT's ``nptype`` raises on bf16/fp8) and refuses what numpy cannot hold,
@@ -14,12 +16,14 @@ What it does, in the order it does it:
   engine's activation memory (a USER_MANAGED context backed by a torch tensor) so peak memory sees it, and adds
   what TensorRT itself allocated at load (weights, measured around deserialization);
 - keeps the device with ``torch.cuda.device(...)`` blocks instead of changing the process-wide current device;
-- warms up each new input shape, optionally replays it as a CUDA graph, refuses concurrent use from two threads,
-  and synchronizes on close.
+- warms up each new input shape, optionally replays it as a CUDA graph (not for DLA engines: a graph cannot
+  capture DLA work), refuses concurrent use from two threads, and synchronizes on close.
 
 torch CUDA tensors are the buffer layer (no pycuda, no cuda-python needed). Everything that decides something
 (header check, dtype table, profile choice, refusals, runtime settings) is a module-level function tested on the
-CPU (tests/runtimes/test_tensorrt.py); only this module's class touches TensorRT and CUDA.
+CPU (tests/runtimes/test_tensorrt.py); only this module's class touches TensorRT and CUDA. The class itself runs
+on the CPU in the tests too: NVIDIA's real bindings with recorders for the engine and a torch whose CUDA API works
+on host memory are passed in (``trt=``, ``torch_module=``), so its inference path is the one that runs on a GPU.
 """
 from __future__ import annotations
 
@@ -35,6 +39,11 @@ import numpy as np
 from segdeploy.artifact.engine_header import compatibility_problem, read_header
 from segdeploy.errors import ArtifactError, InputError, SegdeployError
 from segdeploy.runtimes.base import Runner, TensorInfo, Timing
+from segdeploy.tensorrt_host import host_platform, unsupported_release, version_tuple
+
+BARE_PLAN_WARNING = ("has no segdeploy header (a bare plan from trtexec or build_engine.sh?): its TensorRT version and "
+                     "GPU cannot be checked before TensorRT deserializes it, and its host code is allowed (a "
+                     "version-compatible plan needs it)")
 
 # TensorRT DataType member name -> numpy dtype name; None: TensorRT has it, numpy does not.
 TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
@@ -65,14 +74,13 @@ def io_problem(tensor: str, format_name: str, location_name: str, shape_tensor: 
     return None
 
 
-def preflight(path: str, tensorrt_version: str, compute_capability: str):
+def preflight(path: str, tensorrt_version: str, compute_capability: str, platform: str | None = None):
     """(manifest or None, plan offset, warnings) for an engine file, refusing a foreign one with one line before
     TensorRT sees it."""
     manifest, offset = read_header(path)
     if manifest is None:
-        return None, 0, [f"{path} has no segdeploy header (a bare trtexec plan?): its TensorRT version and GPU "
-                         "cannot be checked before TensorRT deserializes it"]
-    problem = compatibility_problem(manifest.engine, tensorrt_version, compute_capability)
+        return None, 0, [f"{path} {BARE_PLAN_WARNING}"]
+    problem = compatibility_problem(manifest.engine, tensorrt_version, compute_capability, platform)
     if problem:
         raise ArtifactError(f"{path}: {problem}")
     return manifest, offset, []
@@ -86,9 +94,11 @@ class RuntimeSettings:
 
 def runtime_settings(engine_info, dla_cores: int) -> RuntimeSettings:
     """What the TensorRT runtime must be told before deserializing: the DLA core an engine was built for (checked
-    against the cores present), and host code for version-compatible engines (their embedded lean runtime)."""
+    against the cores present), and host code for version-compatible engines (their embedded lean runtime). A bare
+    plan (``engine_info`` None) says neither, so host code is allowed in case it is version-compatible (the
+    warning says so)."""
     if engine_info is None:
-        return RuntimeSettings()
+        return RuntimeSettings(engine_host_code_allowed=True)
     if engine_info.dla_core is not None and engine_info.dla_core >= dla_cores:
         raise ArtifactError(f"the engine was built for DLA core {engine_info.dla_core}; this machine has "
                             f"{dla_cores} DLA core{'s' * (dla_cores != 1)}")
@@ -162,12 +172,14 @@ class TensorRTRunner(Runner):
     backend = "tensorrt"
 
     def __init__(self, path: str | os.PathLike, *, device: int = 0, cuda_graphs: bool = False, warmup: int = 2,
-                 trt=None, torch_module=None):
+                 trt=None, torch_module=None, platform: str | None = None):
         super().__init__()
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise ArtifactError(f"engine not found: {self.path}")
         trt = trt or import_tensorrt()
+        if (version_tuple(trt.__version__) or (0,))[0] < 10:
+            raise SegdeployError(unsupported_release(trt.__version__))
         if torch_module is None:
             import torch
         else:
@@ -177,9 +189,13 @@ class TensorRTRunner(Runner):
         self.trt, self.torch = trt, torch
         self.device = torch.device("cuda", device)
         major, minor = torch.cuda.get_device_capability(self.device)
-        self.manifest, offset, notes = preflight(self.path, trt.__version__, f"{major}.{minor}")
+        self.manifest, offset, notes = preflight(self.path, trt.__version__, f"{major}.{minor}",
+                                                 platform or host_platform().name)
         for note in notes:
             warnings.warn(note, stacklevel=2)
+        if cuda_graphs and self.manifest is not None and self.manifest.engine.dla_core is not None:
+            raise SegdeployError(f"{self.path} runs on DLA core {self.manifest.engine.dla_core}, and a CUDA graph "
+                                 "cannot capture DLA work: run it without CUDA graphs")
         self.cuda_graphs, self.warmup = cuda_graphs, max(0, int(warmup))
         self._guard = ThreadGuard()
         self._closed = False

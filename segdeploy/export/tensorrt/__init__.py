@@ -4,6 +4,10 @@
 builds with the first builder present: the TensorRT Python API, else trtexec (on PATH, or JetPack's
 /usr/src/tensorrt/bin/trtexec), else it writes a build bundle to build on the target. Engines are written with
 segdeploy's header (segdeploy.artifact.engine_header), atomically, and never over an existing file without force.
+
+Which tools read which file: the ``.engine`` (header + plan) is read by segdeploy's runner, the C++ library and
+Ultralytics (the same header layout); trtexec ``--loadEngine``, Polygraphy, DeepStream and Triton read only a bare
+plan, which ``engine_format="plan"`` writes (``export --engine-format plan``, or an ``--output`` ending in .plan).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.export.tensorrt.plan import BuildOptions, BuildPlan, make_plan
 
 BUILDERS = ("tensorrt-python", "trtexec", "bundle")
+ENGINE_FORMATS = ("engine", "plan")  # segdeploy's header + the plan | the bare plan
 # The releases a bundle is linted for: JetPack 6's TensorRT and the current major.
 BUNDLE_LINT_TARGETS = ("10.3", "11")
 
@@ -62,18 +67,36 @@ class Host:
 
         return gpu_info(0)
 
+    def platform(self):
+        from segdeploy.tensorrt_host import host_platform
+
+        return host_platform()
+
     def run(self, argv):
         return subprocess.run(argv, capture_output=True, text=True)
 
 
-def default_output(onnx_path: str, kind: str) -> str:
+def default_output(onnx_path: str, kind: str, engine_format: str = "engine") -> str:
     stem = os.path.splitext(os.fspath(onnx_path))[0]
-    return stem + (".engine" if kind == "engine" else "_trt_bundle")
+    if kind != "engine":
+        return stem + "_trt_bundle"
+    return stem + (".plan" if engine_format == "plan" else ".engine")
+
+
+def engine_format_for(output, engine_format: str | None) -> str:
+    """The format asked for, else the one the output's suffix names (.plan: the bare plan), else the engine."""
+    if engine_format is not None:
+        if engine_format not in ENGINE_FORMATS:
+            raise SegdeployError(f"unknown engine format {engine_format!r}; one of {', '.join(ENGINE_FORMATS)}")
+        return engine_format
+    return "plan" if output and os.path.splitext(os.fspath(output))[1].lower() == ".plan" else "engine"
 
 
 def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, output=None, *, force: bool = False,
-                  builders=BUILDERS, lint: bool = True, host: Host | None = None, log=None) -> EngineResult:
-    """Build a TensorRT engine (or a build bundle) from the ONNX artifact ``onnx_path``."""
+                  builders=BUILDERS, lint: bool = True, host: Host | None = None, log=None,
+                  engine_format: str | None = None) -> EngineResult:
+    """Build a TensorRT engine (or a build bundle) from the ONNX artifact ``onnx_path``; ``engine_format`` "plan"
+    writes the bare plan (no segdeploy header) for trtexec, Polygraphy, DeepStream and Triton."""
     from segdeploy.artifact import read_manifest
     from segdeploy.artifact.onnx_file import file_sha256, load_onnx
 
@@ -86,11 +109,14 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
         raise ArtifactError(f"{onnx_path} is a {manifest.format} artifact; engines are built from ONNX artifacts")
     if not isinstance(plan, BuildPlan):
         plan = make_plan(manifest, plan)
+    engine_format = engine_format_for(output, engine_format)
     builder, trt, trtexec, version, notes = _choose_builder(host, builders)
     kind = "bundle" if builder == "bundle" else "engine"
-    output = os.fspath(output) if output else default_output(onnx_path, kind)
+    output = os.fspath(output) if output else default_output(onnx_path, kind, engine_format)
     if os.path.exists(output) and not force:
         raise ArtifactError(f"{output} exists; pass --force to overwrite it")
+    if version:
+        plan.check_version(version)  # before the lint, which knows only releases segdeploy builds with
     findings = _lint(model, [version] if version else list(BUNDLE_LINT_TARGETS), onnx_path, lint)
     onnx_sha = file_sha256(onnx_path)
     if builder == "bundle":
@@ -101,7 +127,10 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
         notes.append("no TensorRT here: build the engine on the target with `segdeploy build-engine "
                      f"{path}` (or ./build_engine.sh there)")
         return EngineResult(path, "bundle", builder, plan, findings=findings, notes=notes + list(plan.notes))
-    plan.check_version(version)
+    platform = host.platform()
+    if plan.hardware_compat != "none" and platform.jetson:
+        raise SegdeployError("hardware-compatible engines are not supported on Jetson (TensorRT builds them for "
+                             "discrete Ampere-or-newer GPUs only): build without --hardware-compat")
     gpu = host.gpu()
     if gpu is None:
         raise SegdeployError("cannot tell this GPU's name and compute capability (no CUDA torch, no nvidia-smi, "
@@ -116,11 +145,17 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
         serialized, command = _build_with_trtexec(host, trtexec, int(version.split(".")[0]), onnx_path, plan, output)
         strongly_typed = plan.typing(version).strongly_typed
     engine = engine_manifest(manifest, plan, tensorrt_version=version, gpu=gpu, builder=builder,
-                             onnx_sha256=onnx_sha, plan_bytes=serialized, strongly_typed=strongly_typed)
+                             onnx_sha256=onnx_sha, plan_bytes=serialized, strongly_typed=strongly_typed,
+                             platform=platform.name)
     from segdeploy.artifact.engine_header import pack
     from segdeploy.io import write_bytes_atomic
 
-    write_bytes_atomic(output, pack(engine, serialized), force=force)
+    if engine_format == "plan":
+        write_bytes_atomic(output, serialized, force=force)
+        notes.append("a bare plan (no segdeploy header) for trtexec --loadEngine, Polygraphy, DeepStream and Triton; "
+                     "segdeploy's runner and C++ library load it with a warning (nothing to check it against)")
+    else:
+        write_bytes_atomic(output, pack(engine, serialized), force=force)
     return EngineResult(output, "engine", builder, plan, version, engine, findings, command,
                         notes + list(plan.notes))
 
@@ -204,7 +239,7 @@ def _trtexec_error(done) -> str:
 
 
 def engine_manifest(manifest, plan: BuildPlan, *, tensorrt_version: str, gpu, builder: str, onnx_sha256: str,
-                    plan_bytes: bytes, strongly_typed: bool):
+                    plan_bytes: bytes, strongly_typed: bool, platform: str | None = None):
     """The manifest an engine's header carries: the ONNX artifact's, with the engine facts filled in."""
     from segdeploy.artifact import EngineInfo, Manifest
 
@@ -213,6 +248,7 @@ def engine_manifest(manifest, plan: BuildPlan, *, tensorrt_version: str, gpu, bu
                       hardware_compatibility=plan.hardware_compat, dla_core=plan.dla_core,
                       gpu_fallback=plan.gpu_fallback, strongly_typed=strongly_typed, profiles=plan.profile_dicts(),
                       workspace_mb=plan.workspace_mb, opt_level=plan.opt_level,
-                      plan_sha256=hashlib.sha256(plan_bytes).hexdigest())
+                      plan_sha256=hashlib.sha256(plan_bytes).hexdigest(), tf32=plan.tf32,
+                      platform=platform if platform in ("x86_64", "aarch64", "jetson") else None)
     engine = manifest.replace(format="engine", engine=info)
     return Manifest.from_dict(engine.to_dict(), "the engine manifest")  # validated before it is written

@@ -2,9 +2,14 @@
 says (strongly typed; weakly typed with precision flags only for DLA on 10.x), add the optimization profiles, set
 the config, merge the timing cache, build the serialized plan.
 
-The ``tensorrt`` module is passed in, so every call this makes is checked against a recording fake on machines
-without TensorRT (tests/export/tensorrt/test_builder.py); the calls follow the 10.3 and 11.1 Python bindings
-(python/src/infer/pyCore.cpp, python/src/parsers/pyOnnx.cpp in NVIDIA/TensorRT).
+The ``tensorrt`` module is passed in, so on machines without TensorRT every call this makes is checked against
+NVIDIA's real bindings of 10.3, the newest 10.x and 11.4 (imported over link stubs; recorders stand in for the
+objects that need a GPU: tests/tensorrt_fakes.py, tests/export/tensorrt/test_export_engine.py).
+
+DLA builds set what trtexec sets for ``--useDLACore`` (samples/common/sampleEngines.cpp): DLA as the default device
+and the core, PREFER_PRECISION_CONSTRAINTS, FP16 (and INT8 for an int8 graph) on 10.x's weakly typed network, GPU
+fallback when asked, else DIRECT_IO (reformatting would run on the GPU). TensorRT 11 removed the precision flags
+(its networks are strongly typed) and keeps DIRECT_IO, so there the precision flags are left out.
 """
 from __future__ import annotations
 
@@ -74,6 +79,8 @@ def configure(trt, builder, network, plan: BuildPlan, version: str):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_mb << 20)
     if plan.opt_level is not None:
         config.builder_optimization_level = plan.opt_level
+    if not plan.tf32:  # TensorRT turns TF32 on in every new config; FP32 layers stay FP32 unless asked
+        config.clear_flag(trt.BuilderFlag.TF32)
     for flag in plan.typing(version).precision_flags:
         config.set_flag(getattr(trt.BuilderFlag, flag.upper()))
     for ranges in plan.profiles:
@@ -87,8 +94,13 @@ def configure(trt, builder, network, plan: BuildPlan, version: str):
             raise SegdeployError(f"DLA core {plan.dla_core} does not exist here ({cores} DLA cores)")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.dla_core
+        weakly_typed = not plan.typing(version).strongly_typed
+        if weakly_typed:
+            config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
         if plan.gpu_fallback:
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        else:
+            config.set_flag(trt.BuilderFlag.DIRECT_IO)
     if plan.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if plan.hardware_compat != "none":
@@ -119,7 +131,9 @@ def build_serialized(trt, onnx_path: str, plan: BuildPlan, *, logger=None) -> tu
     if plan.timing_cache:
         with _locked(plan.timing_cache):
             cache = config.create_timing_cache(_read(plan.timing_cache))
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise SegdeployError(f"TensorRT {version} refused the timing cache {plan.timing_cache} (written by "
+                                 "another TensorRT release or GPU?): delete it or pass another --timing-cache")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise SegdeployError(f"TensorRT {version} could not build the engine (the TensorRT log above says why)")

@@ -5,7 +5,8 @@ both take --minShapes/--optShapes/--maxShapes, --memPoolSize=workspace:<n>M, --b
 --timingCacheFile, --useDLACore, --allowGPUFallback, --versionCompatible, --hardwareCompatibilityLevel and
 --skipInference. 10.x builds strongly typed only with --stronglyTyped (and then drops --fp16/--int8 with a
 warning); 11.x is always strongly typed, has no precision flags, and --stronglyTyped is a deprecated no-op, so it
-is left out. trtexec writes a bare plan; segdeploy adds its header when it runs trtexec itself.
+is left out. Both run FP32 layers as TF32 unless given --noTF32, which every plan passes unless it asks for TF32
+(export --tf32). trtexec writes a bare plan; segdeploy adds its header when it runs trtexec itself.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def trtexec_command(plan: BuildPlan, onnx_path: str, engine_path: str, tensorrt_
     if tensorrt_major == 10 and typing.strongly_typed:
         argv.append("--stronglyTyped")
     argv += [f"--{flag}" for flag in typing.precision_flags]
+    if not plan.tf32:
+        argv.append("--noTF32")
     (profile,) = plan.profiles
     dynamic = tuple(r for r in profile if not r.static)
     if dynamic:
