@@ -1,9 +1,10 @@
-"""The TensorRT runner's decisions, on the CPU: header check before TensorRT sees the engine, the dtype table,
-I/O refusals, runtime settings, profile choice, the thread guard, install detection in the registry. The
-end-to-end test needs TensorRT and a GPU and is skipped without them."""
+"""The TensorRT runner on the CPU: its decisions (header check before TensorRT sees the engine, the dtype table,
+I/O refusals, runtime settings, profile choice, the thread guard, install detection in the registry) and its whole
+inference path against NVIDIA's real bindings of each pinned release, with recorders for the engine and host memory
+standing for the GPU (tests/tensorrt_fakes.py). The end-to-end test needs TensorRT and a GPU and is skipped
+without them."""
 from __future__ import annotations
 
-import contextlib
 import threading
 import warnings
 from types import SimpleNamespace
@@ -28,6 +29,7 @@ from segdeploy.runtimes.tensorrt import (
     preflight,
     runtime_settings,
 )
+from tensorrt_fakes import FAKE_PLAN, CpuTorch, EngineTensor, conv_engine, conv_reference, recording_tensorrt
 
 PLAN = b"ftrt" + bytes(128)
 
@@ -136,41 +138,152 @@ def test_thread_guard_refuses_a_second_thread():
         pass
 
 
-class ReachedTensorRT(Exception):
-    pass
+def recorded_engine(tmp_path, real_trt, *, name="m.engine", header=True, dynamic=False, **facts):
+    """An engine file for the recorder's plan, built by this release on an Orin, with or without segdeploy's
+    header."""
+    info = EngineInfo(**{"tensorrt_version": real_trt.__version__, "gpu_name": "NVIDIA Jetson AGX Orin",
+                         "compute_capability": "8.7", "onnx_sha256": SHA, "builder": "tensorrt-python",
+                         "platform": "jetson", **facts})
+    path = tmp_path / name
+    manifest = sample_manifest(dynamic=dynamic).replace(format="engine", engine=info)
+    path.write_bytes(pack(manifest, FAKE_PLAN) if header else FAKE_PLAN)
+    return str(path)
 
 
-def fake_stack(version, capability=(8, 7)):
-    """A TensorRT module whose first call raises, and a torch whose CUDA reports one GPU of ``capability``."""
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, severity):
-            raise ReachedTensorRT()
-    trt = SimpleNamespace(__version__=version, Logger=Logger)
-    cuda = SimpleNamespace(is_available=lambda: True, get_device_capability=lambda device: capability,
-                           device=lambda device: contextlib.nullcontext())
-    return trt, SimpleNamespace(__version__="2.x+cu", cuda=cuda, device=torch.device)
+def cpu_runner(real_trt, path, *, engine=None, device=None, platform="jetson", **options):
+    device = device or CpuTorch()
+    scenario = {"engine": engine or conv_engine(), "device": device, **options.pop("scenario", {})}
+    trt = recording_tensorrt(real_trt, **scenario)
+    return TensorRTRunner(path, trt=trt, torch_module=device, platform=platform, **options), trt, device
 
 
-def test_runner_refuses_a_foreign_engine_before_tensorrt_sees_it(tmp_path):
-    trt, fake_torch = fake_stack("10.4.0")
+def test_runner_inference_path_on_the_real_bindings(tmp_path, real_trt):
+    """Deserialize, context with user-managed memory, tensor addresses and shapes, execute_async_v3, copies back,
+    teardown: the runner's own code, with NVIDIA's classes checking every call and host memory as the device."""
+    runner, trt, device = cpu_runner(real_trt, recorded_engine(tmp_path, real_trt), warmup=1)
+    assert [(i.name, i.shape, i.dtype) for i in runner.inputs()] == [("input", (1, 3, 512, 512), "float32")]
+    assert [(o.name, o.shape, o.dtype) for o in runner.outputs()] == [("logits", (1, 4, 64, 64), "float32")]
+    assert runner.engine_bytes == 1 << 20  # what TensorRT allocated at load (the recorder's weights)
+    context = trt.last("IExecutionContext")
+    assert trt.called("ICudaEngine", "create_execution_context") == [
+        (real_trt.ExecutionContextAllocationStrategy.USER_MANAGED,)]
+    assert context._state["device_memory"][1] == 4096
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = rng.standard_normal((1, 3, 512, 512)).astype(np.float32)
+        out = runner.infer({"input": x})["logits"]
+        np.testing.assert_allclose(out, conv_reference(x), rtol=1e-6, atol=1e-6)
+    assert context._state["runs"] == 1 + 3  # one warm-up for the new shape, then one run per call
+    assert runner.last_timing.compute_ms >= 0 and runner.last_timing.extra["profile"] == 0
+    assert runner.peak_device_memory() >= (1 << 20) + 4096
+    assert runner.describe()["engine"]["built_with"] == real_trt.__version__
+    runner.close()
+    assert runner.context is None and runner.engine is None
+    with pytest.raises(SegdeployError, match="closed"):
+        runner.infer({"input": x})
+
+
+def test_runner_dynamic_shapes_profiles_and_cuda_graphs(tmp_path, real_trt):
+    path = recorded_engine(tmp_path, real_trt, dynamic=True)
+    runner, trt, _ = cpu_runner(real_trt, path, engine=conv_engine(dynamic=True), cuda_graphs=True, warmup=1)
+    assert runner.inputs()[0].shape == ("batch", 3, "height", "width")
+    rng = np.random.default_rng(1)
+    for shape in [(1, 3, 256, 320), (2, 3, 512, 512), (1, 3, 256, 320)]:
+        for _ in range(2):  # the second call at a shape replays the graph captured by the first
+            x = rng.standard_normal(shape).astype(np.float32)
+            np.testing.assert_allclose(runner.infer({"input": x})["logits"], conv_reference(x), rtol=1e-6,
+                                       atol=1e-6)
+            assert runner.last_timing.extra["cuda_graph"]
+    assert ("input", (2, 3, 512, 512)) in trt.called("IExecutionContext", "set_input_shape")
+    with pytest.raises(InputError, match="outside the artifact's profile"):
+        runner.infer({"input": np.zeros((8, 3, 512, 512), np.float32)})
+    runner.close()
+
+
+def test_runner_hands_data_dependent_outputs_an_output_allocator(tmp_path, real_trt):
+    engine = conv_engine()
+    engine.tensors.append(EngineTensor("nonzero", "OUTPUT", "int64", (-1, 4), data_dependent=True))
+    compute = engine.compute
+
+    def with_nonzero(inputs):
+        out = compute(inputs)
+        out["nonzero"] = np.argwhere(out["logits"] > 0).astype(np.int64)
+        return out
+    engine.compute = with_nonzero
+    runner, trt, _ = cpu_runner(real_trt, recorded_engine(tmp_path, real_trt), engine=engine)
+    x = np.random.default_rng(2).standard_normal((1, 3, 512, 512)).astype(np.float32)
+    result = runner.infer({"input": x})
+    np.testing.assert_array_equal(result["nonzero"], np.argwhere(conv_reference(x) > 0))
+    (name, allocator), = trt.called("IExecutionContext", "set_output_allocator")
+    assert name == "nonzero" and isinstance(allocator, real_trt.IOutputAllocator)  # NVIDIA's base class
+
+
+def test_runner_refusals_on_the_real_bindings(tmp_path, real_trt):
+    engine = conv_engine()
+    engine.tensors[1].trt_dtype = "BF16"
+    with pytest.raises(ArtifactError, match="BF16, which has no numpy type"):
+        cpu_runner(real_trt, recorded_engine(tmp_path, real_trt), engine=engine)
+    engine = conv_engine()
+    engine.tensors[0].format = "CHW32"
+    with pytest.raises(ArtifactError, match="vectorized format CHW32"):
+        cpu_runner(real_trt, recorded_engine(tmp_path, real_trt), engine=engine)
+    with pytest.raises(ArtifactError, match="could not deserialize"):
+        cpu_runner(real_trt, recorded_engine(tmp_path, real_trt), scenario={"deserialize_ok": False})
+
+
+def test_runner_refuses_a_foreign_engine_before_tensorrt_sees_it(tmp_path, real_trt):
+    path = recorded_engine(tmp_path, real_trt, tensorrt_version="10.2.0")
     with pytest.raises(ArtifactError, match="rebuild it here"):
-        TensorRTRunner(engine_file(tmp_path), trt=trt, torch_module=fake_torch)
-
-
-def test_runner_goes_on_to_tensorrt_for_compatible_and_bare_engines(tmp_path):
-    trt, fake_torch = fake_stack("10.3.0")
-    with pytest.raises(ReachedTensorRT):
-        TensorRTRunner(engine_file(tmp_path), trt=trt, torch_module=fake_torch)
-    bare = tmp_path / "bare.plan"
-    bare.write_bytes(PLAN)
-    with warnings.catch_warnings(record=True) as caught, pytest.raises(ReachedTensorRT):
-        warnings.simplefilter("always")
-        TensorRTRunner(str(bare), trt=trt, torch_module=fake_torch)
-    assert any("no segdeploy header" in str(w.message) for w in caught)
+        cpu_runner(real_trt, path)
+    path = recorded_engine(tmp_path, real_trt, name="x86.engine", gpu_name="NVIDIA A100", compute_capability="8.0",
+                           hardware_compatibility="ampere_plus", platform="x86_64")
+    with pytest.raises(ArtifactError, match="Jetson and discrete-GPU engines do not run on each other"):
+        cpu_runner(real_trt, path, platform="jetson")
+    runner, _, _ = cpu_runner(real_trt, path, platform="x86_64", device=CpuTorch((8, 9), "NVIDIA L4"))
+    runner.close()  # ampere_plus from an A100 runs on an L4
     with pytest.raises(ArtifactError, match="engine not found"):
-        TensorRTRunner(str(tmp_path / "missing.engine"), trt=trt, torch_module=fake_torch)
+        cpu_runner(real_trt, str(tmp_path / "missing.engine"))
+
+
+def test_bare_version_compatible_plan_loads_with_a_warning(tmp_path, real_trt):
+    """build_engine.sh writes a bare plan; a version-compatible one needs host code allowed to deserialize."""
+    path = recorded_engine(tmp_path, real_trt, name="m.plan", header=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner, trt, _ = cpu_runner(real_trt, path, scenario={"engine_needs_host_code": True})
+    assert any("no segdeploy header" in str(w.message) and "host code is allowed" in str(w.message)
+               for w in caught)
+    assert trt.called("Runtime", "engine_host_code_allowed") == [(True,)]
+    x = np.ones((1, 3, 512, 512), np.float32)
+    np.testing.assert_allclose(runner.infer({"input": x})["logits"], conv_reference(x), rtol=1e-6)
+    runner.close()
+
+
+def test_version_compatible_engine_allows_host_code_and_a_plain_one_does_not(tmp_path, real_trt):
+    runner, trt, _ = cpu_runner(real_trt, recorded_engine(tmp_path, real_trt, version_compatible=True),
+                                scenario={"engine_needs_host_code": True})
+    assert trt.called("Runtime", "engine_host_code_allowed") == [(True,)]
+    runner.close()
+    runner, trt, _ = cpu_runner(real_trt, recorded_engine(tmp_path, real_trt, name="plain.engine"))
+    assert trt.called("Runtime", "engine_host_code_allowed") == []
+    runner.close()
+
+
+def test_dla_engine_sets_the_core_and_refuses_cuda_graphs(tmp_path, real_trt):
+    path = recorded_engine(tmp_path, real_trt, dla_core=1)
+    with pytest.raises(SegdeployError, match="a CUDA graph cannot capture DLA work"):
+        cpu_runner(real_trt, path, cuda_graphs=True, scenario={"dla_cores": 2})
+    runner, trt, _ = cpu_runner(real_trt, path, scenario={"dla_cores": 2})
+    assert trt.called("Runtime", "DLA_core") == [(1,)]
+    runner.close()
+    with pytest.raises(ArtifactError, match="DLA core 1; this machine has 0 DLA cores"):
+        cpu_runner(real_trt, path)
+
+
+def test_runner_refuses_tensorrt_8_with_what_to_do(tmp_path):
+    trt = SimpleNamespace(__version__="8.6.2")
+    with pytest.raises(SegdeployError, match="JetPack 6.0 ships TensorRT 8.6; upgrade the Jetson to JetPack 6.1"):
+        TensorRTRunner(engine_file(tmp_path), trt=trt, torch_module=CpuTorch())
 
 
 def test_registry_sees_a_jetpack_install_without_pip_metadata(monkeypatch):
