@@ -67,6 +67,11 @@ def build_script(plan: BuildPlan, onnx_name: str, plan_name: str) -> str:
             f'      echo "build_engine.sh: this plan needs TensorRT {_release(low)} to {_release(high)}; trtexec '
             f'is $RELEASE" >&2\n      exit 2\n    fi\n'
             f"    set -x\n    {command} ;;")
+    jetson_check = ""
+    if plan.hardware_compat != "none":
+        jetson_check = ('if [ -e /etc/nv_tegra_release ]; then\n  echo "build_engine.sh: this plan is hardware-'
+                        'compatible, which Jetsons do not support; export it again without --hardware-compat" >&2\n'
+                        '  exit 2\nfi\n')
     return f"""#!/usr/bin/env bash
 # Build {plan_name} (a bare TensorRT plan) from {onnx_name} with trtexec, TensorRT 10.x or 11.x: the same
 # optimization profile and precision as `segdeploy build-engine <this folder>`, which also writes segdeploy's
@@ -85,10 +90,15 @@ if [ -z "$VERSION" ]; then
   exit 2
 fi
 RELEASE="$((VERSION / 10000)).$((VERSION / 100 % 100)).$((VERSION % 100))"
-case "$((VERSION / 10000))" in
+{jetson_check}case "$((VERSION / 10000))" in
 {chr(10).join(cases)}
   *)
-    echo "build_engine.sh: trtexec is TensorRT $RELEASE; this bundle builds with TensorRT 10 or 11" >&2
+    if [ "$VERSION" -lt 100000 ]; then  # TensorRT 8.x printed major*1000 + minor*100 + patch
+      echo "build_engine.sh: trtexec is TensorRT 8.x (v$VERSION); this bundle builds with TensorRT 10 or 11 (JetPack \
+6.0 ships TensorRT 8.6: upgrade the Jetson to JetPack 6.1 or 6.2, TensorRT 10.3)" >&2
+    else
+      echo "build_engine.sh: trtexec is TensorRT $RELEASE; this bundle builds with TensorRT 10 or 11" >&2
+    fi
     exit 2 ;;
 esac
 """

@@ -318,14 +318,39 @@ def check_qdq(g: Graph, version) -> Iterator[Finding]:
                                f"non-zero zero point {node.input[2]!r}: TensorRT quantizes symmetrically (zero "
                                "points all 0, int8)")
             elif g.types.get(node.input[2]) == _onnx_type("UINT8"):
-                yield _finding("qdq-uint8", WARNING, g, index, node,
-                               "UINT8 zero point: TensorRT quantizes to INT8 instead and warns")
+                yield _finding("qdq-uint8", ERROR, g, index, node,
+                               f"UINT8 zero point {node.input[2]!r}: TensorRT quantizes to INT8 only and refuses it; "
+                               "export the tensorrt INT8 flavour (int8 zero points, all 0)")
         scale_type = g.types.get(scale_name)
         data_type = g.types.get(node.input[0]) if node.op_type == "QuantizeLinear" else None
         if (scale_type in float16 or data_type in float16) and (g.opset or 0) < support.QDQ_FLOAT16_OPSET:
             yield _finding("qdq-float16-opset", ERROR, g, index, node,
                            f"float16 Q/DQ needs opset {support.QDQ_FLOAT16_OPSET} or newer (this model is opset "
                            f"{g.opset}); export the int8 graph with --opset {support.QDQ_FLOAT16_OPSET}")
+
+
+# The output-channel axis of each weighted operator's weight, where TensorRT takes per-channel weight scales:
+# Conv's weight is (C_out, C_in/g, kH, kW), ConvTranspose's (C_in, C_out/g, kH, kW), so its axis is 1.
+WEIGHT_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1}
+
+
+def check_weight_axis(g: Graph, version) -> Iterator[Finding]:
+    consumers = {}
+    for _, node in g.each():
+        for position, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, position))
+    for index, node in g.each("DequantizeLinear"):
+        scale = g.constant(node.input[1]) if len(node.input) > 1 else None
+        if scale is None or scale.size <= 1:
+            continue
+        axis = g.attr(node, "axis", 1)
+        for user, position in consumers.get(node.output[0], []):
+            expected = WEIGHT_CHANNEL_AXIS.get(user.op_type)
+            if position != 1 or expected is None or axis == expected:
+                continue
+            yield _finding("qdq-weight-axis", ERROR, g, index, node,
+                           f"per-channel weight scales of {user.op_type} {g.name(user)!r} on axis {axis}; TensorRT "
+                           f"takes them along the output channels, axis {expected} of its weight")
 
 
 def check_float64(g: Graph, version) -> Iterator[Finding]:
@@ -349,8 +374,10 @@ RULES: tuple[Rule, ...] = (
     Rule("uint8-inside", ERROR, "UINT8 only as network input or output", check_uint8_inside),
     Rule("uint8-cast", ERROR, "UINT8 casts only to and from FLOAT/FLOAT16", check_uint8_cast),
     Rule("transpose-uint8", ERROR, "no Transpose of UINT8 tensors", check_transpose_uint8),
-    Rule("qdq", ERROR, "Q/DQ TensorRT can quantize: constant positive scales, all-zero zero points, per-axis "
-         "scales on weights only, float16 scales from opset 19", check_qdq),
+    Rule("qdq", ERROR, "Q/DQ TensorRT can quantize: constant positive scales, all-zero INT8 zero points, "
+         "per-axis scales on weights only, float16 scales from opset 19", check_qdq),
+    Rule("qdq-weight-axis", ERROR, "per-channel weight scales along the output channels (Conv axis 0, "
+         "ConvTranspose axis 1)", check_weight_axis),
     Rule("float64", WARNING, "no float64 tensors (TensorRT casts them down)", check_float64),
 )
 

@@ -6,9 +6,12 @@ from the TensorRT 11 release notes (DFT through a cuFFT plugin from 11.2, Swish 
 """
 from __future__ import annotations
 
-# (first TensorRT release, (lowest opset, highest opset)): the last entry at or below a release applies.
+# (first TensorRT release, (lowest opset, highest opset)): the last entry at or below a release applies. NVIDIA's
+# support matrix gives opsets 9-20 (ONNX 1.16) for TensorRT 10.0-10.8 (JetPack 6's 10.3 among them) and ONNX 1.17
+# (opset 22) from 10.9; the 11.x parser reads up to opset 24, and 11.5 added 25 (its release notes).
 OPSET_RANGES = (
     ((10, 0), (9, 20)),
+    ((10, 9), (9, 22)),
     ((11, 0), (9, 24)),
     ((11, 5), (9, 25)),
 )

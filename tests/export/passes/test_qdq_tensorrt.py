@@ -129,3 +129,26 @@ def test_every_t_variant_follows_the_tensorrt_rules(name):
     # recipe weights: near-tied logits, so only the direction of the logits is checked here (accuracy is judged on
     # the trained fixtures)
     assert cosine(run(model, feed), run(quantized, feed)) > 0.98
+
+
+def test_conv_transpose_weights_are_scaled_per_output_channel():
+    """ConvTranspose's weight is (C_in, C_out/g, kH, kW): per-channel scales go along axis 1 (C_out), as TensorRT
+    and the lint expect, and dequantize back to the weight."""
+    rng = np.random.default_rng(3)
+    spread = np.arange(1, 7, dtype=np.float32)[None, :, None, None]  # each output channel its own range
+    weight = rng.standard_normal((4, 6, 2, 2)).astype(np.float32) * spread
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], name="up")]
+    model = tiny_model(nodes, [tensor("x", [1, 4, 8, 8])], [tensor("y", [1, 6, 16, 16])], [const("w", weight)])
+    feeds = [{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(2)]
+    table = ranges(model, feeds)
+    quantized, _ = quantize_tensorrt(model, symmetric(table), fp16_ranges=table.all_minmax())
+    inits = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    producers = {o: n for n in quantized.graph.node for o in n.output}
+    (layer,) = [n for n in quantized.graph.node if n.op_type == "ConvTranspose"]
+    dq = producers[layer.input[1]]
+    axis = next(a.i for a in dq.attribute if a.name == "axis")
+    scales, q = inits[dq.input[1]], inits[producers[dq.input[0]].input[0]] if dq.input[0] not in inits else \
+        inits[dq.input[0]]
+    assert axis == 1 and scales.shape == (6,)
+    np.testing.assert_allclose(q.astype(np.float32) * scales.reshape(1, 6, 1, 1), weight, atol=scales.max() / 2)
+    assert not errors(lint_model(quantized, "10.3"))

@@ -44,7 +44,9 @@ def test_clean_graph_has_no_findings():
 
 
 @pytest.mark.parametrize("opset, version, bad", [(20, "10.3", False), (21, "10.3", True), (8, "10.3", True),
-                                                 (24, "11", False), (25, "11.4", True), (25, "11.5", False)])
+                                                 (21, "10.8", True), (22, "10.9", False), (22, "10.16.1.11", False),
+                                                 (23, "10.16", True), (24, "11", False), (25, "11.4", True),
+                                                 (25, "11.5", False)])
 def test_opset_range_per_release(opset, version, bad):
     findings = lint_model(relu_model(opset), version)
     assert ("opset-range" in rules(findings)) == bad
@@ -169,9 +171,22 @@ def test_symmetric_qdq_with_per_channel_weights_is_clean():
     assert lint_model(qdq_model()) == []
 
 
+@pytest.mark.parametrize("op, axis, bad", [("Conv", 0, False), ("Conv", 1, True), ("ConvTranspose", 1, False),
+                                           ("ConvTranspose", 0, True)])
+def test_per_channel_weight_scales_follow_the_output_channels(op, axis, bad):
+    """ConvTranspose's weight is (C_in, C_out/g, kH, kW): its output channels are axis 1."""
+    shape = (3, 2, 1, 1) if op == "ConvTranspose" else (2, 3, 1, 1)
+    inits = [const("w_q", np.ones(shape, np.int8)), const("w_s", np.full(shape[axis], 0.1, np.float32))]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["wd"], name="dq_w", axis=axis),
+             helper.make_node(op, ["x", "wd"], ["y"], name="layer")]
+    findings = lint_model(model(nodes, [vi("x", F, [1, 3, 4, 4])], [vi("y", F, None)], inits))
+    assert ("qdq-weight-axis" in rules(findings)) == bad
+
+
 def test_qdq_rules():
     assert rules(lint_model(qdq_model(act_zero=np.int8(3)))) == ["qdq-zero-point"]
-    assert rules(lint_model(qdq_model(act_zero=np.uint8(0)))) == ["qdq-uint8"]
+    uint8 = lint_model(qdq_model(act_zero=np.uint8(0)))  # TensorRT refuses UINT8 zero points: an error
+    assert {(f.rule, f.severity) for f in uint8} == {("qdq-uint8", ERROR)} and len(uint8) == 2
     assert {f.node for f in lint_model(qdq_model(act_zero=np.uint8(128)))} == {"q_act", "dq_act"}
     assert rules(lint_model(qdq_model(act_scale=0.0))) == ["qdq-scale-positive"]
     assert rules(lint_model(qdq_model(act_scale=[0.1, 0.2, 0.3]))) == ["qdq-per-axis-activation"]

@@ -81,10 +81,19 @@ def test_trtexec_10_dynamic_fp16():
                      BuildOptions(workspace_mb=4096, opt_level=4, timing_cache="cache.bin", version_compatible=True,
                                   hardware_compat="ampere_plus"))
     assert trtexec_command(plan, "m.onnx", "m.plan", 10) == [
-        "trtexec", "--onnx=m.onnx", "--saveEngine=m.plan", "--stronglyTyped",
+        "trtexec", "--onnx=m.onnx", "--saveEngine=m.plan", "--stronglyTyped", "--noTF32",
         "--minShapes=input:1x3x256x256", "--optShapes=input:1x3x512x512", "--maxShapes=input:4x3x1024x1024",
         "--memPoolSize=workspace:4096M", "--builderOptimizationLevel=4", "--timingCacheFile=cache.bin",
         "--versionCompatible", "--hardwareCompatibilityLevel=ampere+", "--skipInference"]
+
+
+@pytest.mark.parametrize("major", [10, 11])
+def test_trtexec_turns_tf32_off_unless_asked(major):
+    plan = make_plan(sample_manifest())
+    assert "--noTF32" in trtexec_command(plan, "m.onnx", "m.plan", major)
+    tf32 = make_plan(sample_manifest(), BuildOptions(tf32=True))
+    assert "--noTF32" not in trtexec_command(tf32, "m.onnx", "m.plan", major)
+    assert BuildPlan.from_dict(json.loads(json.dumps(tf32.to_dict()))).tf32
 
 
 def test_trtexec_11_has_no_typing_flags_and_same_profile():
@@ -103,7 +112,7 @@ def test_trtexec_dla_on_10_is_weakly_typed_with_precision_flags():
     plan = make_plan(sample_manifest(precision="fp16"), BuildOptions(dla_core=1, gpu_fallback=True))
     argv = trtexec_command(plan, "m.onnx", "m.plan", 10)
     assert "--stronglyTyped" not in argv and "--fp16" in argv
-    assert argv[-3:] == ["--useDLACore=1", "--allowGPUFallback", "--skipInference"]
+    assert argv[-3:] == ["--useDLACore=1", "--allowGPUFallback", "--skipInference"] and "--noTF32" in argv
     assert "--fp16" not in trtexec_command(plan, "m.onnx", "m.plan", 11)
 
 
@@ -194,7 +203,7 @@ def test_build_script_refuses_a_release_that_cannot_build_the_plan(onnx_artifact
     script = tmp_path / "build.sh"
     script.write_text(build_script(plan, "m.onnx", "m.plan"))
     for number, message in [(110300, "needs TensorRT 11.4.1"), (100800, "needs TensorRT 10.0.0 to 10.7.99"),
-                            (80601, "builds with TensorRT 10 or 11")]:
+                            (80601, "builds with TensorRT 10 or 11"), (8602, "JetPack 6.0 ships TensorRT 8.6")]:
         trtexec = fake_trtexec(tmp_path, number)
         done = subprocess.run(["bash", str(script)], capture_output=True, text=True,
                               env={**os.environ, "TRTEXEC": str(trtexec)})
