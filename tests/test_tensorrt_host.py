@@ -107,3 +107,20 @@ def test_gpu_info_prefers_torch_then_nvidia_smi_then_the_device_tree():
     assert gpu_info(0, torch_module=no_cuda, run=no_smi, read_text=lambda p: tree.get(p, "")) == \
         GpuInfo("Orin Nano", "8.7")
     assert gpu_info(0, torch_module=no_cuda, run=no_smi, read_text=lambda p: "") is None
+
+
+def test_platform_tells_a_jetson_from_other_arm_and_x86_machines():
+    from segdeploy.tensorrt_host import host_platform
+
+    tree = {"/proc/device-tree/compatible": "nvidia,p3701-0005\x00nvidia,tegra234\x00"}
+    assert host_platform(lambda: "aarch64", lambda p: tree.get(p, ""), lambda p: False).name == "jetson"
+    assert host_platform(lambda: "aarch64", lambda p: "", lambda p: p == "/etc/nv_tegra_release").jetson
+    assert host_platform(lambda: "aarch64", lambda p: "", lambda p: False).name == "aarch64"  # e.g. a GH200
+    assert host_platform(lambda: "AMD64", lambda p: "", lambda p: True).name == "x86_64"
+
+
+def test_tensorrt_8_6_says_what_to_do():
+    from segdeploy.tensorrt_host import unsupported_release
+
+    assert "JetPack 6.0 ships TensorRT 8.6; upgrade the Jetson to JetPack 6.1 or 6.2" in unsupported_release("8.6.2")
+    assert "JetPack" not in unsupported_release("9.0.1")

@@ -107,3 +107,19 @@ def test_tensorrt_repository_serves_the_bare_plan(tmp_path):
     bare.write_bytes(plan)
     with pytest.raises(ArtifactError, match="no segdeploy header"):
         write_repository(bare, tmp_path / "r3", platform="tensorrt")
+
+
+def test_version_compatible_plan_tells_how_triton_must_be_started(tmp_path):
+    """Triton's TensorRT backend loads a version-compatible plan only with version-compatible=true."""
+    from segdeploy.export.triton import VERSION_COMPATIBLE_FLAG, serving_warnings
+
+    info = EngineInfo("10.3.0", "NVIDIA L4", "8.9", SHA, "tensorrt-python", version_compatible=True)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(pack(sample_manifest(dynamic=True).replace(format="engine", engine=info), b"ftrt" + bytes(8)))
+    folder = write_repository(engine, tmp_path / "repo", platform="tensorrt")
+    text = open(os.path.join(folder, "config.pbtxt")).read()
+    assert VERSION_COMPATIBLE_FLAG == "--backend-config=tensorrt,version-compatible=true"
+    assert f"# this plan is version-compatible: start tritonserver with {VERSION_COMPATIBLE_FLAG}" in text
+    assert parse(text).platform == "tensorrt_plan"
+    assert serving_warnings("tensorrt", True) and not serving_warnings("tensorrt", False)
+    assert not serving_warnings("onnxruntime", True)

@@ -63,6 +63,24 @@ def test_preflight_honours_compatibility_flags(tmp_path):
         preflight(path, "10.3.0", "7.5")
 
 
+def test_preflight_compares_the_build_number_where_both_have_one(tmp_path):
+    path = engine_file(tmp_path, tensorrt_version="10.3.0.26")
+    assert preflight(path, "10.3.0.26", "8.7")[0] is not None and preflight(path, "10.3.0", "8.7")[0] is not None
+    with pytest.raises(ArtifactError, match="built by TensorRT 10.3.0.26, this is TensorRT 10.3.0.30"):
+        preflight(path, "10.3.0.30", "8.7")
+
+
+def test_preflight_keeps_jetson_and_discrete_gpu_engines_apart(tmp_path):
+    x86 = engine_file(tmp_path, gpu_name="NVIDIA A100", compute_capability="8.0", hardware_compatibility="ampere_plus",
+                      platform="x86_64")
+    with pytest.raises(ArtifactError, match="Jetson and discrete-GPU engines do not run on each other"):
+        preflight(x86, "10.3.0", "8.7", "jetson")
+    assert preflight(x86, "10.3.0", "8.9", "x86_64")[0] is not None
+    older = engine_file(tmp_path, name="older.engine", compute_capability="8.0", hardware_compatibility="ampere_plus")
+    with pytest.raises(ArtifactError, match="which Jetsons do not run"):  # a header without the platform
+        preflight(older, "10.3.0", "8.7", "jetson")
+
+
 def test_headerless_plan_loads_with_a_warning(tmp_path):
     bare = tmp_path / "trtexec.plan"
     bare.write_bytes(PLAN)

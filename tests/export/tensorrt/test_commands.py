@@ -13,17 +13,18 @@ from segdeploy.artifact.engine_header import read_header
 from segdeploy.cli import main
 from segdeploy.export.tensorrt import export_engine
 from segdeploy.export.tensorrt.plan import BuildOptions
-from tensorrt_fakes import write_fake_trtexec, write_onnx_artifact
+from tensorrt_fakes import trtexec_number, write_fake_trtexec, write_onnx_artifact
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the stand-in tools are bash scripts")
 
 
 @pytest.fixture
-def machine(tmp_path, monkeypatch):
-    """PATH with a TensorRT 10.3 trtexec and an nvidia-smi reporting a Jetson-like GPU; no TensorRT package."""
+def machine(tmp_path, monkeypatch, trt_release):
+    """PATH with a trtexec of each pinned release and an nvidia-smi reporting a Jetson-like GPU; no TensorRT
+    package."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    write_fake_trtexec(bin_dir, 100300)
+    write_fake_trtexec(bin_dir, trtexec_number(trt_release))
     smi = bin_dir / "nvidia-smi"
     smi.write_text('#!/usr/bin/env bash\necho "NVIDIA Fake Orin, 8.7"\n')
     smi.chmod(0o755)
@@ -31,10 +32,11 @@ def machine(tmp_path, monkeypatch):
     import segdeploy.tensorrt_host as host
 
     monkeypatch.setattr(host, "find_tensorrt", lambda: host.TensorRTInstall(None, "absent"))
+    monkeypatch.setattr(host, "host_platform", lambda: host.Platform("aarch64", True))
     return bin_dir
 
 
-def test_bundle_then_build_engine_then_info(tmp_path, machine, capsys, monkeypatch):
+def test_bundle_then_build_engine_then_info(tmp_path, machine, capsys, monkeypatch, trt_release):
     onnx_path = write_onnx_artifact(tmp_path / "cgrseg_t.onnx", manifest=sample_manifest(dynamic=True))
     monkeypatch.setenv("PATH", os.environ["PATH"].split(os.pathsep, 1)[1])  # the workstation: no trtexec
     bundle = export_engine(onnx_path, BuildOptions(workspace_mb=512)).path
@@ -43,18 +45,22 @@ def test_bundle_then_build_engine_then_info(tmp_path, machine, capsys, monkeypat
     engine = os.path.join(bundle, "cgrseg_t.engine")
     manifest, _ = read_header(engine)
     assert (manifest.engine.gpu_name, manifest.engine.compute_capability) == ("NVIDIA Fake Orin", "8.7")
-    assert manifest.engine.tensorrt_version == "10.3.0" and manifest.engine.workspace_mb == 512
+    release = ".".join(trt_release.split(".")[:3])
+    assert manifest.engine.tensorrt_version == release and manifest.engine.workspace_mb == 512
+    assert manifest.engine.platform == "jetson" and not manifest.engine.tf32
     capsys.readouterr()
     assert main(["build-engine", bundle]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
 
     assert main(["info", engine]) == 0
     out = capsys.readouterr().out
-    for text in ("cgrseg_t", "10.3.0", "NVIDIA Fake Orin", "runs here", "unknown: no TensorRT here"):
+    for text in ("cgrseg_t", release, "NVIDIA Fake Orin", "runs here", "unknown: no TensorRT here"):
         assert text in out
     assert main(["info", engine, "--json", "-"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["format"] == "engine" and document["engine"]["builder"] == "trtexec"
+    assert main(["build-engine", bundle, "--engine-format", "plan"]) == 0  # the bare plan for trtexec & co
+    assert open(os.path.join(bundle, "cgrseg_t.plan"), "rb").read() == b"ftrt-bare-plan"
 
 
 def test_info_on_a_bare_plan_and_bad_paths(tmp_path, capsys):
@@ -88,13 +94,29 @@ def test_export_flags_reach_the_build_plan(tmp_path, monkeypatch, capsys):
     onnx_path = write_onnx_artifact(tmp_path / "m.onnx", manifest=sample_manifest(precision="fp16"))
     args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "trt", "--precision", "fp16",
                                       "--workspace", "512", "--opt-level", "5", "--dla-core", "0", "--gpu-fallback",
-                                      "--version-compatible"])
+                                      "--version-compatible", "--tf32"])
     result = export_command.export_trt(args, onnx_path)
     from segdeploy.export.tensorrt.bundle import read_bundle
 
     _, plan, _ = read_bundle(result.path)
-    assert (plan.workspace_mb, plan.opt_level, plan.dla_core, plan.gpu_fallback, plan.version_compatible) == \
-        (512, 5, 0, True, True)
+    assert (plan.workspace_mb, plan.opt_level, plan.dla_core, plan.gpu_fallback, plan.version_compatible,
+            plan.tf32) == (512, 5, 0, True, True, True)
     assert "bundle" in capsys.readouterr().out
     args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "triton", "--hardware-compat"])
-    assert args.hardware_compat == "ampere_plus"
+    assert args.hardware_compat == "ampere_plus" and not args.tf32 and args.builder == "auto"
+
+
+def test_builder_bundle_flag_forces_a_bundle_where_tensorrt_is_installed(real_trt, tmp_path, monkeypatch, capsys):
+    from segdeploy.cli import build_parser
+    from segdeploy.commands import export as export_command
+    from segdeploy.export import tensorrt as export_tensorrt
+    from tensorrt_fakes import FakeHost, recording_tensorrt
+
+    trt = recording_tensorrt(real_trt)
+    monkeypatch.setattr(export_tensorrt, "Host", lambda: FakeHost(trt=trt))
+    onnx_path = write_onnx_artifact(tmp_path / "m.onnx")
+    args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "trt", "--builder", "bundle"])
+    assert export_command.export_trt(args, onnx_path).kind == "bundle" and not trt.calls
+    args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "trt", "--engine-format", "plan"])
+    result = export_command.export_trt(args, onnx_path)
+    assert (result.kind, result.builder, result.path) == ("engine", "tensorrt-python", str(tmp_path / "m.plan"))
