@@ -5,7 +5,9 @@
 namespace segdeploy {
 
 std::unique_ptr<Backend> open_backend(const std::string& artifact, const Manifest& manifest, const Options& options) {
-  if (manifest.format == "engine") {
+  const std::string suffix = lower_extension(artifact);
+  // an engine's header, or a bare plan described by the ONNX manifest beside it
+  if (manifest.format == "engine" || suffix == ".engine" || suffix == ".plan") {
 #ifdef SEGDEPLOY_HAVE_TENSORRT
     return open_tensorrt(artifact, manifest, options);
 #else

@@ -63,17 +63,30 @@ EngineFile read_engine_header(const std::string& path) {
 }
 
 std::string compatibility_problem(const EngineInfo& engine, const std::string& tensorrt_version,
-                                  const std::string& compute_capability) {
-  const auto built = first(version_tuple(engine.tensorrt_version), 3);
-  const auto here = first(version_tuple(tensorrt_version), 3);
+                                  const std::string& compute_capability, const std::string& platform) {
+  const auto built_full = version_tuple(engine.tensorrt_version);
+  const auto here_full = version_tuple(tensorrt_version);
+  const size_t width = built_full.size() >= 4 && here_full.size() >= 4 ? 4 : 3;
+  const auto built = first(built_full, width);
+  const auto here = first(here_full, width);
   if (built != here) {
     if (!engine.version_compatible)
       return "built by TensorRT " + engine.tensorrt_version + ", this is TensorRT " + tensorrt_version +
              "; rebuild it here (or build it --version-compatible)";
-    if (here < built)
+    if (first(here_full, 3) < first(built_full, 3))
       return "a version-compatible engine built by TensorRT " + engine.tensorrt_version +
              " runs on that or a newer TensorRT, not on " + tensorrt_version;
   }
+  if (!platform.empty() && !engine.platform.empty() && (platform == "jetson") != (engine.platform == "jetson")) {
+    const std::string where = engine.platform == "jetson" ? "a Jetson" : engine.platform + " with a discrete GPU";
+    return "built on " + where + " (" + engine.gpu_name + "), this is " +
+           (platform == "jetson" ? std::string("a Jetson") : platform) +
+           ": Jetson and discrete-GPU engines do not run on each other (hardware compatibility does not cover "
+           "Jetson); rebuild it here";
+  }
+  if (platform == "jetson" && engine.hardware_compatibility != "none")
+    return "built hardware-compatible (" + engine.hardware_compatibility +
+           "), which Jetsons do not run; rebuild it here without --hardware-compat";
   if (engine.compute_capability != compute_capability) {
     if (engine.hardware_compatibility == "ampere_plus") {
       if (first(version_tuple(compute_capability), 1) < std::vector<int>{8})
@@ -84,6 +97,12 @@ std::string compatibility_problem(const EngineInfo& engine, const std::string& t
     }
   }
   return "";
+}
+
+std::string bare_plan_warning(const std::string& path) {
+  return path + " has no segdeploy header (a bare plan from trtexec or build_engine.sh?): its TensorRT version and "
+                "GPU cannot be checked before TensorRT deserializes it, and its host code is allowed (a "
+                "version-compatible plan needs it)";
 }
 
 }  // namespace segdeploy

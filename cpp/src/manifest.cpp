@@ -321,6 +321,9 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
       info.hardware_compatibility = e.one_of("hardware_compatibility", {"none", "ampere_plus", "same_compute_capability"});
     if (e.has("dla_core")) info.dla_core = int(e.integer("dla_core", 0, 16));
     info.gpu_fallback = e.has("gpu_fallback") && e.boolean("gpu_fallback");
+    info.tf32 = e.has("tf32") && e.boolean("tf32");
+    if (e.has("platform"))
+      info.platform = e.one_of("platform", {"x86_64", "aarch64", "jetson"});
     m.engine = info;
   }
   check_consistency(m, source);
@@ -343,9 +346,13 @@ Manifest read_manifest(const std::string& artifact) {
   if (suffix == ".json") return read_sidecar(artifact);
   if (suffix == ".engine" || suffix == ".plan") {
     EngineFile engine = read_engine_header(artifact);
-    if (!engine.manifest)
-      throw Error(ErrorCode::artifact, artifact + " has no segdeploy header (built by trtexec?); it carries no manifest");
-    return *engine.manifest;
+    if (engine.manifest) return *engine.manifest;
+    // a bare plan (trtexec, build_engine.sh) is described by the ONNX artifact's manifest beside it, as in a bundle
+    const std::string side = sidecar_path(artifact);
+    if (!is_regular_file(side))
+      throw Error(ErrorCode::artifact, artifact + " has no segdeploy header (built by trtexec?) and no manifest " +
+                                           side + " beside it; it carries no manifest");
+    return read_sidecar(side);
   }
   std::optional<std::string> inside;
   for (const auto& [key, value] : read_onnx_metadata(artifact)) {

@@ -1,10 +1,14 @@
 // Native TensorRT 10/11 (name-based I/O: setInputShape, setTensorAddress, enqueueV3), compiled only where NvInfer.h
-// exists. The segdeploy header is read and checked (TensorRT version, compute capability) before TensorRT sees
-// the plan, so a foreign engine is one clear line instead of a null engine and a log message.
+// exists. The segdeploy header is read and checked (TensorRT version, compute capability, Jetson or not) before
+// TensorRT sees the plan, so a foreign engine is one clear line instead of a null engine and a log message. A bare
+// plan (trtexec, build_engine.sh) loads with the manifest beside it and the Python runner's warning, with host code
+// allowed since it may be version-compatible.
 #include <NvInfer.h>
 #include <cuda_runtime_api.h>
+#include <sys/utsname.h>
 
 #include <algorithm>
+#include <iostream>
 #include <mutex>
 
 #include "backend.hpp"
@@ -82,31 +86,44 @@ class DeviceBuffer {
   size_t size_ = 0;
 };
 
+// "jetson" for an integrated Tegra GPU, else the CPU architecture, as the engine header records it
+std::string platform_name(const cudaDeviceProp& prop) {
+  if (prop.integrated) return "jetson";
+  utsname name{};
+  if (uname(&name) != 0) return "";
+  const std::string machine = name.machine;
+  return machine == "x86_64" || machine == "aarch64" ? machine : "";
+}
+
 class TensorRtBackend : public Backend {
  public:
   TensorRtBackend(const std::string& path, const Manifest& manifest, const Options& options) {
     const EngineFile file = read_engine_header(path);
-    if (!file.manifest)
-      throw Error(ErrorCode::artifact, path + " has no segdeploy header (built by trtexec?); it carries no manifest");
-    const EngineInfo& engine = *file.manifest->engine;
     check_cuda(cudaSetDevice(options.device_id), "cudaSetDevice(" + std::to_string(options.device_id) + ")");
     cudaDeviceProp prop{};
     check_cuda(cudaGetDeviceProperties(&prop, options.device_id), "cudaGetDeviceProperties");
     const std::string cc = std::to_string(prop.major) + "." + std::to_string(prop.minor);
     version_ = library_version();
-    const std::string problem = compatibility_problem(engine, version_, cc);
-    if (!problem.empty()) throw Error(ErrorCode::incompatible, path + ": " + problem);
+    std::optional<EngineInfo> engine;
+    if (file.manifest) {
+      engine = *file.manifest->engine;
+      const std::string problem = compatibility_problem(*engine, version_, cc, platform_name(prop));
+      if (!problem.empty()) throw Error(ErrorCode::incompatible, path + ": " + problem);
+    } else {
+      std::cerr << "segdeploy: warning: " << bare_plan_warning(path) << std::endl;
+    }
 
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
     if (!runtime_) throw Error(ErrorCode::backend, "TensorRT could not create a runtime: " + logger_.last());
-    if (engine.dla_core) {
-      if (*engine.dla_core >= runtime_->getNbDLACores())
-        throw Error(ErrorCode::incompatible, path + " was built for DLA core " + std::to_string(*engine.dla_core) +
+    if (engine && engine->dla_core) {
+      if (*engine->dla_core >= runtime_->getNbDLACores())
+        throw Error(ErrorCode::incompatible, path + " was built for DLA core " + std::to_string(*engine->dla_core) +
                                                  "; this device has " + std::to_string(runtime_->getNbDLACores()));
-      runtime_->setDLACore(*engine.dla_core);
+      runtime_->setDLACore(*engine->dla_core);
     }
-    // version-compatible plans carry their own runtime code, which TensorRT runs only when allowed to
-    if (engine.version_compatible) runtime_->setEngineHostCodeAllowed(true);
+    // version-compatible plans carry their own runtime code, which TensorRT runs only when allowed to; a bare plan
+    // cannot say whether it is one
+    if (!engine || engine->version_compatible) runtime_->setEngineHostCodeAllowed(true);
     const std::string plan = read_bytes(path, file.plan_offset, file.plan_size);
     engine_.reset(runtime_->deserializeCudaEngine(plan.data(), plan.size()));
     if (!engine_) throw Error(ErrorCode::artifact, "TensorRT " + version_ + " could not deserialize " + path + ": " +
@@ -125,7 +142,8 @@ class TensorRtBackend : public Backend {
     buffers_.resize(1 + outputs_.size());
     check_cuda(cudaStreamCreate(&stream_), "cudaStreamCreate");
     describe_ = "tensorrt " + version_ + " (" + prop.name + ", SM " + cc +
-                (engine.dla_core ? ", DLA core " + std::to_string(*engine.dla_core) : "") + ")";
+                (engine && engine->dla_core ? ", DLA core " + std::to_string(*engine->dla_core) : "") +
+                (engine ? "" : ", bare plan") + ")";
   }
 
   ~TensorRtBackend() override {

@@ -49,6 +49,27 @@ TEST(EngineHeader, HeaderlessPlansAreRecognised) {
   }
 }
 
+TEST(EngineHeader, BarePlanIsDescribedByTheManifestBesideIt) {
+  // build_engine.sh writes <model>.plan beside the bundle's <model>.json
+  ScratchDir dir;
+  write_file(dir.file("cgrseg_t.plan"), fake_plan());
+  write_file(dir.file("cgrseg_t.json"), sample_manifest().dump());
+  const Manifest m = read_manifest(dir.file("cgrseg_t.plan"));
+  EXPECT_EQ(m.model.name, "cgrseg_t");
+  EXPECT_FALSE(m.engine.has_value());
+  const std::string warning = bare_plan_warning(dir.file("cgrseg_t.plan"));
+  EXPECT_NE(warning.find("has no segdeploy header (a bare plan from trtexec or build_engine.sh?)"),
+            std::string::npos);
+  EXPECT_NE(warning.find("its host code is allowed (a version-compatible plan needs it)"), std::string::npos);
+}
+
+TEST(EngineHeader, PlatformAndTf32AreRead) {
+  const Manifest m = Manifest::parse(engine_manifest({{"platform", "jetson"}, {"tf32", true}}).dump());
+  EXPECT_EQ(m.engine->platform, "jetson");
+  EXPECT_TRUE(m.engine->tf32);
+  EXPECT_EQ(Manifest::parse(engine_manifest().dump()).engine->platform, "");
+}
+
 TEST(EngineHeader, DamagedEnginesAreOneLine) {
   ScratchDir dir;
   const std::string header = engine_manifest().dump();
@@ -81,6 +102,7 @@ struct CompatibilityCase {
   std::string name;
   json facts;
   std::string tensorrt, compute_capability, problem;  // problem: "" for none, else a fragment of the reason
+  std::string platform = "";
 };
 
 void PrintTo(const CompatibilityCase& c, std::ostream* os) { *os << c.name; }
@@ -90,7 +112,7 @@ class Compatibility : public ::testing::TestWithParam<CompatibilityCase> {};
 TEST_P(Compatibility, FollowsThePythonRules) {
   const CompatibilityCase& c = GetParam();
   const Manifest m = Manifest::parse(engine_manifest(c.facts).dump());
-  const std::string found = compatibility_problem(*m.engine, c.tensorrt, c.compute_capability);
+  const std::string found = compatibility_problem(*m.engine, c.tensorrt, c.compute_capability, c.platform);
   if (c.problem.empty())
     EXPECT_EQ(found, "");
   else
@@ -112,5 +134,19 @@ INSTANTIATE_TEST_SUITE_P(
         CompatibilityCase{"ampere_plus_on_turing", {{"hardware_compatibility", "ampere_plus"}}, "10.3.0", "7.5",
                           "SM >= 8.0"},
         CompatibilityCase{"same_cc_on_other_cc", {{"hardware_compatibility", "same_compute_capability"}}, "10.3.0",
-                          "8.6", "compute capability 8.7"}),
+                          "8.6", "compute capability 8.7"},
+        CompatibilityCase{"same_build", {{"tensorrt_version", "10.3.0.26"}}, "10.3.0.26", "8.7", ""},
+        CompatibilityCase{"other_build", {{"tensorrt_version", "10.3.0.26"}}, "10.3.0.30", "8.7",
+                          "built by TensorRT 10.3.0.26"},
+        CompatibilityCase{"x86_ampere_plus_on_orin",
+                          {{"hardware_compatibility", "ampere_plus"}, {"platform", "x86_64"},
+                           {"compute_capability", "8.0"}},
+                          "10.3.0", "8.7", "Jetson and discrete-GPU engines do not run on each other", "jetson"},
+        CompatibilityCase{"ampere_plus_unrecorded_on_orin",
+                          {{"hardware_compatibility", "ampere_plus"}, {"compute_capability", "8.0"}}, "10.3.0", "8.7",
+                          "which Jetsons do not run", "jetson"},
+        CompatibilityCase{"x86_ampere_plus_on_l4",
+                          {{"hardware_compatibility", "ampere_plus"}, {"platform", "x86_64"},
+                           {"compute_capability", "8.0"}},
+                          "10.3.0", "8.9", "", "x86_64"}),
     [](const ::testing::TestParamInfo<CompatibilityCase>& info) { return info.param.name; });

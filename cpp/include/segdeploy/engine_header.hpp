@@ -23,10 +23,15 @@ struct EngineFile {
 EngineFile read_engine_header(const std::string& path);
 
 // Why an engine built as `engine` cannot run under TensorRT `tensorrt_version` on a GPU of compute capability
-// `compute_capability` ("8.7"), or "" when it can. The rules of engine_header.py::compatibility_problem: the same
-// TensorRT major.minor.patch unless built version-compatible (then that or a newer one); the same compute
-// capability unless built hardware-compatible (ampere_plus: any SM >= 8.0).
+// `compute_capability` ("8.7") on `platform` ("jetson", "x86_64", "aarch64"; "" when unknown), or "" when it can.
+// The rules of engine_header.py::compatibility_problem: the same TensorRT major.minor.patch (and build, where both
+// versions have one) unless built version-compatible (then that or a newer one); Jetson and discrete-GPU engines
+// never run on each other; the same compute capability unless built hardware-compatible (ampere_plus: any SM >=
+// 8.0; not on a Jetson).
 std::string compatibility_problem(const EngineInfo& engine, const std::string& tensorrt_version,
-                                  const std::string& compute_capability);
+                                  const std::string& compute_capability, const std::string& platform = "");
+
+// The warning a bare plan loads with (the same words as segdeploy/runtimes/tensorrt.py's).
+std::string bare_plan_warning(const std::string& path);
 
 }  // namespace segdeploy

@@ -84,6 +84,8 @@ struct EngineInfo {
   std::string hardware_compatibility = "none";  // none | ampere_plus | same_compute_capability
   std::optional<int> dla_core;
   bool gpu_fallback = false;
+  bool tf32 = false;
+  std::string platform;  // x86_64 | aarch64 | jetson; empty when the header does not record it
 };
 
 struct Manifest {
