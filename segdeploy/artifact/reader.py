@@ -20,8 +20,15 @@ def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bo
         return read_sidecar(path)
     if suffix in (".engine", ".plan"):
         manifest, _ = read_header(path)
-        if manifest is None and required:
-            raise ArtifactError(f"{path} has no segdeploy header (built by trtexec?); it carries no manifest")
+        if manifest is None:
+            # a bare plan (trtexec, build_engine.sh) is described by the ONNX artifact's manifest beside it, as in a
+            # build bundle; the C++ library reads it the same way
+            side = sidecar_path(path)
+            if os.path.isfile(side):
+                return read_sidecar(side)
+            if required:
+                raise ArtifactError(f"{path} has no segdeploy header (built by trtexec?) and no manifest {side} "
+                                    "beside it; it carries no manifest")
         return manifest
     if model_proto is None:
         model_proto = load_onnx(path)

@@ -123,3 +123,20 @@ def test_version_compatible_plan_tells_how_triton_must_be_started(tmp_path):
     assert parse(text).platform == "tensorrt_plan"
     assert serving_warnings("tensorrt", True) and not serving_warnings("tensorrt", False)
     assert not serving_warnings("onnxruntime", True)
+
+
+def test_tensorrt_plan_built_on_each_release_is_served_bare(real_trt, tmp_path):
+    """export --fmt triton --platform tensorrt: the engine built through the release's bindings, its bare plan in
+    the repository, the release and the version-compatible note in the config."""
+    from segdeploy.export.tensorrt import BuildOptions, export_engine
+    from tensorrt_fakes import FAKE_PLAN, FakeHost, recording_tensorrt, write_onnx_artifact
+
+    onnx_path = write_onnx_artifact(tmp_path / "cgrseg_t.onnx", manifest=sample_manifest(dynamic=True))
+    host = FakeHost(trt=recording_tensorrt(real_trt))
+    engine = export_engine(onnx_path, BuildOptions(version_compatible=True), host=host,
+                           builders=("tensorrt-python", "trtexec")).path
+    folder = write_repository(engine, tmp_path / "repo", platform="tensorrt")
+    assert open(os.path.join(folder, "1", "model.plan"), "rb").read() == FAKE_PLAN
+    text = open(os.path.join(folder, "config.pbtxt")).read()
+    assert f"TensorRT {real_trt.__version__} plan" in text and "version-compatible=true" in text
+    assert parse(text).max_batch_size == 4

@@ -362,3 +362,17 @@ def test_engine_builds_and_runs_like_onnxruntime(tmp_path):
                 out = runner.infer({"input": x})["logits"]
             np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
             assert runner.last_timing.compute_ms > 0 and runner.peak_device_memory() > 0
+
+
+def test_bare_plan_is_described_by_the_manifest_beside_it(tmp_path):
+    """build_engine.sh writes <model>.plan beside the bundle's <model>.json: the reader (and the C++ library) take
+    that manifest for the plan."""
+    from segdeploy.artifact import read_manifest
+
+    plan = tmp_path / "cgrseg_t.plan"
+    plan.write_bytes(PLAN)
+    with pytest.raises(ArtifactError, match="no segdeploy header .* and no manifest"):
+        read_manifest(plan)
+    assert read_manifest(plan, required=False) is None
+    (tmp_path / "cgrseg_t.json").write_text(sample_manifest().to_json())
+    assert read_manifest(plan).model.name == "cgrseg_t"
