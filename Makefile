@@ -27,7 +27,9 @@ demo: $(STAMP)
 	$(PYTHON) -m segdeploy predict --model $(DEMO_MODEL) --source tests/data/images/grace_hopper.jpg \
 		--output artifacts/grace_hopper_$(DEMO_MODEL).png --force
 
-test: $(STAMP) trt-bindings
+test: $(STAMP)
+	@# the real-bindings tests skip with the harness's reason where it cannot be prepared; CI must prepare it
+	@$(PYTHON) scripts/trt_bindings.py || { [ -z "$$CI" ] && echo "TensorRT binding tests will be SKIPPED (reason above); CI runs them"; }
 	$(PYTHON) -m ruff check segdeploy tests benchmarks setup.py
 	$(PYTHON) -m pytest -q -m "not slow"
 	$(MAKE) --no-print-directory test-cpp
@@ -58,7 +60,8 @@ test-cpp: $(STAMP)
 	$(CPP_CONFIGURE) >/dev/null && cmake --build $(CPP_BUILD) -j$$(nproc) && \
 	cd $(CPP_BUILD) && ctest -j2 --output-on-failure
 
-test-full: $(STAMP) trt-bindings
+test-full: $(STAMP)
+	@$(PYTHON) scripts/trt_bindings.py || { [ -z "$$CI" ] && echo "TensorRT binding tests will be SKIPPED (reason above); CI runs them"; }
 	$(PYTHON) -m pytest -q
 
 # SegNeXt-T on PyTorch (both layouts) and ONNX Runtime, about a minute on a quiet machine; the CPU matrix is
