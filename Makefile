@@ -29,7 +29,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m ruff check segdeploy tests benchmarks setup.py
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PYTHON) -m pytest -q -rs -m "not slow"
 	$(MAKE) --no-print-directory test-cpp
 
 # The C++ library (cpp/README.md): its toolchain from Debian and PyPI (cpp/install-deps.sh, idempotent), then CMake.
@@ -54,7 +54,7 @@ test-cpp: $(STAMP)
 	cd $(CPP_BUILD) && ctest -j2 --output-on-failure
 
 test-full: $(STAMP)
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -rs
 
 # SegNeXt-T on PyTorch (both layouts) and ONNX Runtime, about a minute on a quiet machine; the CPU matrix is
 # `python benchmarks/run_cpu_matrix.py` (see benchmarks/README.md).
