@@ -64,3 +64,12 @@ def trained_fixture():
     from segdeploy.training.fixtures import TEST_FIXTURE, make_fixture
 
     return make_fixture(TEST_FIXTURE, evaluate_checkpoint, log=None)
+
+
+@pytest.fixture(scope="session")
+def trained_exports(trained_fixture, tmp_path_factory):
+    """The trained fixture exported in each precision and INT8 flavour (exports.TRAINED_PRECISIONS: name ->
+    ExportResult), on first use, once per session."""
+    from exports import TrainedExports
+
+    return TrainedExports(trained_fixture, tmp_path_factory.mktemp("trained-exports"))
