@@ -72,3 +72,43 @@ def test_a_benchmark_run_end_to_end(tmp_path):
     assert data["results"]["fixtures"] == [{"fixture": "cgrseg_t_synth16",
                                             "skipped": "not trained yet (segdeploy fixtures --model cgrseg_t_synth16)"}]
     assert files[0].with_suffix(".md").read_text().count("Run `precision_matrix-") == 1
+
+
+def test_make_test_time_reads_pytest_and_ctest_summaries():
+    import make_test_time
+
+    log = ("..s.F  [100%]\nSKIPPED [1] tests/runtimes/test_tensorrt.py:210: no TensorRT runtime here: x\n"
+           "1 failed, 1132 passed, 10 skipped, 90 deselected, 15 warnings in 1423.61s (0:23:43)\n"
+           "100% tests passed, 0 tests failed out of 52\n")
+    pytest_part = make_test_time.parse_pytest(log)
+    assert (pytest_part["passed"], pytest_part["skipped"], pytest_part["failed"]) == (1132, 10, 1)
+    assert pytest_part["seconds"] == 1423.61
+    assert make_test_time.parse_ctest(log) == {"tests": 52, "failed": 0}
+
+
+def test_make_test_time_times_a_fresh_clone(tmp_path):
+    """`make lint` in a fresh clone of the committed tree (the install step skipped), recorded like any run."""
+    argv = ["benchmarks/make_test_time.py", "--target", "lint", "--no-install", "--out", str(tmp_path)]
+    done = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (path,) = tmp_path.glob("make_test_time-*.json")
+    data = json.loads(path.read_text())
+    assert data["results"]["target"] == "lint" and data["results"]["exit_code"] == 0
+    assert data["results"]["wall_s"] > 0 and "All checks passed" in data["results"]["log_tail"]
+    assert data["run"]["command"] == "python " + " ".join(argv)
+
+
+def test_the_readme_sentence_on_make_test_comes_from_the_latest_run(tmp_path, monkeypatch):
+    import tables
+
+    monkeypatch.setattr(tables, "RESULTS", str(tmp_path))
+    block = "<!-- results: make-test latest -->\n\n<!-- end results -->"
+    assert "No run of `python benchmarks/make_test_time.py` is recorded yet" in tables.render(block)
+    for seconds in (1000.0, 871.4):  # an older run, then the latest
+        run = record.start("make_test_time", out_dir=str(tmp_path), argv=["benchmarks/make_test_time.py"])
+        run.write({"target": "test", "exit_code": 0, "wall_s": seconds + 60,
+                   "pytest": {"seconds": seconds, "passed": 1180, "skipped": 3}, "ctest": {"tests": 52}})
+    text = tables.render(block)
+    assert f"`make test` took 15m31s from a fresh clone on {run.header['host']}" in text
+    assert "pytest 14m31s for 1,180 tests, 3 skipped, then 52 CTest cases" in text
+    assert os.path.basename(run.stem) in text and tables.render(text) == text
