@@ -2,11 +2,10 @@
 which precisions it runs, a probe that says whether it is usable here and why not, and the factory of its runner.
 
 Bench, predict, eval, validate, doctor and the commands learn from here (``BACKENDS``) which backends exist, what
-each consumes, which one is the default and whether it is usable. A backend's name appears elsewhere only where that
-module does work specific to it: its runner (runtimes/<name>.py), the INT8 flavour made for it
-(evaluation/bench/precision.py), ONNX Runtime's execution providers (runtimes/onnxruntime.py, validate --providers),
-Triton's platforms (export/triton.py) and the version probes (hostinfo.py). Nothing imports a backend's heavy package
-unless asked for its status.
+each consumes, which one is the default and whether it is usable. A backend's name appears elsewhere only where a
+module does work specific to that backend: its runner, the INT8 flavour made for it, ONNX Runtime's execution
+providers, Triton's platforms, the FP32 peak measurement, the version probes. Nothing imports a backend's heavy
+package unless asked for its status.
 """
 from __future__ import annotations
 
