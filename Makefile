@@ -1,4 +1,5 @@
 # The two set-up commands of the README: `make demo` (the main job, on the CPU) and `make test`.
+# PYTEST_ARGS: extra pytest options for `make test` (e.g. -n 2 where pytest-xdist is installed).
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .make/installed
@@ -29,7 +30,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m ruff check segdeploy tests benchmarks setup.py
-	$(PYTHON) -m pytest -q -rs -m "not slow"
+	$(PYTHON) -m pytest -q -rs -m "not slow" $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-cpp
 
 # The C++ library (cpp/README.md): its toolchain from Debian and PyPI (cpp/install-deps.sh, idempotent), then CMake.
