@@ -28,7 +28,8 @@ sys.path.insert(0, ROOT)
 import record  # noqa: E402
 from segdeploy.datasets import open_dataset  # noqa: E402
 from segdeploy.evaluation.eval import evaluate, evaluate_checkpoint, model_predictor, warm_up  # noqa: E402
-from segdeploy.runtimes.registry import backend_status, machine_info  # noqa: E402
+from segdeploy.hostinfo import machine_info  # noqa: E402
+from segdeploy.runtimes.registry import backend_status  # noqa: E402
 from segdeploy.training.fixtures import default_cache_dir, make_fixture, resolve  # noqa: E402
 
 FP32_MIOU_TOLERANCE = 0.1  # points
