@@ -7,8 +7,9 @@ id>.json, with the command, the commit and the machine). The clone's own code is
 it), whatever checkout the environment's editable install points at. Needs a quiet machine to mean anything; then
 `python benchmarks/tables.py --write` quotes it in the README.
 
-    python benchmarks/make_test_time.py                  # make test, installing the dev extra first (as a user does)
-    python benchmarks/make_test_time.py --no-install     # skip the pip install step (an environment already set up)
+    python benchmarks/make_test_time.py              # make test in an environment already set up (no pip install)
+    python benchmarks/make_test_time.py --install    # with make's install step, as on a fresh machine: it points the
+                                                     # environment's editable install at the temporary clone
 """
 from __future__ import annotations
 
@@ -43,7 +44,9 @@ def parse_ctest(log: str) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default="test", help="the make target (default: test)")
-    p.add_argument("--no-install", action="store_true", help="skip the install step (make -o .make/installed)")
+    p.add_argument("--install", action="store_true",
+                   help="run make's install step too (pip install -e .[dev] from the clone; default: make -o "
+                        ".make/installed, the environment as it is)")
     p.add_argument("--out", default=record.RESULTS, help="folder of the results files (default: benchmarks/results)")
     args = p.parse_args(argv)
     run = record.start("make_test_time", args, out_dir=args.out, argv=None if argv is None else [__file__, *argv])
@@ -51,12 +54,12 @@ def main(argv=None) -> int:
         clone = os.path.join(tmp, "segdeploy")
         subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", record.ROOT, clone], check=True)
         env = dict(os.environ, CI="1", PYTHONPATH=clone)
-        make = ["make", args.target, *(["-o", ".make/installed"] if args.no_install else [])]
+        make = ["make", args.target, *([] if args.install else ["-o", ".make/installed"])]
         started = time.perf_counter()
         done = subprocess.run(make, cwd=clone, env=env, capture_output=True, text=True)
         wall_s = time.perf_counter() - started
     log = done.stdout + done.stderr
-    results = {"target": args.target, "install": not args.no_install, "exit_code": done.returncode,
+    results = {"target": args.target, "install": args.install, "exit_code": done.returncode,
                "wall_s": round(wall_s, 1), "pytest": parse_pytest(log), "ctest": parse_ctest(log),
                "skip_reasons": re.findall(r"^SKIPPED \[\d+\] (.*)$", log, flags=re.M), "log_tail": log[-4000:]}
     for path in run.write(results):
