@@ -84,8 +84,9 @@ def make_test(files: list[str]) -> str:
     run, results = data["run"], data["results"]
     pytest_part, ctest = results["pytest"], results["ctest"]
     skipped = f", {pytest_part['skipped']} skipped" if pytest_part.get("skipped") else ""
-    return (f"`make {results['target']}` took {_duration(results['wall_s'])} from a fresh clone on {run['host']} "
-            f"({run['cpu']['model']}, {run['cpu']['usable_cores']} usable cores, load average "
+    setup = " (pip install included)" if results.get("install") else ""
+    return (f"`make {results['target']}` took {_duration(results['wall_s'])} from a fresh clone{setup} on "
+            f"{run['host']} ({run['cpu']['model']}, {run['cpu']['usable_cores']} usable cores, load average "
             f"{run['machine']['load_average'][0]:.1f} at the start): pytest {_duration(pytest_part['seconds'])} for "
             f"{pytest_part['passed']:,} tests{skipped}, then {ctest['tests']} CTest cases "
             f"(`{os.path.basename(files[0])}`, exit {results['exit_code']}).\n")
