@@ -1,4 +1,5 @@
 # The two set-up commands of the README: `make demo` (the main job, on the CPU) and `make test`.
+# PYTEST_ARGS: extra pytest options for `make test` (e.g. -n 2 where pytest-xdist is installed).
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .make/installed
@@ -31,7 +32,7 @@ test: $(STAMP)
 	@# the real-bindings tests skip with the harness's reason where it cannot be prepared; CI must prepare it
 	@$(PYTHON) scripts/trt_bindings.py || { [ -z "$$CI" ] && echo "TensorRT binding tests will be SKIPPED (reason above); CI runs them"; }
 	$(PYTHON) -m ruff check segdeploy tests benchmarks setup.py
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PYTHON) -m pytest -q -rs -m "not slow" $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-cpp
 
 # NVIDIA's real TensorRT Python bindings (10.3, the newest 10.x, 11.4) over link stubs, for the TensorRT tests on
@@ -62,7 +63,7 @@ test-cpp: $(STAMP)
 
 test-full: $(STAMP)
 	@$(PYTHON) scripts/trt_bindings.py || { [ -z "$$CI" ] && echo "TensorRT binding tests will be SKIPPED (reason above); CI runs them"; }
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -rs $(PYTEST_ARGS)
 
 # SegNeXt-T on PyTorch (both layouts) and ONNX Runtime, about a minute on a quiet machine; the CPU matrix is
 # `python benchmarks/run_cpu_matrix.py` (see benchmarks/README.md).

@@ -6,7 +6,9 @@ libonnxruntime on both sides) and the same thread count.
 
 C++ is segdeploy-infer on a folder of N links to the photo (it prints each image's stage times); Python is
 segdeploy.preprocess (cv2) + onnxruntime + preprocess.logits_to_mask (torch), timed the same way. The two run in
-alternating rounds so that a change in the machine's load hits both. Writes a Markdown report.
+alternating rounds so that a change in the machine's load hits both. Each run writes a new results file
+(benchmarks/record.py: results/cpp_vs_python-<date>-<host>-<run id>.json and .md) with the command, the commit, the
+machine and every image's stage times.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+import record
 from segdeploy import preprocess
 from segdeploy.artifact import read_manifest
 
@@ -69,17 +72,6 @@ def summary(rows: list[dict], stage: str) -> tuple[float, float]:
     return statistics.median(values), float(np.mean(values))
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--infer", required=True, help="the segdeploy-infer binary")
@@ -89,8 +81,9 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=3, help="images dropped at the start of every round")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--md", default="benchmarks/results/cpp_vs_python.md")
+    p.add_argument("--out", default=record.RESULTS, help="folder of the results files (default: benchmarks/results)")
     args = p.parse_args()
+    run = record.start("cpp_vs_python", args, out_dir=args.out)
 
     manifest = read_manifest(args.artifact)
     if not manifest.profile.static or manifest.output.kind != "logits":
@@ -116,8 +109,8 @@ def main() -> int:
         f"# C++ vs Python end to end: {manifest.model.name} {manifest.profile.height.opt}x"
         f"{manifest.profile.width.opt}, ONNX Runtime CPU",
         "",
-        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; {args.threads} threads on both sides (ONNX Runtime "
-        f"intra-op; torch for Python's resize+argmax, OpenCV's pool for C++'s)",
+        f"- CPU: {run.header['cpu']['model']}, {os.cpu_count()} logical cores; {args.threads} threads on both sides "
+        f"(ONNX Runtime intra-op; torch for Python's resize+argmax, OpenCV's pool for C++'s)",
         f"- load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f}"
         + (" (above the core count: other work shared the cores, so absolute times are inflated; the sides ran in "
            "alternating rounds, so their ratio is the result)" if max(load_before[0], load_after[0]) > os.cpu_count()
@@ -139,10 +132,11 @@ def main() -> int:
     lines.append("")
     report = "\n".join(lines)
     print(report)
-    if args.md:
-        os.makedirs(os.path.dirname(args.md) or ".", exist_ok=True)
-        with open(args.md, "w") as f:
-            f.write(report)
+    results = {"artifact": args.artifact, "image": args.image, "threads": args.threads, "rounds": args.rounds,
+               "images": args.images, "warmup": args.warmup, "load_before": list(load_before),
+               "load_after": list(load_after), "samples_ms": {"cpp": cpp, "python": python}}
+    for path in run.write(results, report):
+        print(f"wrote {path}")
     return 0
 
 

@@ -5,16 +5,17 @@ eager with the fixture's checkpoint is the reference; each ONNX backend runs the
 (validated against PyTorch when it is made) over the same validation images, and reports its mIoU, the delta to
 PyTorch (FP32 must be within 0.1 points) and the pixel agreement of the two masks. img/s is the model alone
 (preprocessing, inference, resize and argmax; one image at a time) with the stated thread count. A benchmark, not a
-test; numbers depend on the machine and its load, which the report records.
+test; numbers depend on the machine and its load: each run writes a new results file (benchmarks/record.py:
+results/eval_fixtures-<date>-<host>-<run id>.json and .md) with the command, the commit, the machine and every
+image's inference time.
 
-    python benchmarks/eval_fixtures.py                                   # every fixture, Markdown to stdout
-    python benchmarks/eval_fixtures.py --out benchmarks/results          # fixtures-<date>.md and .json there
+    python benchmarks/eval_fixtures.py                                   # every fixture
+    python benchmarks/eval_fixtures.py --fixtures cgrseg_t_lowmargin --backends openvino
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
@@ -24,10 +25,11 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import record  # noqa: E402
 from segdeploy.datasets import open_dataset  # noqa: E402
 from segdeploy.evaluation.eval import evaluate, evaluate_checkpoint, model_predictor, warm_up  # noqa: E402
-from segdeploy.io import write_text_atomic  # noqa: E402
-from segdeploy.runtimes.registry import backend_status, machine_info  # noqa: E402
+from segdeploy.hostinfo import machine_info  # noqa: E402
+from segdeploy.runtimes.registry import backend_status  # noqa: E402
 from segdeploy.training.fixtures import default_cache_dir, make_fixture, resolve  # noqa: E402
 
 FP32_MIOU_TOLERANCE = 0.1  # points
@@ -39,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--backends", default="onnxruntime,openvino", help="ONNX backends compared with PyTorch")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache-dir", help="fixture cache (default: segdeploy's)")
-    p.add_argument("--out", help="folder for fixtures-<date>.md and .json")
+    p.add_argument("--out", default=record.RESULTS, help="folder of the results files (default: benchmarks/results)")
     return p.parse_args(argv)
 
 
@@ -87,6 +89,7 @@ def evaluate_fixture(fixture, backends, threads: int) -> list[dict]:
         warm_up([torch_predictor], dataset)  # before recording: the recording must hold the dataset's images only
         reference = Recorded(torch_predictor)
         rows.append(row_of(evaluate(reference, dataset, warmup=False), "torch"))
+        rows[-1]["infer_ms_samples"] = [round(ms, 4) for ms in torch_predictor.infer_ms]
         for backend in backends:
             status = backend_status(backend)
             if not status.available:
@@ -100,9 +103,10 @@ def evaluate_fixture(fixture, backends, threads: int) -> list[dict]:
                 # the recorded reference needs no warm-up: its warm-up call would be replayed as the first image
                 warm_up([predictor], dataset)
                 report = evaluate(predictor, dataset, reference=reference, warmup=False)
+                samples = [round(ms, 4) for ms in predictor.infer_ms]
             finally:
                 predictor.close()
-            rows.append(row_of(report, backend, reference=True))
+            rows.append(dict(row_of(report, backend, reference=True), infer_ms_samples=samples))
     finally:
         torch_predictor.close()
     return rows
@@ -142,6 +146,7 @@ def markdown(results: list[dict], machine: dict, threads: int, started: str) -> 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    run = record.start("eval_fixtures", args, out_dir=args.out, argv=None if argv is None else [__file__, *argv])
     started = datetime.datetime.now().isoformat(timespec="seconds")
     machine = machine_info()
     cache_dir = args.cache_dir or default_cache_dir()
@@ -156,12 +161,8 @@ def main(argv=None) -> int:
                         "seconds": round(time.perf_counter() - start, 1)})
     text = markdown(results, machine, args.threads, started)
     print(text)
-    if args.out:
-        stem = os.path.join(args.out, f"fixtures-{started[:10]}")
-        write_text_atomic(stem + ".md", text, force=True)
-        write_text_atomic(stem + ".json", json.dumps({"started": started, "machine": machine, "threads": args.threads,
-                                                      "results": results}, indent=2) + "\n", force=True)
-        log(f"wrote {stem}.md and {stem}.json")
+    for path in run.write({"started": started, "threads": args.threads, "results": results}, text):
+        log(f"wrote {path}")
     failed = [r["name"] for r in results for row in r["rows"] if row.get("within_tolerance") is False]
     if failed:
         log(f"FP32 mIoU differs from PyTorch's by more than {FP32_MIOU_TOLERANCE} points: {', '.join(failed)}")

@@ -8,7 +8,9 @@ refuse a size that cannot fit before they allocate it).
 Each measurement runs in a fresh process: peak RSS (sampled every 5 ms) during the forward pass over the RSS before
 it. The per-pixel figure is the slope between the two sizes; the fixed part is what the runtime adds whatever the
 size; the weights are counted apart. An export is estimated as EXPORT_FORWARDS forward passes plus an overhead that
-does not grow with the size, the largest measured on the export models.
+does not grow with the size, the largest measured on the export models. Each run also writes a new results file
+(benchmarks/record.py: results/memory_footprint-<date>-<host>-<run id>.json) with the command, the commit, the
+machine and every measurement the table was derived from.
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ def measure(name: str, size: int, mode: str) -> dict:
 
 def main() -> int:
     sys.path.insert(0, ROOT)
+    import record
     from segdeploy.models import list_models
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -69,11 +72,15 @@ def main() -> int:
     parser.add_argument("--sizes", default="256,512")
     parser.add_argument("--export-models", default="segnext_t,cgrseg_t")
     args = parser.parse_args()
+    run = record.start("memory_footprint", args)
+    measurements = []
     small, large = (int(s) for s in args.sizes.split(","))
     table = {"measured": f"peak RSS over the RSS before the call, PyTorch CPU, batch 1, 2 threads, {small}x{small} "
                          f"and {large}x{large} (benchmarks/memory_footprint.py)", "forward": {}, "export": None}
     for name in args.models.split(","):
         a, b = measure(name, small, "forward"), measure(name, large, "forward")
+        measurements += [dict(a, model=name, size=small, mode="forward"), dict(b, model=name, size=large,
+                                                                              mode="forward")]
         da, db = a["peak"] - a["base"], b["peak"] - b["base"]
         per_pixel = max(0.0, (db - da) / (large * large - small * small))
         fixed = max(0, da - per_pixel * small * small)
@@ -83,6 +90,7 @@ def main() -> int:
     overheads, peaks = [], {}
     for name in args.export_models.split(","):
         e = measure(name, large, "export")
+        measurements.append(dict(e, model=name, size=large, mode="export"))
         f = table["forward"][name]
         forward = f["bytes_per_pixel"] * large * large + (f["fixed_mb"] + f["weights_mb"]) * 2**20
         peak = e["peak"] - e["base"]
@@ -95,6 +103,8 @@ def main() -> int:
         json.dump(table, f, indent=2, sort_keys=True)
         f.write("\n")
     print(f"wrote {TABLE}")
+    for path in run.write({"table": table, "measurements": measurements}):
+        print(f"wrote {path}")
     return 0
 
 

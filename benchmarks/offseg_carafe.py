@@ -4,10 +4,12 @@ Exports offseg_t (golden-recipe weights) at 512x512 with torch.onnx.export (opse
 graph's nodes by op type, and times PyTorch eager (NCHW and channels_last) and ONNX Runtime (CPU EP, full graph
 optimisation) with the same thread count: warm-up calls, then the median of several timed calls, alternating the
 backends so that a change in machine load hits both. ``--profile`` adds ORT's per-op-type kernel time. A benchmark,
-not a test; run it on a quiet machine:
+not a test; run it on a quiet machine. Each run writes a new results file (benchmarks/record.py:
+results/offseg_carafe-<date>-<host>-<run id>.json and .md) with the command, the commit, the machine and every timed
+call:
 
-    python benchmarks/offseg_carafe.py                          # prints a Markdown report
-    python benchmarks/offseg_carafe.py --threads 1,2 --profile --output benchmarks/results/offseg_carafe.md
+    python benchmarks/offseg_carafe.py
+    python benchmarks/offseg_carafe.py --threads 1,2 --profile
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
+import record  # noqa: E402
 from segdeploy import models  # noqa: E402
 from segdeploy.hostinfo import cpu_info  # noqa: E402
 
@@ -45,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--profile", action="store_true", help="add ORT's kernel time per op type (separate session)")
-    p.add_argument("--output", help="write the Markdown report here as well")
+    p.add_argument("--out", default=record.RESULTS, help="folder of the results files (default: benchmarks/results)")
     return p.parse_args(argv)
 
 
@@ -103,6 +106,7 @@ def kernel_time_by_op(sess: ort.InferenceSession, feed: dict, runs: int) -> list
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    run = record.start("offseg_carafe", args, out_dir=args.out, argv=None if argv is None else [__file__, *argv])
     thread_counts = [int(t) for t in args.threads.split(",")]
     torch.set_num_threads(thread_counts[0])
     model = models.load_recipe_weights(models.create(args.model))
@@ -155,6 +159,7 @@ def main(argv=None) -> int:
         lines.append(f"| {threads} | {' | '.join(cells)} | **{ratio:.2f}x** |")
     lines += ["", f"Goal: ONNX Runtime >= {TARGET_ORT_OVER_EAGER}x the faster eager layout.", "",
               "Nodes by op type (simplified graph):", "", ", ".join(f"{op} {n}" for op, n in ops.most_common()), ""]
+    per_op = None
     if args.profile:
         threads = thread_counts[-1]
         with tempfile.TemporaryDirectory() as tmp:
@@ -166,9 +171,13 @@ def main(argv=None) -> int:
         lines.append("")
     report = "\n".join(lines)
     print(report)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(report)
+    results = {"model": args.model, "size": args.size, "opset": args.opset, "export_s": export_s,
+               "nodes_traced": traced_nodes, "nodes": dict(ops), "max_abs_diff": max_diff,
+               "load_before": list(load_before), "load_after": list(load_after),
+               "rows": [{"threads": threads, "speedup": ratio, "samples_ms": times} for threads, times, ratio in rows],
+               "ort_kernel_ms_per_op": per_op}
+    for path in run.write(results, report):
+        print(f"wrote {path}")
     return 0
 
 

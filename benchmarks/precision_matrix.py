@@ -9,16 +9,17 @@ segdeploy.evaluation.bench.precision (the same code as ``segdeploy bench --preci
 the fixture are timed together, round-robin, one call each per round, so a load that comes and goes on a shared
 machine hits every row alike; p50 and min of the rounds are reported. An "off-the-shelf" row quantizes the same
 FP32 graph with ONNX Runtime's ``quantize_static`` defaults (QDQ, per-tensor weights, every operator, MinMax) on the
-same calibration images, for reference. A benchmark, not a test: the machine and its load are recorded.
+same calibration images, for reference. A benchmark, not a test: each run writes a new results file
+(benchmarks/record.py: results/precision_matrix-<date>-<host>-<run id>.json and .md) with the command, the commit,
+the machine, its load and every timed call.
 
-    python benchmarks/precision_matrix.py                                 # every fixture, Markdown to stdout
-    python benchmarks/precision_matrix.py --out benchmarks/results        # precision-<date>.md and .json there
+    python benchmarks/precision_matrix.py                                 # every fixture
+    python benchmarks/precision_matrix.py --fixtures offseg_t_synth16 --block 4
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
@@ -28,10 +29,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import record  # noqa: E402
 from segdeploy.evaluation.bench import precision as pb  # noqa: E402
 from segdeploy.evaluation.bench.protocol import Protocol  # noqa: E402
 from segdeploy.hostinfo import int8_speed_note, machine_info  # noqa: E402
-from segdeploy.io import write_text_atomic  # noqa: E402
 from segdeploy.runtimes.base import random_feed  # noqa: E402
 from segdeploy.runtimes.registry import backend_status, create_runner  # noqa: E402
 from segdeploy.training.fixtures import FIXTURES, default_cache_dir, load_fixture  # noqa: E402
@@ -56,7 +57,7 @@ def parse_args(argv=None):
                    help="calls of a row per round, the first not counted (1: one counted call per row per round)")
     p.add_argument("--cache-dir", default=os.path.join(ROOT, "artifacts", "cache"))
     p.add_argument("--no-baseline", action="store_true", help="skip the off-the-shelf quantize_static row")
-    p.add_argument("--out", help="folder for precision-<date>.md and .json")
+    p.add_argument("--out", default=record.RESULTS, help="folder of the results files (default: benchmarks/results)")
     return p.parse_args(argv)
 
 
@@ -122,6 +123,7 @@ def interleaved_timing(rows: list[dict], size: int, threads: int, rounds: int, b
     for row, runner, _, samples in live:
         runner.close()
         row["rounds"] = len(samples)
+        row["samples_ms"] = [round(s, 4) for s in samples]
         row["p50_ms"] = float(np.median(samples))
         row["min_ms"] = float(np.min(samples))
         row["throughput_ips"] = 1e3 / row["p50_ms"]
@@ -262,6 +264,7 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    run = record.start("precision_matrix", args, out_dir=args.out, argv=None if argv is None else [__file__, *argv])
     args.backends = [b for b in args.backends.split(",") if backend_status(b).available]
     machine = machine_info()
     result = {"date": datetime.date.today().isoformat(), "machine": machine,
@@ -273,13 +276,9 @@ def main(argv=None) -> int:
         result["fixtures"].append(run_fixture(FIXTURES[name], args, machine))
     result["load_end"] = list(os.getloadavg())
     text = markdown(result)
-    if args.out:
-        stem = os.path.join(args.out, f"precision-{result['date']}")
-        write_text_atomic(stem + ".md", text, force=True)
-        write_text_atomic(stem + ".json", json.dumps(result, indent=2, default=str) + "\n", force=True)
-        log(f"wrote {stem}.md and .json")
-    else:
-        print(text)
+    print(text)
+    for path in run.write(result, text):
+        log(f"wrote {path}")
     return 0
 
 

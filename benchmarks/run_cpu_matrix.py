@@ -2,8 +2,10 @@
 at 512x512, batch 1 and the "max" batch, with per-model ratios ORT / eager and ORT / OpenVINO.
 
 Each (model, backend) runs in its own `segdeploy bench` process (a crash or a leak cannot spoil the next row, and
-each RSS figure starts from a fresh process) and is merged into benchmarks/results/<host>-<date>.json at once, so
-the script can be stopped and resumed: finished pairs are skipped unless --redo. Run it on a quiet machine:
+each RSS figure starts from a fresh process) and is merged at once into this run's results file (benchmarks/
+record.py: results/cpu_matrix-<date>-<host>-<run id>.json, .md and .png, with the command, the commit, the machine
+and every timed call), so a stopped run loses nothing: --resume FILE starts a new run that keeps FILE's finished
+pairs (each marked with the file it came from) and measures the rest. Run it on a quiet machine:
 
     python benchmarks/run_cpu_matrix.py                       # everything
     python benchmarks/run_cpu_matrix.py --models segnext_t,cgrseg_t --backends onnxruntime
@@ -11,10 +13,8 @@ the script can be stopped and resumed: finished pairs are skipped unless --redo.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,10 +22,10 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import record  # noqa: E402
 from segdeploy.evaluation.bench import reports  # noqa: E402
 from segdeploy.evaluation.bench.run import SCHEMA  # noqa: E402
 from segdeploy.hostinfo import machine_info  # noqa: E402
-from segdeploy.io import write_text_atomic  # noqa: E402
 from segdeploy.models import list_models  # noqa: E402
 from segdeploy.runtimes.registry import backend_status  # noqa: E402
 
@@ -43,8 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup-s", type=float, default=1.0)
     p.add_argument("--min-s", type=float, default=3.0)
     p.add_argument("--max-batch", type=int, default=64)
-    p.add_argument("--out-dir", default=os.path.join(ROOT, "benchmarks", "results"))
-    p.add_argument("--tag", help="results file stem (default <host>-<UTC date>); reuse one to resume another day")
+    p.add_argument("--out-dir", default=record.RESULTS)
+    p.add_argument("--resume", metavar="FILE", help="an earlier run's results JSON: its finished pairs are kept")
     p.add_argument("--cache-dir", default=os.path.join(ROOT, "artifacts", "cache"))
     p.add_argument("--opset", type=int, default=20, help="opset of the ONNX exports (see benchmarks/README.md)")
     p.add_argument("--redo", action="store_true", help="re-run pairs that are already in the results file")
@@ -118,7 +118,7 @@ def summary_markdown(summary: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_all(report: dict, stem: str) -> list[str]:
+def write_all(report: dict, run: record.Run, final: bool) -> list[str]:
     peak = report.get("peak")
     if peak and peak.get("gflops"):
         # rows merged from several processes: express all of them against the one peak the header shows
@@ -126,15 +126,23 @@ def write_all(report: dict, stem: str) -> list[str]:
             if row.get("achieved_gflops") is not None:
                 row["peak_fraction"] = row["achieved_gflops"] / peak["gflops"]
     report["summary"] = summarize(report["results"])
-    written = reports.write_reports(report, json_path=stem + ".json", force=True)
-    written.append(write_text_atomic(stem + ".md", reports.to_markdown(report) + "\n" +
-                                     summary_markdown(report["summary"]), force=True))
+    written = run.write(report, reports.to_markdown(report) + "\n" + summary_markdown(report["summary"]),
+                        final=final)
     if any(r.get("status") == "ok" for r in report["results"]):
-        try:
-            written += reports.write_reports(report, plot_path=stem + ".png", force=True)
+        try:  # the plot belongs to this run's files: redrawn as rows arrive
+            written += reports.write_reports(report, plot_path=run.path(".png"), force=True)
         except Exception as exc:  # matplotlib missing: the JSON and Markdown still stand
             print(f"no plot: {exc}", file=sys.stderr)
     return written
+
+
+def resumed_rows(path: str) -> list[dict]:
+    """The finished rows of an earlier run's file (this script's, or a bench report), each marked with it."""
+    with open(path) as f:
+        data = json.load(f)
+    report = data.get("results") if isinstance(data.get("results"), dict) else data
+    name = os.path.basename(path)
+    return [dict(row, resumed_from=row.get("resumed_from", name)) for row in report["results"]]
 
 
 def main(argv=None) -> int:
@@ -147,13 +155,12 @@ def main(argv=None) -> int:
             backends.append(name)
         else:
             print(f"skipping {name}: {status.reason}")
-    tag = args.tag or f"{socket.gethostname()}-{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}"
-    stem = os.path.join(args.out_dir, tag)
+    run = record.start("cpu_matrix", args, out_dir=args.out_dir,
+                       argv=None if argv is None else [__file__, *argv])
     report = {"schema": SCHEMA, "machine": machine_info(), "results": []}
-    if os.path.isfile(stem + ".json"):
-        with open(stem + ".json") as f:
-            report = json.load(f)
-        print(f"resuming {stem}.json ({len(report['results'])} rows)")
+    if args.resume:
+        report["results"] = resumed_rows(args.resume)
+        print(f"resuming {args.resume} ({len(report['results'])} rows)")
     for model in models:
         for backend in backends:
             done = [r for r in report["results"] if pair_key(r) == (model, backend)]
@@ -169,8 +176,8 @@ def main(argv=None) -> int:
             for row in part["results"]:
                 print(f"  {row['backend']} {row.get('layout') or ''} b{row.get('batch')}: " +
                       (f"{row['throughput_ips']:.2f} img/s" if row["status"] == "ok" else f"FAILED {row['error']}"))
-            write_all(report, stem)
-    for path in write_all(report, stem):
+            write_all(report, run, final=False)
+    for path in write_all(report, run, final=True):
         print(f"wrote {path}")
     return 0
 

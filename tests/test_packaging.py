@@ -44,3 +44,15 @@ def test_core_dependencies_export_without_extras(setup_module):
     names = {req.split(">")[0].split("=")[0] for req in setup_module.BASE}
     assert "onnxslim" in names and "onnxsim" not in names and "jsonschema" in names
     assert not {"openvino", "tensorrt", "matplotlib", "timm", "torchvision"} & names
+
+
+def test_the_dev_extra_installs_what_ci_runs():
+    """CI runs what users run: OpenVINO (the default CPU backend where installed) is in the test extra, and stays
+    an extra for users."""
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    dev = {req.split(">")[0].split("[")[0] for req in extras["dev"]}
+    assert {"openvino", "onnxsim", "matplotlib", "tritonclient", "hypothesis"} <= dev
+    assert extras["openvino"] == ["openvino>=2024.0"]

@@ -172,7 +172,8 @@ def run_precision_comparison(args) -> int:
     for path in written:
         if path:
             print(f"wrote {path}")
-    return 1 if any(r["status"] != "ok" for r in report["rows"]) else 0
+    # out of tolerance exits 1, as everywhere: a row that failed, or one whose accuracy is outside its precision's
+    return 1 if any(r["status"] != "ok" or r.get("within_tolerance") is False for r in report["rows"]) else 0
 
 
 def run_command(args) -> int:

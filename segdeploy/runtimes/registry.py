@@ -1,8 +1,11 @@
 """The backends segdeploy can run, one record each: what it consumes (the PyTorch model, an ONNX graph or an engine),
 which precisions it runs, a probe that says whether it is usable here and why not, and the factory of its runner.
 
-Bench, predict, eval, validate, doctor and the commands read backends only from here (``BACKENDS``), so no backend
-name is spelled out anywhere else. Nothing imports a backend's heavy package unless asked for its status.
+Bench, predict, eval, validate, doctor and the commands learn from here (``BACKENDS``) which backends exist, what
+each consumes, which one is the default and whether it is usable. A backend's name appears elsewhere only where a
+module does work specific to that backend: its runner, the INT8 flavour made for it, ONNX Runtime's execution
+providers, Triton's platforms, the FP32 peak measurement, the version probes. Nothing imports a backend's heavy
+package unless asked for its status.
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from segdeploy import __version__
 from segdeploy.datasets import open_dataset
 from segdeploy.datasets.synthetic import GENERATOR_VERSION, STYLES, SynthConfig, dataset_meta, write_dataset
 from segdeploy.errors import InputError
-from segdeploy.io import user_cache_dir, write_bytes_atomic, write_text_atomic
+from segdeploy.io import folder_lock, user_cache_dir, write_bytes_atomic, write_text_atomic
 from segdeploy.training.trainer import TrainConfig, train
 
 TRAINER_VERSION = 1
@@ -176,12 +176,20 @@ Evaluator = Callable[[str, str, str], dict]
 
 def make_fixture(recipe: FixtureRecipe, evaluate: Evaluator, *, cache_dir: str | None = None, force: bool = False,
                  log: Callable[[str], None] | None = print) -> Fixture:
-    """The fixture's checkpoint from the cache, or trained, scored and cached now."""
+    """The fixture's checkpoint from the cache, or trained, scored and cached now. One process makes it at a time
+    (the cache folder's lock): another asking meanwhile (a parallel test worker) waits, then reuses it."""
     cache_dir = cache_dir or default_cache_dir()
     if not force:
         found = load_fixture(recipe, cache_dir)
         if found is not None:
             return found
+    os.makedirs(cache_dir, exist_ok=True)
+    with folder_lock(cache_dir):
+        found = None if force else load_fixture(recipe, cache_dir)
+        return found or _make(recipe, evaluate, cache_dir, log)
+
+
+def _make(recipe: FixtureRecipe, evaluate: Evaluator, cache_dir: str, log: Callable[[str], None] | None) -> Fixture:
     data = ensure_dataset(recipe.data, cache_dir, log)
     if log is not None:
         log(f"training {recipe.name}: {recipe.model}, {recipe.train.iterations} iterations of batch "

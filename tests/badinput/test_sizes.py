@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import skips
 from hostile import PHOTO, copy_artifact, run_cli
 
 GB = 1 << 30
@@ -65,7 +66,7 @@ def test_bench_on_cuda_without_a_gpu(workdir, capfd):
     import torch
 
     if torch.cuda.is_available():
-        pytest.skip("this machine has a CUDA GPU")
+        skips.skip(skips.GPU_PRESENT, "this case is for machines without one")
     run_cli(capfd, *BENCH, "--device", "cuda").refused("no CUDA GPU")
 
 

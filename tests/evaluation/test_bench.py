@@ -163,6 +163,9 @@ def test_report_json_schema(report):
         assert set(row["latency_ms"]) == {"mean", "std", "min", "max", "p50", "p90", "p95", "p99", "mean_clipped"}
         lat = row["latency_ms"]
         assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        # the raw samples behind the statistics, one per timed call
+        assert len(row["samples_ms"]) == row["iterations"]
+        assert min(row["samples_ms"]) == pytest.approx(lat["min"], abs=1e-3)
         assert row["memory"]["kind"] == "rss_delta" and row["memory"]["peak_mb"] >= 0
         assert row["peak_fraction"] is None  # no peak measured in this run
         assert row["runner"]["threads"] == 1

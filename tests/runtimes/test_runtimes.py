@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import skips
 from manifests import sample_manifest
 from segdeploy import hostinfo
 from segdeploy.errors import ArtifactError, InputError, SegdeployError
@@ -172,8 +173,8 @@ def test_openvino_reports_unreadable_artifacts(tmp_path):
         OpenVinoRunner(tmp_path / "none.onnx")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
-                    reason="TensorRT is usable here; this checks the message given where it is not")
+@skips.skipif(skips.tensorrt_missing() is None, skips.TENSORRT_PRESENT,
+              "this checks the message given where it is not")
 def test_tensorrt_unavailable_is_one_clear_error(tmp_path):
     status = registry.backend_status("tensorrt")
     assert not status.available and "TensorRT" in status.reason
@@ -182,8 +183,7 @@ def test_tensorrt_unavailable_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.tensorrt
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available(),
-                    reason="needs the tensorrt package, a CUDA build of torch and an NVIDIA GPU")
+@skips.skipif(skips.tensorrt_missing() is not None, skips.NO_TENSORRT, skips.tensorrt_missing() or "")
 def test_tensorrt_runner_rejects_a_foreign_engine(tmp_path):
     from segdeploy.runtimes.tensorrt import TensorRTRunner
 

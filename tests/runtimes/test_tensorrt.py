@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import skips
 from manifests import SHA, sample_manifest
 from segdeploy.artifact import EngineInfo
 from segdeploy.artifact.engine_header import pack
@@ -318,13 +319,6 @@ def test_registry_sees_a_jetpack_install_without_pip_metadata(monkeypatch):
     assert "not installed" in backend_status("tensorrt").reason
 
 
-def _tensorrt_missing() -> str | None:
-    from segdeploy.runtimes.registry import backend_status
-
-    status = backend_status("tensorrt")
-    return None if status.available else status.reason
-
-
 def conv_artifact(path):
     """A stride-8 convolution with the sample manifest's I/O: [1, 3, 512, 512] -> [1, 4, 64, 64] logits."""
     import onnx
@@ -345,7 +339,7 @@ def conv_artifact(path):
 
 
 @pytest.mark.tensorrt
-@pytest.mark.skipif(_tensorrt_missing() is not None, reason=f"needs TensorRT and a GPU: {_tensorrt_missing()}")
+@skips.skipif(skips.tensorrt_missing() is not None, skips.NO_TENSORRT, skips.tensorrt_missing() or "")
 def test_engine_builds_and_runs_like_onnxruntime(tmp_path):
     import onnxruntime
 

@@ -1,6 +1,7 @@
 """The fixture trainer: schedule, augmentation, a short run that learns, and the cached checkpoint's layout."""
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 from segdeploy import models
 from segdeploy.datasets import open_dataset
 from segdeploy.datasets.synthetic import SynthConfig, write_dataset
+from segdeploy.io import folder_lock
 from segdeploy.models.checkpoints import checkpoint_dataset_meta
+from segdeploy.training import fixtures
 from segdeploy.training.fixtures import FixtureRecipe, fixture_dir, make_fixture
 from segdeploy.training.trainer import CropSampler, TrainConfig, learning_rate, train
 
@@ -85,6 +88,29 @@ def test_fixture_checkpoint_has_mmseg_layout_and_is_cached(tmp_path):
     assert changed.key() != recipe.key() and fixture_dir(changed, str(tmp_path)) != fixture_dir(recipe, str(tmp_path))
     make_fixture(recipe, fake_evaluate, cache_dir=str(tmp_path), force=True, log=None)
     assert len(calls) == 2
+
+
+def test_a_fixture_being_made_is_waited_for_not_made_twice(tmp_path):
+    """Parallel test workers ask for the same fixture: the second waits on the cache's lock, then reuses the first's."""
+    recipe = FixtureRecipe("cgrseg_t_lock", "cgrseg_t", SynthConfig(num_classes=3, train=2, val=1, height=64,
+                                                                     width=64, seed=1),
+                           TrainConfig(iterations=1, batch=2, crop=64, warmup=1), "unit test")
+    calls = []
+
+    def fake_evaluate(checkpoint, model, data_dir):
+        calls.append(checkpoint)
+        return {"miou": 50.0, "macc": 50.0, "aacc": 50.0, "images": 1}
+
+    results = []
+    with folder_lock(str(tmp_path)):  # the first worker holds the lock while it makes the fixture
+        second = threading.Thread(target=lambda: results.append(
+            make_fixture(recipe, fake_evaluate, cache_dir=str(tmp_path), log=None)))
+        second.start()
+        second.join(timeout=2)
+        assert second.is_alive() and not results  # waiting, not training a second copy
+        first = fixtures._make(recipe, fake_evaluate, str(tmp_path), None)
+    second.join(timeout=120)
+    assert [r.checkpoint for r in results] == [first.checkpoint] and len(calls) == 1
 
 
 def test_checkpoint_dataset_meta_is_none_without_mmseg_meta(tmp_path):

@@ -74,6 +74,7 @@ def time_runner(runner: Runner, feed: dict, protocol: Protocol, progress: Progre
     wall_s = time.perf_counter() - loop_start
     return {"iterations": len(samples), "wall_s": wall_s, "first_ms": first_ms,
             "latency_ms": latency_stats(samples), "throughput_ips": batch * len(samples) / wall_s,
+            "samples_ms": [round(s, 4) for s in samples],  # every timed call: the raw data behind the statistics
             "split_ms": {"host": mean_or_none(host), "h2d": mean_or_none(h2d), "compute": mean_or_none(compute),
                          "d2h": mean_or_none(d2h)}}
 

@@ -10,15 +10,22 @@ fixtures it ran on OpenVINO at 0.96-1.57x the best FP32 CPU path, against 1.32-1
 QuantizeLinear after it stays a float Conv): run it on OpenVINO.
 
 The placement is qdq_tensorrt.py's plan (per-output-channel int8 weights, per-tensor activation scales, zero points
-0, nothing in the attention core, the float32 islands or matrix-vector products); unlike the tensorrt flavour the
-rest of the graph stays float32, which is what OpenVINO computes in on a CPU, and no opset 19 is needed.
+0, nothing in the attention core, the float32 islands or matrix-vector products), checked on the finished graph as
+there; unlike the tensorrt flavour the rest of the graph stays float32, which is what OpenVINO computes in on a CPU,
+and no opset 19 is needed.
 """
 from __future__ import annotations
 
 import onnx
 
 from segdeploy.export.passes import PassReport, op_counts
-from segdeploy.export.passes.qdq_tensorrt import insert_qdq, plan_details, plan_symmetric, summarize_skipped
+from segdeploy.export.passes.qdq_tensorrt import (
+    check_placement,
+    insert_qdq,
+    plan_details,
+    plan_symmetric,
+    summarize_skipped,
+)
 
 
 def quantize_openvino(model: onnx.ModelProto, ranges, *, keep: dict[str, str] | None = None
@@ -27,6 +34,7 @@ def quantize_openvino(model: onnx.ModelProto, ranges, *, keep: dict[str, str] | 
     plan = plan_symmetric(model, ranges, dict(keep or {}))
     result = insert_qdq(plan)
     onnx.checker.check_model(result)
+    check_placement(result, "qdq_openvino")
     notes = [f"{len(plan['layers'])} layers run in int8 (symmetric: int8 weights per output channel, int8 "
              f"activations per tensor), {len(plan['residuals'])} residual Add skip inputs; "
              f"{len(plan['skipped'])} weighted layers left in float32: " + summarize_skipped(plan["skipped"])]

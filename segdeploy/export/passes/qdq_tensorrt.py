@@ -15,7 +15,8 @@ rules, as Model Optimizer applies them):
   they stay exact in float16).
 
 Then the float16 pass converts the rest (Q/DQ take float16 scales: opset 19 or newer). ``keep`` names nodes to leave
-unquantized (mixed precision), with the reason.
+unquantized (mixed precision), with the reason. The finished graph is checked against these rules
+(``placement_problems``) before it is returned: a placement TensorRT would not fuse is an error, not an artifact.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def quantize_tensorrt(model: onnx.ModelProto, ranges, *, keep: dict[str, str] | 
     quantized = insert_qdq(plan)
     options = {"overflow": overflow} if overflow else {}
     result, fp16_report = float16(quantized, ranges=fp16_ranges, io_dtype=io_dtype, **options)
+    check_placement(result, "qdq_tensorrt")
     layers = len(plan["layers"])
     notes = [f"{layers} layers quantized (int8 weights per output channel, activations per tensor), "
              f"{len(plan['residuals'])} residual Add skip inputs; {len(plan['skipped'])} weighted layers left in "
@@ -214,6 +216,13 @@ def insert_qdq(plan: dict) -> onnx.ModelProto:
 
 # ---------------------------------------------------------------------------------------------------------------
 # The placement TensorRT fuses, checked on a finished graph
+
+
+def check_placement(model: onnx.ModelProto, pass_name: str) -> None:
+    problems = placement_problems(model)
+    if problems:
+        raise ArtifactError(f"{pass_name} placed Q/DQ where TensorRT's rules do not allow it ({len(problems)} "
+                            f"problems), first: {problems[0]}")
 
 
 def placement_problems(model: onnx.ModelProto) -> list[str]:

@@ -139,6 +139,16 @@ def check_opset(g: Graph, version) -> Iterator[Finding]:
                       f"--opset {min(max(g.opset, low), high)}")
 
 
+def check_dangling_input(g: Graph, version) -> Iterator[Finding]:
+    known = set(g.inputs) | set(g.constants) | set(g.producer)
+    for index, node in g.each():
+        missing = [name for name in node.input if name and name not in known]
+        if missing:
+            yield _finding("dangling-input", ERROR, g, index, node,
+                           f"input {missing[0]!r} is no graph input, initializer or node output: the parser stops "
+                           "here (a weight lost in editing the graph?)")
+
+
 def check_custom_domain(g: Graph, version) -> Iterator[Finding]:
     for index, node in g.each():
         if node.domain not in ("", "ai.onnx"):
@@ -365,6 +375,8 @@ def check_float64(g: Graph, version) -> Iterator[Finding]:
 
 RULES: tuple[Rule, ...] = (
     Rule("opset-range", ERROR, "the model's opset is inside the release's parser range", check_opset),
+    Rule("dangling-input", ERROR, "every node input is a graph input, an initializer or a node's output",
+         check_dangling_input),
     Rule("custom-op", ERROR, "no operators from other domains (they need a TensorRT plugin)", check_custom_domain),
     Rule("unsupported-op", ERROR, "every operator has a parser importer (unknown-op warns about operators the "
          "table does not list)", check_unsupported_op),

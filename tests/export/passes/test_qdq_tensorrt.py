@@ -9,7 +9,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from precision_graphs import const, cosine, exported, ranges, run, seeded_feeds, tensor, tiny_model, types_of
 from segdeploy import models
-from segdeploy.errors import InputError
+from segdeploy.errors import ArtifactError, InputError
+from segdeploy.export.passes.qdq_openvino import quantize_openvino
 from segdeploy.export.passes.qdq_tensorrt import placement_problems, quantize_tensorrt
 from segdeploy.export.tensorrt.lint import errors, lint_model
 
@@ -100,6 +101,27 @@ def test_placement_problems_are_found():
             break
     problems = placement_problems(quantized)
     assert any("zero point must be a constant int8 0" in p for p in problems)
+
+
+@pytest.mark.parametrize("quantize", [quantize_tensorrt, quantize_openvino], ids=["tensorrt", "openvino"])
+def test_the_pass_refuses_its_own_placement_when_it_breaks_the_rules(quantize, monkeypatch):
+    """A fault in the Q/DQ insertion (here: a zero point of 3) is caught by the pass, not written."""
+    from segdeploy.export.passes import qdq_openvino, qdq_tensorrt
+
+    original = qdq_tensorrt.insert_qdq
+
+    def faulty(plan):
+        model = original(plan)
+        zero = next(i for i in model.graph.initializer if i.name.endswith("zero_point") and i.dims == [])
+        zero.CopyFrom(numpy_helper.from_array(np.array(3, np.int8), zero.name))
+        return model
+
+    monkeypatch.setattr(qdq_tensorrt, "insert_qdq", faulty)
+    monkeypatch.setattr(qdq_openvino, "insert_qdq", faulty)
+    model = residual_model()
+    table = ranges(model, [{"x": np.ones((1, 3, 8, 8), np.float32)}])
+    with pytest.raises(ArtifactError, match="placed Q/DQ where TensorRT's rules do not allow it .* zero point must"):
+        quantize(model, symmetric(table))
 
 
 def test_keep_and_opset_and_missing_ranges():

@@ -1,8 +1,9 @@
-"""Accuracy of the precision passes on a trained checkpoint (the session's ``trained_fixture``: a cgrseg_t trained
-on 8 synthetic texture classes, with its dataset): FP16 keeps the masks, the INT8 flavours stay within a point of
-FP32's mIoU on the held-out split (calibrated on the training split), validate --data judges them with their
-tolerance, an overlap of calibration and evaluation images is refused, and --max-drop keeps the most sensitive
-blocks in float until the budget holds, saying which and why."""
+"""Accuracy of every precision on a trained checkpoint (the session's ``trained_fixture``: a cgrseg_t trained on 8
+synthetic texture classes, with its dataset; ``trained_exports``: it in FP16 and each INT8 flavour, calibrated on the
+training split, exported once per session): each stays within its tolerance on the held-out validation split and on
+the runtime it is made for, validate --data judges them with their tolerance, an overlap of calibration and
+evaluation images is refused, and --max-drop keeps the most sensitive blocks in float until the budget holds, saying
+which and why."""
 from __future__ import annotations
 
 import os
@@ -10,86 +11,58 @@ import shutil
 
 import pytest
 
-from exports import verifier
+from exports import TRAINED_PRECISIONS, export_precision
 from segdeploy.cli import main
 from segdeploy.errors import InputError
-from segdeploy.evaluation.accuracy import GraphAccuracy
+from segdeploy.evaluation.compare import tolerance_for
 from segdeploy.evaluation.validate import validate_artifact
-from segdeploy.export.onnx import export_onnx
 from segdeploy.export.precision import PrecisionOptions
 
-SIZE = 256
+FP16_MIOU_DROP = 0.2  # FP16's tolerance bounds agreement, not mIoU; float16 rounding moves it by hundredths
 
 
-def evaluator(fixture, data=None, size=SIZE, limit=None):
-    from segdeploy import models
-
-    spec = models.get_spec(fixture.model)
-    return GraphAccuracy(data or fixture.dataset_dir, mean=spec.mean, std=spec.std, channel_order=spec.channel_order,
-                         align_corners=spec.align_corners, size=(size, size), threads=2, limit=limit)
-
-
-def export_precision(fixture, path, options, data=None, limit=None):
-    return export_onnx(fixture.model, path, checkpoint=fixture.checkpoint, height=SIZE, width=SIZE,
-                       precision=options, evaluator=evaluator(fixture, data, limit=limit), verify=verifier(),
-                       threads=2)
-
-
-class Int8Artifacts(dict):
-    """The INT8 flavours of the trained fixture, exported once per module, on demand."""
-
-    def __init__(self, fixture, folder):
-        super().__init__()
-        self.fixture, self.folder = fixture, folder
-
-    def __missing__(self, target):
-        options = PrecisionOptions("int8", target, calib=self.fixture.dataset_dir, calib_count=8)
-        self[target] = export_precision(self.fixture, self.folder / f"{target}.onnx", options)
-        return self[target]
-
-
-@pytest.fixture(scope="module")
-def int8_artifacts(trained_fixture, tmp_path_factory):
-    return Int8Artifacts(trained_fixture, tmp_path_factory.mktemp("int8"))
-
-
-@pytest.mark.parametrize("target", ["cpu", "openvino", pytest.param("tensorrt", marks=pytest.mark.slow)])
-def test_int8_keeps_miou_within_a_point(int8_artifacts, target):
-    m = int8_artifacts[target].manifest
+@pytest.mark.parametrize("name", list(TRAINED_PRECISIONS))
+def test_each_precision_keeps_the_trained_accuracy(trained_exports, name):
+    """Measured at export on the 12 held-out images on ONNX Runtime, against the FP32 graph."""
+    mode, target, _ = TRAINED_PRECISIONS[name]
+    m = trained_exports[name].manifest
+    tolerance = tolerance_for(mode)
     accuracy = m.precision.details["accuracy"]
     assert accuracy["metric"] == "mIoU" and accuracy["images"] == 12
     assert accuracy["fp32"] > 60  # a trained model, not near-tied recipe weights
-    assert accuracy["drop"] <= 1.0 and accuracy["agreement"] > 95
-    assert m.validation["passed"] and m.validation["precision"] == "int8"
-    # calibrated on the training split, so the validation split is a fair held-out set
-    assert m.precision.details["calibration"]["source"] == "ade20k training split"
+    assert accuracy["agreement"] >= 100 * tolerance.min_agreement, accuracy
+    if mode == "int8":
+        assert accuracy["drop"] <= tolerance.max_miou_drop, accuracy
+        assert m.precision.flavour == target
+        # calibrated on the training split, so the validation split is a fair held-out set
+        assert m.precision.details["calibration"]["source"] == "ade20k training split"
+    else:
+        assert abs(accuracy["drop"]) <= FP16_MIOU_DROP, accuracy
+        assert "calibration images" in m.precision.details["ranges"]["source"]
+    assert m.validation["passed"] and m.validation["precision"] == mode
 
 
-def test_validate_judges_int8_on_the_held_out_set(int8_artifacts, trained_fixture):
-    result = int8_artifacts["cpu"]
+@pytest.mark.parametrize("name", ["int8-cpu", "int8-openvino"])
+def test_validate_judges_int8_on_the_held_out_set_on_its_runtime(trained_exports, trained_fixture, name):
+    """validate --data on the runtime the flavour is made for (the export measured the openvino flavour on ONNX
+    Runtime, which does not fuse it; OpenVINO runs its int8 kernels)."""
+    _, target, backend = TRAINED_PRECISIONS[name]
+    result = trained_exports[name]
     report = validate_artifact(result.path, checkpoint=trained_fixture.checkpoint, n=1, threads=2,
-                               data=trained_fixture.dataset_dir)
+                               data=trained_fixture.dataset_dir, backend=backend)
     held = report.dataset
-    assert held["images"] == 12 and held["passed"] and report.passed
+    assert report.candidate["backend"] == backend and result.manifest.precision.flavour == target
+    assert held["images"] == 12 and held["passed"] and report.passed, report.failure_line()
     # (the fixture's own mIoU was measured at the test policy's size, 512x512; this artifact takes 256x256)
-    assert abs(held["miou_delta"]) <= 1.0 and held["miou_reference"] > 60
+    assert abs(held["miou_delta"]) <= tolerance_for("int8").max_miou_drop and held["miou_reference"] > 60
     assert report.tolerance.precision == "int8"
 
 
-def test_validate_runs_the_openvino_flavour_on_openvino(int8_artifacts, trained_fixture):
-    pytest.importorskip("openvino", reason="OpenVINO is an optional extra (segdeploy[openvino])")
-    result = int8_artifacts["openvino"]
-    assert result.manifest.precision.flavour == "openvino"
-    report = validate_artifact(result.path, checkpoint=trained_fixture.checkpoint, n=1, threads=2,
-                               data=trained_fixture.dataset_dir, backend="openvino")
-    assert report.passed and report.dataset["passed"] and abs(report.dataset["miou_delta"]) <= 1.0
-
-
-def test_validate_refuses_the_calibration_images(int8_artifacts, trained_fixture, tmp_path):
+def test_validate_refuses_the_calibration_images(trained_exports, trained_fixture, tmp_path):
     training = os.path.join(trained_fixture.dataset_dir, "images", "training")
     shutil.copytree(training, tmp_path / "photos")
     with pytest.raises(InputError, match="were used for calibration"):
-        validate_artifact(int8_artifacts["cpu"].path, checkpoint=trained_fixture.checkpoint, n=1,
+        validate_artifact(trained_exports["int8-cpu"].path, checkpoint=trained_fixture.checkpoint, n=1,
                           data=tmp_path / "photos")
 
 
@@ -99,15 +72,6 @@ def test_export_refuses_an_overlap_of_calibration_and_evaluation(trained_fixture
     with pytest.raises(InputError, match="the accuracy is measured on were used for calibration"):
         export_precision(trained_fixture, tmp_path / "x.onnx", options)
     assert not (tmp_path / "x.onnx").exists()
-
-
-@pytest.mark.slow
-def test_fp16_keeps_the_masks_of_the_validation_split(trained_fixture, tmp_path):
-    result = export_precision(trained_fixture, tmp_path / "fp16.onnx",
-                              PrecisionOptions("fp16", calib=trained_fixture.dataset_dir, calib_count=8))
-    accuracy = result.manifest.precision.details["accuracy"]
-    assert accuracy["agreement"] >= 99.5 and abs(accuracy["drop"]) <= 0.2
-    assert "calibration images" in result.manifest.precision.details["ranges"]["source"]
 
 
 def test_max_drop_keeps_the_most_sensitive_blocks(trained_fixture, tmp_path):

@@ -54,6 +54,17 @@ def test_opset_range_per_release(opset, version, bad):
         assert "outside TensorRT" in findings[0].message and findings[0].node == "(model)"
 
 
+def test_an_input_nothing_produces_is_an_error():
+    """A weight lost in editing: the parser stops at the first node that reads a tensor no one defines."""
+    m = model([helper.make_node("Add", ["x", "bias"], ["y"], name="add"), helper.make_node("Relu", ["y"], ["z"])],
+              [vi("x", F, [1, 3])], [vi("z", F, [1, 3])])
+    (finding,) = lint_model(m, "10.3")
+    assert (finding.rule, finding.severity, finding.node) == ("dangling-input", ERROR, "add")
+    assert "'bias'" in finding.message
+    m.graph.initializer.append(const("bias", np.zeros((1, 3), np.float32)))
+    assert lint_model(m, "10.3") == []
+
+
 def test_unsupported_and_unknown_ops_name_the_node():
     m = model([helper.make_node("Unique", ["x"], ["y"], name="uniq"),
                helper.make_node("Relu", ["y"], ["z"], name="r")],
