@@ -44,10 +44,10 @@ def split(data: bytes, source: str = "engine"):
 def read_header(path: str | os.PathLike):
     """(manifest or None, offset of the plan) without reading the whole plan into memory."""
     from segdeploy.artifact.manifest import Manifest, parse_json
-    from segdeploy.io import os_reason, settle
+    from segdeploy.io import os_reason, wait_for_writers
 
     path = os.fspath(path)
-    settle(path)  # a unit a killed writer left half done is rolled back first
+    wait_for_writers(path)  # a live writer finishes first; half a unit a killed one left is refused
     if os.path.isdir(path):
         raise ArtifactError(f"{path} is a folder, not an engine")
     if not os.path.isfile(path):

@@ -435,10 +435,10 @@ def parse_json(raw: bytes | str, source: str, what: str = "a manifest"):
 
 def read_json_file(path: str | os.PathLike, what: str = "a manifest"):
     """The JSON document in the file at ``path``, read as :func:`parse_json` reads bytes."""
-    from segdeploy.io import os_reason, settle
+    from segdeploy.io import os_reason, wait_for_writers
 
     path = os.fspath(path)
-    settle(path)
+    wait_for_writers(path)
     try:
         size = os.path.getsize(path)
         if size > MAX_MANIFEST_BYTES:

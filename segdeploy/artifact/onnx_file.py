@@ -13,10 +13,10 @@ def load_onnx(path: str | os.PathLike, check: bool = True):
     corrupt graph is refused here, not by whichever backend loads it later."""
     import onnx
 
-    from segdeploy.io import settle
+    from segdeploy.io import wait_for_writers
 
     path = os.fspath(path)
-    settle(path)  # a unit a killed writer left half done is rolled back first
+    wait_for_writers(path)  # a live writer finishes first; half a unit a killed one left is refused
     if os.path.isdir(path):
         raise ArtifactError(f"{path} is a folder, not an ONNX file")
     if not os.path.isfile(path):
