@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -247,8 +248,10 @@ class Manifest:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys, two-space indent, trailing newline): the sidecar's bytes."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        """Canonical JSON (sorted keys, two-space indent, trailing newline): the sidecar's bytes. A manifest holding
+        NaN or Infinity is refused: JSON has no such numbers, and no reader would take it back."""
+        _check_finite(self.to_dict(), "the manifest")
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "manifest") -> Manifest:
@@ -286,6 +289,7 @@ def check_document(data: Any, source: str = "manifest") -> None:
             hint = "export the artifact again with this segdeploy"
         raise ArtifactError(f"{source} has manifest schema_version {version!r}; segdeploy {__version__} reads "
                             f"schema {SCHEMA_VERSION}: {hint}")
+    _check_finite(data, source)
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema())
@@ -296,6 +300,18 @@ def check_document(data: Any, source: str = "manifest") -> None:
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise ArtifactError(f"{source}: invalid manifest at {where}: {_short(first.message)}{more}")
     _check_consistency(data, source)
+
+
+def _check_finite(value, where: str) -> None:
+    """Refuse NaN and Infinity anywhere in a document (Python's json writes them; JSON and every reader refuse)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ArtifactError(f"{where} holds {value!r}, which JSON cannot hold: refused rather than written")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}/{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{where}/{i}")
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -336,6 +352,10 @@ def _check_consistency(data: dict, source: str) -> None:
                                 "classes")
     if (data.get("format") == "engine") != (data.get("engine") is not None):
         raise ArtifactError(f"{source}: engine facts belong to (and only to) an engine's manifest")
+    writer = data["tool_versions"].get("segdeploy")
+    if not isinstance(writer, str) or not writer.strip():
+        raise ArtifactError(f"{source}: its tool_versions name no segdeploy release, so nothing vouches for its "
+                            "graph_sha256: not a manifest segdeploy wrote (export the artifact again)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -381,7 +401,8 @@ def embed(model_proto, manifest: Manifest):
     keep = [(p.key, p.value) for p in model_proto.metadata_props
             if p.key != ONNX_METADATA_KEY and p.key not in _LEGACY_KEYS]
     del model_proto.metadata_props[:]
-    for key, value in [*keep, (ONNX_METADATA_KEY, json.dumps(manifest.to_dict(), sort_keys=True))]:
+    _check_finite(manifest.to_dict(), "the manifest")
+    for key, value in [*keep, (ONNX_METADATA_KEY, json.dumps(manifest.to_dict(), sort_keys=True, allow_nan=False))]:
         entry = model_proto.metadata_props.add()
         entry.key, entry.value = key, value
     return model_proto

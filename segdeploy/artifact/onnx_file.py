@@ -53,8 +53,9 @@ def graph_sha256(model) -> str:
 
 def graph_edited(model_proto, manifest) -> bool:
     """True when an artifact segdeploy wrote no longer hashes to the graph its manifest records: edited, or damaged
-    (a flipped block of weights still parses and runs, computing something else)."""
-    return bool(manifest.tool_versions.get("segdeploy")) and graph_sha256(model_proto) != manifest.graph_sha256
+    (a flipped block of weights still parses and runs, computing something else). Always checked: nothing in the
+    file can switch it off (a manifest without the fields that make it checkable is refused when it is read)."""
+    return graph_sha256(model_proto) != manifest.graph_sha256
 
 
 def check_graph_unchanged(model_proto, manifest, path: str) -> None:

@@ -112,7 +112,7 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
             report.dataset = held_out_comparison(reference, candidate, held, manifest, graph.num_classes,
                                                  graph.spec.align_corners, report, say)
     report.artifact, report.model = path, graph.spec.name
-    if model_proto is not None and manifest.tool_versions.get("segdeploy"):
+    if model_proto is not None:
         report.graph_unchanged = not graph_edited(model_proto, manifest)
     if locate:
         report.locate = _locate(report, graph, manifest, model_proto, feeds, threads, say)
