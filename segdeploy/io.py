@@ -729,6 +729,27 @@ def _commit_folder(work: str, rel: str, files: dict[str, bytes], force: bool, ex
             _remove_path(staging)  # what this writer made and did not put in place (never the old folder)
 
 
+def identities(*paths) -> dict[str, list[int]]:
+    """The identity (device, inode) of each of ``paths`` that exists now: what :func:`remove_unchanged` takes."""
+    found = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            found[os.path.abspath(os.fspath(path))] = _identity(os.lstat(path))
+    return found
+
+
+def remove_unchanged(recorded: dict[str, list[int]]) -> None:
+    """Remove the files ``identities`` recorded, each only while it is still that very file (under its folder's
+    lock): how a command that fails after writing an intermediate artifact leaves nothing behind, without ever
+    removing what another writer has put there since."""
+    for path, identity in recorded.items():
+        folder = os.path.dirname(path)
+        with contextlib.suppress(OSError), folder_lock(folder):
+            if _is(path, identity):
+                os.unlink(path)
+                _sync_folder(folder)
+
+
 def move_into_place(temp: str, path: str, force: bool = False) -> str:
     """Rename a finished temp file (one a library wrote by name, e.g. a video) onto ``path`` under the folder's lock,
     refusing an existing ``path`` without ``force``."""
