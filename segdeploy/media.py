@@ -85,7 +85,8 @@ def video_frames(path: str) -> tuple[Iterator[np.ndarray], dict]:
     def frames():
         try:
             while True:
-                ok, frame = capture.read()
+                with captured_c_stderr():  # FFmpeg on a damaged frame: the shortfall is said once, by segdeploy
+                    ok, frame = capture.read()
                 if not ok:
                     return
                 yield frame
