@@ -82,15 +82,10 @@ def validation_problem(manifest) -> str | None:
     return None
 
 
-_WARNED: set[str] = set()
-
-
 def warn_if_unvalidated(manifest, path: str) -> None:
-    """A warning line on every use of an artifact whose manifest records a failed validation (once per command,
-    however many of its readers open the file)."""
+    """A warning line on every use of an artifact whose manifest records a failed validation: issued here, so that
+    the warnings filter shows it once per command however many of its readers open the file."""
     problem = validation_problem(manifest)
-    key = os.path.realpath(path)
-    if problem and key not in _WARNED:
-        _WARNED.add(key)
+    if problem:
         warnings.warn(f"{path}: {problem}; its outputs may be wrong (segdeploy validate {path} says how)",
-                      stacklevel=3)
+                      stacklevel=1)

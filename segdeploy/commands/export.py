@@ -218,6 +218,11 @@ def run(args) -> int:
     onnx_path = _onnx_output(args) or default_output_path(args.model, height, width, args.dynamic, args.outputs,
                                                           args.preprocess, args.precision)
     existed = {os.path.abspath(p) for p in (onnx_path, sidecar_path(onnx_path)) if os.path.lexists(p)}
+    missing = []  # the folders the ONNX step will make, deepest first
+    folder = os.path.dirname(os.path.abspath(onnx_path))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
     with common.status(f"exporting {args.model}") as say:
         result = export_onnx(args.model, _onnx_output(args), checkpoint=args.checkpoint, height=height, width=width,
                              batch=args.batch, dynamic=args.dynamic, opset=args.opset, simplify=args.simplify,
@@ -226,7 +231,7 @@ def run(args) -> int:
                              evaluator=evaluator, threads=args.threads)
     print_summary(result.path, result.manifest)
     if args.fmt in ("trt", "triton"):
-        from segdeploy.io import identities, remove_unchanged
+        from segdeploy.io import identities, remove_made, remove_unchanged
 
         written = identities(*(p for p in (result.path, result.sidecar_path)
                                if os.path.abspath(p) not in existed))
@@ -237,6 +242,7 @@ def run(args) -> int:
                 export_triton(args, result.path)
         except BaseException:
             remove_unchanged(written)  # a command that fails leaves nothing behind: not its ONNX step either
+            remove_made(missing)
             raise
     return 0
 

@@ -45,7 +45,8 @@ def add_parser(subparsers) -> None:
                    help="one image: the colour mask PNG; images: a folder; video: the output video (.mp4/.avi)")
     p.add_argument("--overlay", action="store_true", help="blend the mask over the image (images: *_overlay.jpg; "
                                                           "video: overlay frames instead of the bare mask)")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask (default 0.5)")
+    p.add_argument("--alpha", type=common.finite_float(0, 1), default=0.5,
+                   help="overlay opacity of the mask, 0-1 (default 0.5)")
     p.add_argument("--labels", action="store_true", help="also write raw class-index PNGs (*_labels.png)")
     common.add_threads(p)
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"the export cache (default {DEFAULT_CACHE_DIR})")

@@ -100,7 +100,10 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
         from segdeploy.export.precision.calibrate import check_disjoint
 
         held = held_out(data, limit)
-        digests = manifest.precision.details.get("calibration", {}).get("image_digests")
+        calibration = manifest.precision.details.get("calibration")
+        digests = calibration.get("image_digests") if isinstance(calibration, dict) else None
+        if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
+            digests = None  # what a manifest records is data, not code: anything but a list of digests is none
         if digests:
             check_disjoint(digests, held.image_paths, "--data")
     reference = TorchRunner(graph)
