@@ -272,6 +272,9 @@ def check_final_destination(args) -> None:
         if os.path.exists(target) and not args.force:
             raise InputError(f"{target} exists; pass --force to replace the model")
         check_destination(os.path.join(repository, f".{args.model}.probe"), True, "model repository")
+        # the model is staged beside the repository (Triton loads every folder inside it)
+        check_destination(os.path.join(os.path.dirname(repository), f".{args.model}.probe"), True,
+                          "folder the model is staged in, beside the repository,")
 
 
 def print_summary(path: str, m) -> None:
