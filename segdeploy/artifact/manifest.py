@@ -429,46 +429,20 @@ def embedded(model_proto, source: str = "the ONNX model") -> Manifest | None:
 MAX_MANIFEST_BYTES = 16 << 20
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_json(raw: bytes | str, source: str, what: str = "a manifest"):
-    """JSON from bytes nobody vouches for, as one ArtifactError line whatever is wrong with them: not UTF-8, not
-    JSON, NaN/Infinity (Python's json takes them, JSON does not), nesting too deep, integers too long to convert,
-    or too large to be ``what``."""
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise ArtifactError(f"{source} is {len(raw) / 2**20:.0f} MiB: too large to be {what}")
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ArtifactError(f"{source} is corrupt: not UTF-8 text, so not {what}") from None
-    try:
-        return json.loads(raw, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{source} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except RecursionError:
-        raise ArtifactError(f"{source} is corrupt: its JSON is nested too deeply to be {what}") from None
-    except ValueError as exc:  # NaN/Infinity, or an integer beyond Python's digit limit
-        raise ArtifactError(f"{source} is corrupt: not valid JSON ({_short(str(exc), 120)})") from None
+    """JSON from bytes nobody vouches for, as one ArtifactError line whatever is wrong with them (segdeploy.io's
+    parse_untrusted_json): not UTF-8, not JSON, NaN/Infinity, nesting too deep, integers too long to convert, or
+    too large to be ``what``."""
+    from segdeploy.io import parse_untrusted_json
+
+    return parse_untrusted_json(raw, source, what, MAX_MANIFEST_BYTES)
 
 
 def read_json_file(path: str | os.PathLike, what: str = "a manifest"):
     """The JSON document in the file at ``path``, read as :func:`parse_json` reads bytes."""
-    from segdeploy.io import os_reason, wait_for_writers
+    from segdeploy.io import read_untrusted_json
 
-    path = os.fspath(path)
-    wait_for_writers(path)
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_MANIFEST_BYTES:
-            raise ArtifactError(f"{path} is {size / 2**20:.0f} MiB: too large to be {what}")
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ArtifactError(f"cannot read {path}: {os_reason(exc)}") from None
-    return parse_json(raw, path, what)
+    return read_untrusted_json(path, what, MAX_MANIFEST_BYTES)
 
 
 def read_sidecar(path: str | os.PathLike) -> Manifest:

@@ -251,21 +251,18 @@ def detect_layout(root: str) -> str:
 
 
 MAX_CLASSES = 65535  # label PNGs are at most 16-bit
+MAX_META_BYTES = 16 << 20
 
 
 def read_meta(root: str) -> dict:
     """The dataset's own description (dataset.json): its class names and palette, checked as data nobody vouches
     for (any JSON, any size, any types: one InputError line). Nothing else in it is used: no path it names."""
-    from segdeploy.artifact.manifest import read_json_file
-    from segdeploy.errors import ArtifactError
+    from segdeploy.io import read_untrusted_json
 
     path = os.path.join(root, META_FILE)
     if not os.path.isfile(path):
         return {}
-    try:
-        meta = read_json_file(path, "a dataset description")
-    except ArtifactError as exc:
-        raise InputError(str(exc)) from None
+    meta = read_untrusted_json(path, "a dataset description", MAX_META_BYTES, InputError)
     classes = meta.get("classes") if isinstance(meta, dict) else None
     if not isinstance(classes, list) or not 0 < len(classes) <= MAX_CLASSES or \
             not all(isinstance(c, str) and len(c) <= 256 for c in classes):
