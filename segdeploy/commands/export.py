@@ -187,26 +187,27 @@ def check_trt_output(args) -> str:
         if kind == "engine" and not engine_name:
             raise InputError(f"--fmt trt builds an engine here: --output must end in .engine or .plan, not "
                              f"{args.output}")
-        if kind == "bundle" and engine_name:
+        if kind == "bundle" and (engine_name or os.path.splitext(args.output)[1].lower() in (".onnx", ".json")):
             raise InputError(f"no TensorRT here, so --fmt trt writes a build bundle (a folder) to build the engine "
-                             f"on the target: give --output a folder name, not the engine file {args.output}")
+                             f"on the target: give --output a folder name, not the file name {args.output}")
     return kind
 
 
 def run(args) -> int:
     require_exportable(args.fmt)
-    if args.fmt == "trt":
-        args.trt_kind = check_trt_output(args)
     if args.fmt in ("trt", "triton"):
         from segdeploy.export.tensorrt.plan import check_options
 
         check_options(build_options(args))  # refuse impossible flag combinations before the export runs
-        check_final_destination(args)
     from segdeploy.evaluation.validate import verify_graph
     from segdeploy.export.onnx import export_onnx
 
     height, width = common.parse_size(args.size)
     precision = precision_options(args)
+    if args.fmt == "trt":
+        args.trt_kind = check_trt_output(args)  # an engine (a file) here, else a bundle (a folder)
+    if args.fmt in ("trt", "triton"):
+        check_final_destination(args)
     evaluator = accuracy_evaluator(args, height, width)
 
     def verify(graph, proto, shapes, **options):
