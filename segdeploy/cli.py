@@ -73,13 +73,16 @@ def _terminate_cleanly():
 @contextlib.contextmanager
 def _warnings_as_notes(command: str):
     """Library warnings (torch, ONNX, OpenCV bindings) are not the user's business: they are dropped, unless
-    SEGDEPLOY_DEBUG is set; segdeploy's own warnings are one line each on stderr."""
+    SEGDEPLOY_DEBUG is set; segdeploy's own warnings are one line each on stderr, each said once per command."""
     import warnings
+
+    said = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
         if os.environ.get("SEGDEPLOY_DEBUG"):
             sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-        elif os.sep + "segdeploy" + os.sep in filename:
+        elif os.sep + "segdeploy" + os.sep in filename and one_line(message) not in said:
+            said.add(one_line(message))
             print(f"segdeploy {command}: warning: {one_line(message)}", file=sys.stderr)
 
     with warnings.catch_warnings():

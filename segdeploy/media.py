@@ -15,6 +15,29 @@ from segdeploy.io import check_destination, make_parents, move_into_place, remov
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+VIDEO_OUTPUT_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+# Containers whose frame count is an index (exact); elsewhere it is the duration times the rate, give or take one.
+EXACT_FRAME_COUNT = (".avi", ".mp4", ".mov", ".m4v")
+
+
+def check_image_output(path: str, what: str = "--output") -> None:
+    """Refuse, before any work, an image output OpenCV cannot encode (mask.txt), with one line."""
+    import cv2
+
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix and (suffix not in IMAGE_SUFFIXES or not cv2.haveImageWriter("x" + suffix)):
+        raise InputError(f"{what} {path}: segdeploy writes images as {', '.join(IMAGE_SUFFIXES)}, not {suffix}")
+
+
+def video_shortfall(path: str, info: dict, decoded: int) -> str | None:
+    """Why a video that decoded ``decoded`` frames was cut short (truncated or damaged), or None: fewer frames than
+    its container lists (allowing one for containers whose count is an estimate)."""
+    listed = info.get("frames") or 0
+    slack = 0 if os.path.splitext(path)[1].lower() in EXACT_FRAME_COUNT else 1
+    if listed > 0 and decoded < listed - slack:
+        return (f"{path} is truncated or damaged: OpenCV decoded {decoded} of the {listed} frames its container "
+                f"lists ({listed - decoded} lost)")
+    return None
 
 
 @dataclass
@@ -62,7 +85,8 @@ def video_frames(path: str) -> tuple[Iterator[np.ndarray], dict]:
     def frames():
         try:
             while True:
-                ok, frame = capture.read()
+                with captured_c_stderr():  # FFmpeg on a damaged frame: the shortfall is said once, by segdeploy
+                    ok, frame = capture.read()
                 if not ok:
                     return
                 yield frame
@@ -125,6 +149,11 @@ class VideoOut:
             remove_made(self.made)
             raise InputError(f"OpenCV cannot write a {suffix} video (try .mp4 or .avi)")
         self.frames = 0
+
+    @staticmethod
+    def check(path: str) -> None:
+        if os.path.splitext(path)[1].lower() not in VIDEO_OUTPUT_SUFFIXES:
+            raise InputError(f"a video's --output is a video file ({', '.join(VIDEO_OUTPUT_SUFFIXES)}), not {path}")
 
     def write(self, frame: np.ndarray) -> None:
         self.writer.write(frame)

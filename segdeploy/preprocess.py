@@ -22,6 +22,9 @@ TEST_SCALE = (2048, 512)
 # (mmseg's ignore_index); larger class counts get int64 (graph masks) or int32 (host masks).
 UINT8_MASK_MAX_CLASSES = 255
 MAX_IMAGE_PIXELS = 1 << 30  # OpenCV's default CV_IO_MAX_IMAGE_PIXELS
+# segdeploy's own cap, well below OpenCV's: a 20000x20000 scan would decode to 1.2 GB and take minutes to segment
+# and colour at full size; a 108 MP phone photo (12000x9000) still fits. The C++ library keeps the same cap.
+MAX_SEGMENT_PIXELS = 1 << 27
 # What libjpeg says (on stderr, while OpenCV returns an image anyway) about a file it could not decode whole: the
 # rest of the image is grey filler, so such a file is refused, not segmented.
 _DECODER_DAMAGE = ("Premature end of JPEG file", "Corrupt JPEG data", "JPEG datastream contains no image",
@@ -40,9 +43,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not os.path.isfile(path):
         raise InputError(f"image not found: {path}")
     dims = image_dimensions(path)
-    if dims is not None and dims[0] * dims[1] > MAX_IMAGE_PIXELS:
-        raise InputError(f"{path} is {dims[0]}x{dims[1]} ({dims[0] * dims[1] / 1e6:.0f} MP); OpenCV reads images of "
-                         f"up to {MAX_IMAGE_PIXELS / 1e6:.0f} MP")
+    if dims is not None:
+        check_image_size(*dims, path)
     with captured_c_stderr() as said:
         try:
             image = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -58,7 +60,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"cannot decode image {path}: {reason}")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InputError(f"cannot use image {path}: decoded as {image.dtype} {image.shape}, not 8-bit colour")
+    check_image_size(*image.shape[:2], path)  # formats whose header was not read before decoding
     return image
+
+
+def check_image_size(height: int, width: int, path) -> None:
+    """Refuse, with one line, an image beyond segdeploy's size cap (checked from the header before decoding where
+    the format allows)."""
+    if height * width > MAX_SEGMENT_PIXELS:
+        raise InputError(f"{path} is {height}x{width} ({height * width / 1e6:.0f} MP); segdeploy segments images of "
+                         f"up to {MAX_SEGMENT_PIXELS / 1e6:.0f} MP (e.g. 12000x11000): downscale it first")
 
 
 class _Said:
@@ -98,6 +109,9 @@ def image_dimensions(path: str | os.PathLike) -> tuple[int, int] | None:
                 return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
             if head.startswith(b"\xff\xd8"):
                 return _jpeg_dimensions(f)
+            if head.startswith(b"BM") and len(head) >= 26:  # BITMAPINFOHEADER: width, height (negative: top-down)
+                return (abs(int.from_bytes(head[22:26], "little", signed=True)),
+                        abs(int.from_bytes(head[18:22], "little", signed=True)))
     except OSError:
         return None
     return None

@@ -55,3 +55,11 @@ def sample_manifest(*, dynamic: bool = False, num_classes: int = 4, outputs: str
         export=ExportInfo(20, "torch.onnx TorchScript (dynamo=False)", dynamic, outputs, preprocess, True, "onnxslim",
                           {}, [], [], 10, 12, 5),
         graph_sha256=SHA, tool_versions={"segdeploy": "0.2.0"}, validation={"passed": True})
+
+
+def embed_hashed(model, manifest: Manifest):
+    """``model`` with ``manifest`` embedded, its graph_sha256 set to the graph's own hash (every reader checks it)."""
+    from segdeploy.artifact.manifest import embed
+    from segdeploy.artifact.onnx_file import graph_sha256
+
+    return embed(model, manifest.replace(graph_sha256=graph_sha256(model)))

@@ -29,8 +29,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
-from manifests import sample_manifest
-from segdeploy.artifact.manifest import embed
+from manifests import embed_hashed, sample_manifest
 from segdeploy.export.tensorrt import Host
 from segdeploy.tensorrt_host import GpuInfo, TensorRTInstall
 
@@ -889,5 +888,5 @@ def write_onnx_artifact(path, *, manifest=None, nodes=None):
                               initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.save(embed(model, manifest), path)
+    onnx.save(embed_hashed(model, manifest), path)
     return str(path)

@@ -15,6 +15,7 @@
 #include <numeric>
 #include <opencv2/imgcodecs.hpp>
 #include <set>
+#include <fcntl.h>
 #include <unistd.h>
 #include <vector>
 
@@ -141,6 +142,30 @@ class Writer {
   bool force_;
 };
 
+// The output folder and the parents it needed, made now; on the way out, those still empty are removed again: a
+// run that failed before its first output leaves no folder behind.
+class MadeFolders {
+ public:
+  explicit MadeFolders(const fs::path& folder) {
+    std::error_code ec;
+    for (fs::path p = fs::absolute(folder, ec); !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+      made_.push_back(p);
+      if (p == p.parent_path()) break;
+    }
+    fs::create_directories(folder, ec);
+    if (ec || !fs::is_directory(folder))
+      throw Error(ErrorCode::invalid_argument, "cannot create the output folder " + folder.string());
+  }
+  ~MadeFolders() {
+    std::error_code ec;
+    for (const fs::path& p : made_)  // deepest first
+      if (fs::is_directory(p, ec) && fs::is_empty(p, ec)) fs::remove(p, ec);
+  }
+
+ private:
+  std::vector<fs::path> made_;
+};
+
 std::vector<fs::path> list_images(const fs::path& dir) {
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(dir))
@@ -208,19 +233,66 @@ void run_images(segdeploy::Segmenter& seg, const std::vector<fs::path>& files, c
   stats.print(files.size() == 1 ? "image" : "images");
 }
 
+// While alive, what C libraries write to stderr (FFmpeg's complaints about a damaged video) goes nowhere: the tool's
+// own error line says what went wrong, once (Python's preprocess.captured_c_stderr does the same).
+class QuietStderr {
+ public:
+  QuietStderr() {
+    std::fflush(stderr);
+    saved_ = ::dup(2);
+    const int null = ::open("/dev/null", O_WRONLY);
+    if (saved_ >= 0 && null >= 0) ::dup2(null, 2);
+    if (null >= 0) ::close(null);
+  }
+  ~QuietStderr() {
+    if (saved_ >= 0) {
+      ::dup2(saved_, 2);
+      ::close(saved_);
+    }
+  }
+
+ private:
+  int saved_ = -1;
+};
+
+// Removes a file when it goes out of scope unless released: a failed run leaves no half-written video.
+class TempFile {
+ public:
+  explicit TempFile(fs::path path) : path_(std::move(path)) {}
+  ~TempFile() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove(path_, ec);
+  }
+  void release() { path_.clear(); }
+
+ private:
+  fs::path path_;
+};
+
 void run_video(segdeploy::Segmenter& seg, const fs::path& file, const Args& args, const Writer& out) {
 #ifdef SEGDEPLOY_HAVE_VIDEOIO
-  cv::VideoCapture capture(file.string());
+  cv::VideoCapture capture;
+  {
+    const QuietStderr quiet;
+    capture.open(file.string());
+  }
   if (!capture.isOpened()) throw Error(ErrorCode::input, "cannot open video " + file.string());
   const fs::path path = out.target(file.stem().string() + ".avi");
   const fs::path tmp = path.parent_path() / ("." + path.stem().string() + ".tmp" + std::to_string(::getpid()) + ".avi");
+  TempFile guard(tmp);
   const double fps = capture.get(cv::CAP_PROP_FPS) > 0 ? capture.get(cv::CAP_PROP_FPS) : 25.0;
+  const int64_t listed = int64_t(capture.get(cv::CAP_PROP_FRAME_COUNT));
   cv::VideoWriter writer;
   Stats stats;
   cv::Mat frame;
   for (int index = 0;; ++index) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (!capture.read(frame) || frame.empty()) break;
+    bool got = false;
+    {
+      const QuietStderr quiet;
+      got = capture.read(frame);
+    }
+    if (!got || frame.empty()) break;
     const double read_ms = ms_between(t0, std::chrono::steady_clock::now());
     segdeploy::Result r = seg.segment(frame);
     print_line(file.filename().string() + " frame " + std::to_string(index), frame, r, read_ms);
@@ -232,8 +304,19 @@ void run_video(segdeploy::Segmenter& seg, const fs::path& file, const Args& args
     writer.write(args.overlay ? segdeploy::overlay(frame, colours) : colours);
   }
   if (stats.total.empty()) throw Error(ErrorCode::input, "no frames could be read from " + file.string());
+  // the container's frame count is an index for these (exact), an estimate elsewhere (give or take one): fewer
+  // frames than it lists is a truncated or damaged file, refused as media.py::video_shortfall refuses it
+  const std::string suffix = lower(file.extension().string());
+  const int64_t slack = (suffix == ".avi" || suffix == ".mp4" || suffix == ".mov" || suffix == ".m4v") ? 0 : 1;
+  const int64_t decoded = int64_t(stats.total.size());
+  if (listed > 0 && decoded < listed - slack)
+    throw Error(ErrorCode::input, file.string() + " is truncated or damaged: OpenCV decoded " +
+                                      std::to_string(decoded) + " of the " + std::to_string(listed) +
+                                      " frames its container lists (" + std::to_string(listed - decoded) +
+                                      " lost); nothing was written");
   writer.release();
   fs::rename(tmp, path);
+  guard.release();
   stats.print("frames");
 #else
   (void)seg, (void)args, (void)out;
@@ -248,12 +331,13 @@ int run(int argc, char** argv) {
   std::printf("%s: %s, %d classes, input %s %s (%s), on %s\n", args.artifact.c_str(), m.model.name.c_str(),
               m.model.num_classes, m.input().name.c_str(), m.input().dtype.c_str(),
               m.profile.is_static() ? "static" : "dynamic", seg.backend().c_str());
+  if (m.validation_passed.has_value() && !*m.validation_passed)
+    std::fprintf(stderr, "segdeploy-infer: warning: %s: its manifest records that its validation against PyTorch "
+                         "FAILED at export; its outputs may be wrong\n", args.artifact.c_str());
   const fs::path input(args.input);
   std::error_code ec;
   if (!fs::exists(input, ec)) throw Error(ErrorCode::not_found, "input not found: " + args.input);
-  fs::create_directories(args.out, ec);
-  if (ec || !fs::is_directory(args.out))
-    throw Error(ErrorCode::invalid_argument, "cannot create the output folder " + args.out);
+  const MadeFolders made(args.out);
   const Writer out(args.out, args.force);
   if (fs::is_directory(input)) run_images(seg, list_images(input), args, out);
   else if (kVideoSuffixes.count(lower(input.extension().string()))) run_video(seg, input, args, out);

@@ -1,10 +1,12 @@
 #include "segdeploy/engine_header.hpp"
 
 #include <cctype>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <vector>
 
 #include "file_util.hpp"
+#include "sha256.hpp"
 #include "segdeploy/error.hpp"
 
 namespace segdeploy {
@@ -46,9 +48,20 @@ EngineFile read_engine_header(const std::string& path) {
   EngineFile file;
   file.plan_size = size;
   // a headerless plan starts with TensorRT's magic, which reads as no plausible header length
-  if (n == 0 || n > kMaxEngineHeaderBytes || n > size - 4) return file;
+  const bool header = n > 0 && n <= kMaxEngineHeaderBytes && n <= size - 4 && read_bytes(path, 4, 1)[0] == '{';
+  if (!header) {
+    if (head != "ftrt") {
+      const std::string kind = sniff(path);
+      throw Error(ErrorCode::artifact,
+                  path + " is not a TensorRT engine: " +
+                      (kind == "onnx"   ? std::string("it holds an ONNX model")
+                       : kind == "json" ? std::string("it holds JSON (a manifest?)")
+                                        : std::string("it has no segdeploy header and does not start with "
+                                                      "TensorRT's plan magic")));
+    }
+    return file;
+  }
   const std::string body = read_bytes(path, 4, n);
-  if (body[0] != '{') return file;
   if (!nlohmann::json::accept(body))
     throw Error(ErrorCode::artifact, path + ": its segdeploy header is corrupt (not JSON)");
   Manifest manifest = Manifest::parse(body, path + " (engine header)");
@@ -56,9 +69,25 @@ EngineFile read_engine_header(const std::string& path) {
     throw Error(ErrorCode::artifact, path + ": its header describes a " + manifest.format + " artifact, not an engine");
   if (size == 4 + uint64_t(n))
     throw Error(ErrorCode::artifact, path + " has a header but no serialized engine after it (truncated?)");
-  file.manifest = std::move(manifest);
   file.plan_offset = 4 + uint64_t(n);
   file.plan_size = size - file.plan_offset;
+  const std::string& recorded = manifest.engine->plan_sha256;
+  if (recorded.empty())
+    throw Error(ErrorCode::artifact, path + ": its header records no plan_sha256, so its plan cannot be checked: not "
+                                            "an engine segdeploy built; build it with segdeploy build-engine");
+  Sha256 digest;
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(std::streamoff(file.plan_offset));
+  std::vector<char> buffer(1 << 20);
+  while (in) {
+    in.read(buffer.data(), std::streamsize(buffer.size()));
+    digest.update(buffer.data(), size_t(in.gcount()));
+  }
+  if (digest.hex() != recorded)
+    throw Error(ErrorCode::artifact, path + ": its plan does not hash to the sha256 its header records (" +
+                                         recorded.substr(0, 12) +
+                                         "): the plan was damaged, truncated or swapped since it was built");
+  file.manifest = std::move(manifest);
   return file;
 }
 

@@ -1,6 +1,7 @@
 #include "segdeploy/manifest.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -8,6 +9,7 @@
 
 #include "file_util.hpp"
 #include "onnx_metadata.hpp"
+#include "sha256.hpp"
 #include "segdeploy/engine_header.hpp"
 #include "segdeploy/error.hpp"
 
@@ -176,6 +178,25 @@ void check_version(const json& doc, const std::string& source) {
                                              std::to_string(kSchemaVersion) + ": " + hint);
 }
 
+bool is_sha256(const std::string& text) {
+  return text.size() == 64 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+struct ModelFacts {
+  const char* name;
+  const char* family;
+  const char* variant;
+  std::array<double, 3> mean, std;
+  const char* channel_order;
+  int size_multiple;
+  bool align_corners;
+};
+
+const ModelFacts kModelFacts[] = {
+#include "model_facts.inc"
+};
+
 void fail_consistency(const std::string& source, const std::string& what) {
   throw Error(ErrorCode::artifact, source + ": " + what);
 }
@@ -307,6 +328,18 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
   m.dynamic = exported.boolean("dynamic");
   m.export_outputs = exported.one_of("outputs", {"logits", "mask"});
   m.graph_sha256 = top.string("graph_sha256");
+  if (!is_sha256(m.graph_sha256)) top.fail("graph_sha256", "must be 64 lower-case hex digits");
+  Fields tools = top.object("tool_versions");
+  const json& writer = tools.has("segdeploy") ? tools.at("segdeploy") : json();
+  if (!writer.is_string() || writer.get<std::string>().empty())
+    throw Error(ErrorCode::artifact, source + ": its tool_versions name no segdeploy release, so nothing vouches for "
+                                              "its graph_sha256: not a manifest segdeploy wrote (export the "
+                                              "artifact again)");
+  m.segdeploy_version = writer.get<std::string>();
+  if (top.has("validation")) {
+    Fields validation = top.object("validation");
+    if (validation.has("passed")) m.validation_passed = validation.boolean("passed");
+  }
 
   if (top.has("engine")) {
     Fields e = top.object("engine");
@@ -324,6 +357,10 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
     info.tf32 = e.has("tf32") && e.boolean("tf32");
     if (e.has("platform"))
       info.platform = e.one_of("platform", {"x86_64", "aarch64", "jetson"});
+    if (e.has("plan_sha256")) {
+      info.plan_sha256 = e.string("plan_sha256");
+      if (!is_sha256(info.plan_sha256)) e.fail(e.where("plan_sha256"), "must be 64 lower-case hex digits");
+    }
     m.engine = info;
   }
   check_consistency(m, source);
@@ -341,10 +378,76 @@ Manifest read_sidecar(const std::string& path) {
   return Manifest::parse(read_text_file(path, "manifest"), path);
 }
 
-Manifest read_manifest(const std::string& artifact) {
-  const std::string suffix = lower_extension(artifact);
-  if (suffix == ".json") return read_sidecar(artifact);
-  if (suffix == ".engine" || suffix == ".plan") {
+std::string sha256_hex(const std::string& bytes) {
+  Sha256 digest;
+  digest.update(bytes);
+  return digest.hex();
+}
+
+void check_model_facts(const Manifest& m, const std::string& source) {
+  for (const ModelFacts& f : kModelFacts) {
+    if (m.model.name != f.name) continue;
+    auto differs = [&](const std::string& what, const std::string& recorded, const std::string& truth) {
+      throw Error(ErrorCode::artifact, source + ": its manifest's " + what + " " + recorded + " is not " + f.name +
+                                           "'s " + truth + ": the manifest does not describe this model");
+    };
+    auto triple = [](const std::array<double, 3>& v) {
+      std::ostringstream out;
+      out << "[" << v[0] << ", " << v[1] << ", " << v[2] << "]";
+      return out.str();
+    };
+    if (m.model.family != f.family) differs("family", m.model.family, f.family);
+    if (m.model.variant != f.variant) differs("variant", m.model.variant, f.variant);
+    const Preprocessing& p = m.preprocessing;
+    if (p.mean != f.mean) differs("preprocessing mean", triple(p.mean), triple(f.mean));
+    if (p.std != f.std) differs("preprocessing std", triple(p.std), triple(f.std));
+    if (p.channel_order != f.channel_order) differs("preprocessing channel order", p.channel_order, f.channel_order);
+    if (p.size_multiple != f.size_multiple)
+      differs("size multiple", std::to_string(p.size_multiple), std::to_string(f.size_multiple));
+    if (p.align_corners != f.align_corners)
+      differs("align_corners", p.align_corners ? "true" : "false", f.align_corners ? "true" : "false");
+    if (m.profile.multiple % f.size_multiple)
+      throw Error(ErrorCode::artifact, source + ": its manifest's profile steps by " +
+                                           std::to_string(m.profile.multiple) + ", but " + f.name +
+                                           " takes multiples of " + std::to_string(f.size_multiple));
+  }
+}
+
+std::string sniff(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "unknown";
+  std::string head(8, '\0');
+  in.read(head.data(), 8);
+  head.resize(size_t(in.gcount()));
+  if (head.compare(0, 4, "ftrt") == 0) return "engine";
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (head.size() > 4 && head[4] == '{') {
+    const uint32_t n = uint32_t(uint8_t(head[0])) | uint32_t(uint8_t(head[1])) << 8 |
+                       uint32_t(uint8_t(head[2])) << 16 | uint32_t(uint8_t(head[3])) << 24;
+    if (n > 0 && !ec && n <= size - 4) return "engine";
+  }
+  const size_t first = head.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && (head[first] == '{' || head[first] == '[')) return "json";
+  try {
+    read_onnx_metadata(path);
+    return "onnx";
+  } catch (const Error&) {
+    return "unknown";
+  }
+}
+
+namespace {
+
+Manifest read_any_manifest(const std::string& artifact) {
+  require_file(artifact, "artifact");
+  std::string kind = sniff(artifact);
+  if (kind == "unknown") {  // read as its suffix says, so that its reader names what is wrong with it
+    const std::string suffix = lower_extension(artifact);
+    kind = suffix == ".json" ? "json" : (suffix == ".engine" || suffix == ".plan") ? "engine" : "onnx";
+  }
+  if (kind == "json") return read_sidecar(artifact);
+  if (kind == "engine") {
     EngineFile engine = read_engine_header(artifact);
     if (engine.manifest) return *engine.manifest;
     // a bare plan (trtexec, build_engine.sh) is described by the ONNX artifact's manifest beside it, as in a bundle
@@ -364,17 +467,32 @@ Manifest read_manifest(const std::string& artifact) {
   if (!inside && !has_side)
     throw Error(ErrorCode::artifact, artifact + " carries no segdeploy manifest (no embedded one, no sidecar " + side +
                                          ")");
-  if (!inside) return read_sidecar(side);
-  Manifest embedded = Manifest::parse(*inside, artifact + " (embedded manifest)");
-  if (has_side) {
+  Manifest manifest = inside ? Manifest::parse(*inside, artifact + " (embedded manifest)") : read_sidecar(side);
+  if (inside && has_side) {
     Manifest beside = read_sidecar(side);
-    if (json::parse(beside.document) != json::parse(embedded.document))
+    if (json::parse(beside.document) != json::parse(manifest.document))
       throw Error(ErrorCode::artifact, side + " does not match the manifest inside " + artifact + " (graph sha256 " +
                                            beside.graph_sha256.substr(0, 12) + " vs " +
-                                           embedded.graph_sha256.substr(0, 12) +
+                                           manifest.graph_sha256.substr(0, 12) +
                                            "): they were not written together; export again");
   }
-  return embedded;
+  if (manifest.format != "onnx")
+    throw Error(ErrorCode::artifact, artifact + ": its manifest describes " + manifest.format +
+                                         " artifact, not an ONNX graph");
+  // always checked: nothing in the file can switch it off (onnx_file.py::check_graph_unchanged)
+  if (onnx_graph_sha256(artifact) != manifest.graph_sha256)
+    throw Error(ErrorCode::artifact, artifact + ": its graph does not hash to what its manifest records (sha256 " +
+                                         manifest.graph_sha256.substr(0, 12) +
+                                         "): it was edited or damaged since export; export it again");
+  return manifest;
+}
+
+}  // namespace
+
+Manifest read_manifest(const std::string& artifact) {
+  Manifest manifest = read_any_manifest(artifact);
+  check_model_facts(manifest, artifact);
+  return manifest;
 }
 
 }  // namespace segdeploy

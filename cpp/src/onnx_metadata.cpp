@@ -1,10 +1,12 @@
 #include "onnx_metadata.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <istream>
 #include <sstream>
 
 #include "file_util.hpp"
+#include "sha256.hpp"
 #include "segdeploy/error.hpp"
 
 namespace segdeploy {
@@ -22,6 +24,7 @@ class Scanner {
   Scanner(std::istream& in, uint64_t size, std::string source) : in_(in), size_(size), source_(std::move(source)) {}
 
   bool at_end() { return pos_ >= size_; }
+  uint64_t pos() const { return pos_; }
 
   uint64_t varint() {
     uint64_t value = 0;
@@ -84,11 +87,14 @@ std::pair<std::string, std::string> parse_entry(const std::string& entry, const 
   return kv;
 }
 
-std::vector<std::pair<std::string, std::string>> scan(std::istream& in, uint64_t size, const std::string& source) {
+// `metadata`: where the metadata_props records lie ([begin, end) byte ranges), for the graph hash.
+std::vector<std::pair<std::string, std::string>> scan(std::istream& in, uint64_t size, const std::string& source,
+                                                      std::vector<std::pair<uint64_t, uint64_t>>* metadata = nullptr) {
   Scanner s(in, size, source);
   std::vector<std::pair<std::string, std::string>> props;
   bool has_graph = false;
   while (!s.at_end()) {
+    const uint64_t begin = s.pos();
     const uint64_t tag = s.varint();
     const uint64_t field = tag >> 3, wire = tag & 7;
     if (field == 0) s.corrupt("field number 0");
@@ -101,6 +107,7 @@ std::vector<std::pair<std::string, std::string>> scan(std::istream& in, uint64_t
         if (field == kMetadataPropsField) {
           if (n > kMaxEntryBytes) s.corrupt("a metadata entry of " + std::to_string(n) + " bytes");
           props.push_back(parse_entry(s.bytes(n), source));
+          if (metadata) metadata->emplace_back(begin, s.pos());
         } else {
           has_graph = has_graph || field == kGraphField;
           s.skip(n);
@@ -122,6 +129,39 @@ std::vector<std::pair<std::string, std::string>> read_onnx_metadata(const std::s
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorCode::not_found, "cannot open " + path);
   return scan(in, size, path);
+}
+
+std::string onnx_graph_sha256(const std::string& path) {
+  require_file(path, "artifact");
+  const uint64_t size = file_size(path);
+  std::vector<std::pair<uint64_t, uint64_t>> metadata;
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(ErrorCode::not_found, "cannot open " + path);
+    scan(in, size, path, &metadata);
+  }
+  // the serialized model without its metadata_props, as onnx_file.py::graph_sha256 hashes it: segdeploy writes
+  // ModelProto's fields in field order, so leaving those records out is serializing the model without them
+  std::ifstream in(path, std::ios::binary);
+  Sha256 digest;
+  std::vector<char> buffer(1 << 20);
+  uint64_t pos = 0;
+  auto hash_until = [&](uint64_t end) {
+    while (pos < end) {
+      const uint64_t take = std::min<uint64_t>(end - pos, buffer.size());
+      in.read(buffer.data(), std::streamsize(take));
+      if (uint64_t(in.gcount()) != take) throw Error(ErrorCode::artifact, path + " ends early while hashing it");
+      digest.update(buffer.data(), size_t(take));
+      pos += take;
+    }
+  };
+  for (const auto& [begin, end] : metadata) {
+    hash_until(begin);
+    in.seekg(std::streamoff(end));
+    pos = end;
+  }
+  hash_until(size);
+  return digest.hex();
 }
 
 std::vector<std::pair<std::string, std::string>> parse_onnx_metadata(const std::string& bytes,

@@ -12,6 +12,9 @@ namespace segdeploy {
 // protobuf-encoded ModelProto with a graph.
 std::vector<std::pair<std::string, std::string>> read_onnx_metadata(const std::string& path);
 
+// SHA-256 of the model without its metadata_props: the graph_sha256 a segdeploy manifest records.
+std::string onnx_graph_sha256(const std::string& path);
+
 // The same for a serialized model held in memory.
 std::vector<std::pair<std::string, std::string>> parse_onnx_metadata(const std::string& bytes,
                                                                      const std::string& source);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <utility>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -115,15 +117,87 @@ Tensor preprocess(const cv::Mat& bgr, const Manifest& manifest) {
   return preprocess(bgr, manifest, plan_input(manifest, bgr.rows, bgr.cols));
 }
 
+namespace {
+
+uint32_t big_endian(const std::string& b, size_t at, int n) {
+  uint32_t v = 0;
+  for (int i = 0; i < n; ++i) v = v << 8 | uint8_t(b[at + i]);
+  return v;
+}
+
+// (height, width) from a PNG, JPEG or BMP header; {0, 0} when the header does not tell (the decoder decides).
+std::pair<int64_t, int64_t> header_dimensions(const std::string& b) {
+  if (b.size() >= 24 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0 && b.compare(12, 4, "IHDR") == 0)
+    return {big_endian(b, 20, 4), big_endian(b, 16, 4)};
+  if (b.size() >= 26 && b.compare(0, 2, "BM") == 0) {
+    auto little = [&](size_t at) { return int32_t(uint32_t(uint8_t(b[at])) | uint32_t(uint8_t(b[at + 1])) << 8 |
+                                                  uint32_t(uint8_t(b[at + 2])) << 16 | uint32_t(uint8_t(b[at + 3])) << 24); };
+    return {std::abs(int64_t(little(22))), std::abs(int64_t(little(18)))};
+  }
+  if (b.size() >= 4 && uint8_t(b[0]) == 0xFF && uint8_t(b[1]) == 0xD8) {
+    size_t at = 2;
+    while (at + 4 <= b.size()) {
+      if (uint8_t(b[at]) != 0xFF) return {0, 0};
+      const uint8_t marker = uint8_t(b[at + 1]);
+      if (marker == 0xFF) { ++at; continue; }
+      if (marker == 0xD8 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { at += 2; continue; }
+      const size_t length = big_endian(b, at + 2, 2);
+      const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+      if (sof && at + 9 <= b.size()) return {big_endian(b, at + 5, 2), big_endian(b, at + 7, 2)};
+      if (length < 2) return {0, 0};
+      at += 2 + length;
+    }
+  }
+  return {0, 0};
+}
+
+// A JPEG is whole when, after its first scan (SOS) begins, an end-of-image marker (FF D9) follows: inside
+// entropy-coded data an FF is always followed by 00 or a restart marker, so FF D9 there is the end.
+bool jpeg_has_end(const std::string& b) {
+  size_t at = 2;
+  while (at + 4 <= b.size()) {
+    if (uint8_t(b[at]) != 0xFF) return false;
+    const uint8_t marker = uint8_t(b[at + 1]);
+    if (marker == 0xFF) { ++at; continue; }
+    if (marker == 0xD8 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { at += 2; continue; }
+    if (marker == 0xD9) return true;
+    const size_t length = big_endian(b, at + 2, 2);
+    if (marker == 0xDA) {
+      for (size_t i = at + 2 + length; i + 1 < b.size(); ++i)
+        if (uint8_t(b[i]) == 0xFF && uint8_t(b[i + 1]) == 0xD9) return true;
+      return false;
+    }
+    at += 2 + length;
+  }
+  return false;
+}
+
+void check_image_size(int64_t height, int64_t width, const std::string& path) {
+  if (height * width > kMaxImagePixels)
+    throw Error(ErrorCode::input, path + " is " + std::to_string(height) + "x" + std::to_string(width) + " (" +
+                                      std::to_string(height * width / 1000000) + " MP); segdeploy segments images of "
+                                      "up to " + std::to_string(kMaxImagePixels / 1000000) +
+                                      " MP: downscale it first");
+}
+
+}  // namespace
+
 cv::Mat read_image(const std::string& path) {
   require_file(path, "image");
+  const std::string bytes = read_bytes(path, 0, file_size(path));
+  const auto [height, width] = header_dimensions(bytes);
+  check_image_size(height, width, path);
+  if (bytes.size() >= 2 && uint8_t(bytes[0]) == 0xFF && uint8_t(bytes[1]) == 0xD8 && !jpeg_has_end(bytes))
+    throw Error(ErrorCode::input, "cannot decode image " + path + ": truncated or corrupt (the JPEG ends before its "
+                                  "end-of-image marker)");
   cv::Mat image;
   try {
-    image = cv::imread(path, cv::IMREAD_COLOR);
+    image = cv::imread(path, cv::IMREAD_COLOR);  // as Python reads it (EXIF orientation included)
   } catch (const cv::Exception& e) {
     throw Error(ErrorCode::input, "cannot decode image " + path + ": " + e.err);
   }
   if (image.empty()) throw Error(ErrorCode::input, "cannot decode image " + path + ": not an image OpenCV can read");
+  check_image_size(image.rows, image.cols, path);
   return image;
 }
 

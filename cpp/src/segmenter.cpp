@@ -60,7 +60,7 @@ struct Segmenter::Impl {
 };
 
 Segmenter::Segmenter(const std::string& artifact, const Options& options) : impl_(std::make_unique<Impl>()) {
-  if (lower_extension(artifact) == ".json")
+  if (sniff(artifact) == "json" || (lower_extension(artifact) == ".json" && sniff(artifact) == "unknown"))
     throw Error(ErrorCode::invalid_argument, artifact + " is a manifest: pass the artifact (.onnx or .engine) it "
                                                         "describes");
   impl_->manifest = read_manifest(artifact);

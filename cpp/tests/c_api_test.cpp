@@ -66,8 +66,7 @@ TEST(CApi, MissingCorruptAndForeignArtifacts) {
   EXPECT_EQ(status, SEGDEPLOY_ERR_ARTIFACT) << message;
 
   // a valid manifest in front of a graph ONNX Runtime cannot load
-  write_file(dir.file("garbage.onnx"), onnx_bytes({{segdeploy::kOnnxMetadataKey, sample_manifest().dump()}},
-                                                  std::string(64, '\xff')));
+  write_file(dir.file("garbage.onnx"), hashed_onnx(sample_manifest(), std::string(64, '\xff')));
   std::tie(status, message) = create(dir.file("garbage.onnx"));
   EXPECT_EQ(status, SEGDEPLOY_ERR_ARTIFACT) << message;
   EXPECT_TRUE(has(message, "cannot be loaded by ONNX Runtime")) << message;

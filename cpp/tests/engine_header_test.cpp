@@ -150,3 +150,18 @@ INSTANTIATE_TEST_SUITE_P(
                            {"compute_capability", "8.0"}},
                           "10.3.0", "8.9", "", "x86_64"}),
     [](const ::testing::TestParamInfo<CompatibilityCase>& info) { return info.param.name; });
+
+TEST(EngineHeader, ThePlanHashIsAlwaysChecked) {
+  ScratchDir dir;
+  std::string plan = fake_plan();
+  plan[100] ^= 0x55;  // a damaged (or swapped) plan behind an intact header
+  write_file(dir.file("damaged.engine"), engine_bytes(engine_manifest().dump(), plan));
+  EXPECT_NE(read_error(dir.file("damaged.engine")).find("does not hash to the sha256 its header records"),
+            std::string::npos);
+  json anonymous = engine_manifest();
+  anonymous["engine"].erase("plan_sha256");
+  write_file(dir.file("anonymous.engine"), engine_bytes(anonymous.dump(), fake_plan()));
+  EXPECT_NE(read_error(dir.file("anonymous.engine")).find("records no plan_sha256"), std::string::npos);
+  write_file(dir.file("text.engine"), "this is not an engine at all, just text");
+  EXPECT_NE(read_error(dir.file("text.engine")).find("not a TensorRT engine"), std::string::npos);
+}

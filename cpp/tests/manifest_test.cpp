@@ -2,6 +2,10 @@
 // inconsistent ones are refused with one line; ONNX files give their embedded manifest or their sidecar.
 #include "segdeploy/manifest.hpp"
 
+#include <functional>
+
+#include "segdeploy/engine_header.hpp"
+
 #include "segdeploy/error.hpp"
 #include "test_util.hpp"
 
@@ -209,4 +213,97 @@ TEST(ReadManifest, MissingCorruptAndForeignFiles) {
   std::tie(code, message) = code_of(dir.file("folder.onnx"));
   EXPECT_EQ(code, ErrorCode::not_found);
   EXPECT_NE(message.find("is a folder"), std::string::npos) << message;
+}
+
+// What Python refuses, the library refuses (issue: segdeploy-infer ran a tampered mean, a wrong graph hash and
+// zeroed weights). The graph hash is always checked, whatever the file says.
+TEST(ReadManifest, TheGraphHashIsAlwaysChecked) {
+  ScratchDir dir;
+  const std::string graph = "a graph of 64 bytes, standing in for the weights, its convolutions...";
+  write_file(dir.file("good.onnx"), hashed_onnx(sample_manifest(), graph));
+  EXPECT_EQ(read_manifest(dir.file("good.onnx")).model.name, "cgrseg_t");
+  auto refusal = [](const std::string& path) {
+    try {
+      read_manifest(path);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::artifact) << e.what();
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  // zeroed weights: the graph changed after its manifest was written
+  std::string zeroed = graph;
+  std::fill(zeroed.begin() + 10, zeroed.begin() + 40, '\0');
+  json doc = sample_manifest();
+  doc["graph_sha256"] = sha256_hex(onnx_bytes({}, graph));
+  write_file(dir.file("zeroed.onnx"), onnx_bytes({{kOnnxMetadataKey, doc.dump()}}, zeroed));
+  EXPECT_NE(refusal(dir.file("zeroed.onnx")).find("does not hash to what its manifest records"), std::string::npos);
+  // a wrong hash in the manifest (embedded and sidecar alike)
+  doc["graph_sha256"] = std::string(64, 'a');
+  write_file(dir.file("wrong.onnx"), onnx_bytes({{kOnnxMetadataKey, doc.dump()}}, graph));
+  write_file(dir.file("wrong.json"), doc.dump());
+  EXPECT_NE(refusal(dir.file("wrong.onnx")).find("does not hash"), std::string::npos);
+  // a manifest that names no segdeploy release cannot switch the check off: it is refused
+  json anonymous = sample_manifest();
+  anonymous["tool_versions"].erase("segdeploy");
+  write_file(dir.file("anonymous.onnx"), hashed_onnx(anonymous, graph));
+  EXPECT_NE(refusal(dir.file("anonymous.onnx")).find("name no segdeploy release"), std::string::npos);
+}
+
+TEST(ReadManifest, TheRegistrysFactsAreChecked) {
+  ScratchDir dir;
+  const std::pair<const char*, std::function<void(json&)>> lies[] = {
+      {"preprocessing mean", [](json& d) { d["preprocessing"]["mean"] = {0, 0, 0}; }},
+      {"preprocessing std", [](json& d) { d["preprocessing"]["std"] = {1, 1, 1}; }},
+      {"channel order", [](json& d) { d["preprocessing"]["channel_order"] = "BGR"; }},
+      {"variant", [](json& d) { d["model"]["variant"] = "L"; }},
+      {"align_corners", [](json& d) { d["preprocessing"]["align_corners"] = true; }},
+  };
+  for (const auto& [what, lie] : lies) {
+    json doc = sample_manifest();
+    lie(doc);
+    write_file(dir.file("lie.onnx"), hashed_onnx(doc));
+    try {
+      read_manifest(dir.file("lie.onnx"));
+      ADD_FAILURE() << what << ": accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  }
+  json unknown = sample_manifest();  // a model this release does not know: nothing to check it against
+  unknown["model"]["name"] = "segnext_xl";
+  unknown["preprocessing"]["mean"] = {0, 0, 0};
+  write_file(dir.file("unknown.onnx"), hashed_onnx(unknown));
+  EXPECT_EQ(read_manifest(dir.file("unknown.onnx")).model.name, "segnext_xl");
+}
+
+TEST(ReadManifest, FilesAreRecognisedByContent) {
+  ScratchDir dir;
+  write_file(dir.file("model.engine"), hashed_onnx(sample_manifest()));  // an ONNX file renamed
+  EXPECT_EQ(sniff(dir.file("model.engine")), "onnx");
+  EXPECT_EQ(read_manifest(dir.file("model.engine")).format, "onnx");
+  write_file(dir.file("manifest.plan"), sample_manifest().dump());  // a manifest renamed
+  EXPECT_EQ(sniff(dir.file("manifest.plan")), "json");
+  try {
+    read_engine_header(dir.file("model.engine"));
+    FAIL() << "an ONNX file was read as a bare plan";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is not a TensorRT engine: it holds an ONNX model"), std::string::npos)
+        << e.what();
+  }
+  try {
+    read_engine_header(dir.file("manifest.plan"));
+    FAIL() << "a manifest was read as a bare plan";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is not a TensorRT engine"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Sha256, KnownAnswers) {  // FIPS 180-4's examples, and a million bytes across many blocks
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(sha256_hex(std::string(1000000, 'a')),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }

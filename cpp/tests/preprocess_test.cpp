@@ -176,3 +176,47 @@ TEST(ReadImage, MissingAndUndecodableFiles) {
   const cv::Mat back = read_image(dir.file("ok.png"));
   EXPECT_EQ(cv::norm(back, image, cv::NORM_INF), 0);
 }
+
+namespace {
+
+std::string input_error(const std::string& path) {
+  try {
+    read_image(path);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::input) << e.what();
+    return e.what();
+  }
+  return "accepted";
+}
+
+}  // namespace
+
+// OpenCV decodes a truncated JPEG into an image with a grey bottom and says so only on stderr: Python refuses it
+// (preprocess.py), and so does the library.
+TEST(ReadImage, TruncatedJpegsAreRefused) {
+  ScratchDir dir;
+  std::vector<uchar> jpeg;
+  cv::imencode(".jpg", pattern(240, 320), jpeg);
+  const std::string whole(jpeg.begin(), jpeg.end());
+  write_file(dir.file("whole.jpg"), whole);
+  EXPECT_EQ(read_image(dir.file("whole.jpg")).rows, 240);
+  write_file(dir.file("trailing.jpg"), whole + "some bytes after the image");  // cameras append such
+  EXPECT_EQ(read_image(dir.file("trailing.jpg")).rows, 240);
+  for (size_t keep : {whole.size() - 2, whole.size() - 100, whole.size() / 2}) {
+    write_file(dir.file("cut.jpg"), whole.substr(0, keep));
+    EXPECT_NE(input_error(dir.file("cut.jpg")).find("truncated or corrupt"), std::string::npos) << keep;
+  }
+}
+
+TEST(ReadImage, ImagesBeyondTheSizeCapAreRefusedFromTheirHeader) {
+  ScratchDir dir;
+  // a PNG whose header claims 20000x20000 and whose data is missing: refused before any decoding
+  std::string png = "\x89PNG\r\n\x1a\n";
+  png += std::string("\0\0\0\x0d", 4) + "IHDR";
+  for (uint32_t v : {20000u, 20000u}) png += {char(v >> 24), char(v >> 16 & 0xff), char(v >> 8 & 0xff), char(v & 0xff)};
+  png += std::string("\x08\x02\0\0\0", 5) + std::string(4, '\0');
+  write_file(dir.file("huge.png"), png);
+  const std::string message = input_error(dir.file("huge.png"));
+  EXPECT_NE(message.find("20000x20000"), std::string::npos) << message;
+  EXPECT_NE(message.find("segments images of up to 134 MP"), std::string::npos) << message;
+}

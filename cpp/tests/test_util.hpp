@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "segdeploy/manifest.hpp"
+
 namespace segdeploy_test {
 
 namespace fs = std::filesystem;
@@ -47,7 +49,7 @@ inline std::string read_file(const std::string& path) {
 
 // tests/manifests.py's sample_manifest() (static 1x3x512x512 float input, 4-class stride-8 logits), committed as
 // cpp/tests/data/manifest.json; a CTest check keeps it valid for the Python reader
-inline json sample_manifest() { return json::parse(read_file(SEGDEPLOY_TEST_DATA "/manifest.json")); }
+inline json sample_document() { return json::parse(read_file(SEGDEPLOY_TEST_DATA "/manifest.json")); }
 
 inline std::string varint(uint64_t v) {
   std::string out;
@@ -72,13 +74,17 @@ inline std::string onnx_bytes(const std::vector<std::pair<std::string, std::stri
   return out;
 }
 
-inline json engine_manifest(const json& facts = json::object()) {
-  json m = sample_manifest();
-  m["format"] = "engine";
-  m["engine"] = {{"tensorrt_version", "10.3.0"}, {"gpu_name", "Orin"}, {"compute_capability", "8.7"},
-                 {"onnx_sha256", std::string(64, '0')}, {"builder", "trtexec"}};
-  for (const auto& [k, v] : facts.items()) m["engine"][k] = v;
-  return m;
+// The sample, its graph_sha256 that of onnx_bytes()'s default graph: every reader checks an ONNX file's graph hash.
+inline json sample_manifest() {
+  json doc = sample_document();
+  doc["graph_sha256"] = segdeploy::sha256_hex(onnx_bytes({}));
+  return doc;
+}
+
+// An ONNX file carrying `doc` as its embedded manifest, the manifest's graph_sha256 set to the graph's.
+inline std::string hashed_onnx(json doc, const std::string& graph = "not a graph") {
+  doc["graph_sha256"] = segdeploy::sha256_hex(onnx_bytes({}, graph));
+  return onnx_bytes({{segdeploy::kOnnxMetadataKey, doc.dump()}}, graph);
 }
 
 // "ftrt" + 1 KiB: TensorRT plans start with their own magic
@@ -86,6 +92,17 @@ inline std::string fake_plan() {
   std::string plan = "ftrt";
   for (int i = 0; i < 1024; ++i) plan.push_back(char(i & 0xff));
   return plan;
+}
+
+// The sample as an engine's header, with the plan_sha256 of fake_plan() (every reader checks it).
+inline json engine_manifest(const json& facts = json::object()) {
+  json m = sample_manifest();
+  m["format"] = "engine";
+  m["engine"] = {{"tensorrt_version", "10.3.0"}, {"gpu_name", "Orin"}, {"compute_capability", "8.7"},
+                 {"onnx_sha256", std::string(64, '0')}, {"builder", "trtexec"},
+                 {"plan_sha256", segdeploy::sha256_hex(fake_plan())}};
+  for (const auto& [k, v] : facts.items()) m["engine"][k] = v;
+  return m;
 }
 
 inline std::string engine_bytes(const std::string& header, const std::string& plan) {

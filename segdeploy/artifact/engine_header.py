@@ -9,6 +9,8 @@ as a length far beyond any header, so headerless engines are recognised, not mis
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 
@@ -18,18 +20,43 @@ MAX_HEADER_BYTES = 16 << 20
 
 
 def pack(manifest, plan: bytes) -> bytes:
-    header = json.dumps(manifest.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    """The engine file: the header records the SHA-256 of the plan it carries (every reader checks it)."""
+    digest = hashlib.sha256(plan).hexdigest()
+    if manifest.engine is not None:
+        if manifest.engine.plan_sha256 not in (None, digest):
+            raise ValueError("the engine manifest's plan_sha256 is not the plan's")
+        manifest = manifest.replace(engine=dataclasses.replace(manifest.engine, plan_sha256=digest))
+    header = json.dumps(manifest.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
     return len(header).to_bytes(4, "little") + header + bytes(plan)
+
+
+def _not_an_engine(source: str, head: bytes, kind: str) -> ArtifactError:
+    what = {"onnx": "it holds an ONNX model", "json": "it holds JSON (a manifest?)"}.get(
+        kind, f"it has no segdeploy header and does not start with TensorRT's plan magic ({head[:4]!r})")
+    return ArtifactError(f"{source} is not a TensorRT engine: {what}")
+
+
+def _check_plan_hash(manifest, digest: str, source: str) -> None:
+    recorded = manifest.engine.plan_sha256
+    if recorded is None:
+        raise ArtifactError(f"{source}: its header records no plan_sha256, so its plan cannot be checked: not an "
+                            "engine segdeploy built; build it with segdeploy build-engine or export --fmt trt")
+    if recorded != digest:
+        raise ArtifactError(f"{source}: its plan does not hash to the sha256 its header records ({recorded[:12]}): "
+                            "the plan was damaged, truncated or swapped since it was built")
 
 
 def split(data: bytes, source: str = "engine"):
     """(manifest or None, plan bytes) of an engine file's contents."""
+    from segdeploy.artifact.formats import TENSORRT_MAGIC
     from segdeploy.artifact.manifest import Manifest, parse_json
 
     if len(data) < 4:
         raise ArtifactError(f"{source} is {len(data)} bytes: not an engine")
     n = int.from_bytes(data[:4], "little")
     if not (0 < n <= min(MAX_HEADER_BYTES, len(data) - 4)) or data[4:5] != b"{":
+        if data[:4] != TENSORRT_MAGIC:
+            raise _not_an_engine(source, data, "json" if data.lstrip()[:1] in (b"{", b"[") else "unknown")
         return None, data  # headerless (trtexec): TensorRT's magic is no plausible header length
     document = parse_json(data[4:4 + n], f"{source}: its segdeploy header", "an engine header")
     manifest = Manifest.from_dict(document, f"{source} (engine header)")
@@ -38,16 +65,18 @@ def split(data: bytes, source: str = "engine"):
     plan = data[4 + n:]
     if not plan:
         raise ArtifactError(f"{source} has a header but no serialized engine after it (truncated?)")
+    _check_plan_hash(manifest, hashlib.sha256(plan).hexdigest(), source)
     return manifest, plan
 
 
 def read_header(path: str | os.PathLike):
     """(manifest or None, offset of the plan) without reading the whole plan into memory."""
+    from segdeploy.artifact.formats import TENSORRT_MAGIC, sniff
     from segdeploy.artifact.manifest import Manifest, parse_json
-    from segdeploy.io import os_reason, settle
+    from segdeploy.io import os_reason, wait_for_writers
 
     path = os.fspath(path)
-    settle(path)  # a unit a killed writer left half done is rolled back first
+    wait_for_writers(path)  # a live writer finishes first; half a unit a killed one left is refused
     if os.path.isdir(path):
         raise ArtifactError(f"{path} is a folder, not an engine")
     if not os.path.isfile(path):
@@ -59,13 +88,13 @@ def read_header(path: str | os.PathLike):
             if len(head) < 4:
                 raise ArtifactError(f"{path} is {size} bytes: not an engine")
             n = int.from_bytes(head, "little")
-            if not (0 < n <= min(MAX_HEADER_BYTES, size - 4)):
-                return None, 0
-            body = f.read(n)
+            body = f.read(n) if 0 < n <= min(MAX_HEADER_BYTES, size - 4) else b""
     except OSError as exc:
         raise ArtifactError(f"cannot read {path}: {os_reason(exc)}") from None
     if body[:1] != b"{":
-        return None, 0
+        if head != TENSORRT_MAGIC:
+            raise _not_an_engine(path, head, sniff(path))
+        return None, 0  # a bare plan (trtexec's): loaded with a warning
     document = parse_json(body, f"{path}: its segdeploy header", "an engine header")
     manifest = Manifest.from_dict(document, f"{path} (engine header)")
     if manifest.engine is None or manifest.format != "engine":
@@ -74,7 +103,22 @@ def read_header(path: str | os.PathLike):
                             "engine's; build the engine with segdeploy export --fmt trt or build-engine")
     if size == 4 + n:
         raise ArtifactError(f"{path} has a header but no serialized engine after it (truncated?)")
+    _check_plan_hash(manifest, _file_sha256(path, 4 + n), path)
     return manifest, 4 + n
+
+
+def _file_sha256(path: str, offset: int) -> str:
+    from segdeploy.io import os_reason
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while block := f.read(1 << 20):
+                digest.update(block)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {os_reason(exc)}") from None
+    return digest.hexdigest()
 
 
 def compatibility_problem(engine, tensorrt_version: str, compute_capability: str,

@@ -60,8 +60,79 @@ def require_exportable(name: str) -> Format:
     return fmt
 
 
+TENSORRT_MAGIC = b"ftrt"  # the first bytes of every serialized TensorRT engine (a bare plan)
+# ModelProto's fields (onnx.proto): 1 ir_version, 2-6 producer/domain/version/doc, 7 graph, 8 opset_import,
+# 14 metadata_props, 20 training_info, 25 functions, 26 configuration; and the wire type each is written with
+_MODEL_PROTO_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+
+
+def sniff(path: str | os.PathLike) -> str:
+    """What the file at ``path`` holds, by its content, never its name: "engine" (segdeploy's header, or
+    TensorRT's plan magic), "json" (a manifest, a build plan), "onnx" (a protobuf ModelProto with a graph), or
+    "unknown" (unreadable, empty, truncated, anything else)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:4] == TENSORRT_MAGIC:
+                return "engine"
+            n = int.from_bytes(head[:4], "little")
+            if len(head) > 4 and 0 < n and head[4:5] == b"{" and n <= os.fstat(f.fileno()).st_size - 4:
+                return "engine"  # segdeploy's header: a length, then the JSON manifest
+            if head.lstrip()[:1] in (b"{", b"["):
+                return "json"
+            f.seek(0)
+            return "onnx" if _model_proto(f, os.fstat(f.fileno()).st_size) else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _varint(f) -> int | None:
+    value = 0
+    for shift in range(0, 64, 7):
+        byte = f.read(1)
+        if not byte:
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return value
+    return None
+
+
+def _model_proto(f, size: int, max_fields: int = 10_000) -> bool:
+    """True when the top level of the stream parses as ModelProto's fields (skipping their contents) and holds a
+    graph: the ONNX check that costs no parse of the graph itself."""
+    graph = False
+    for _ in range(max_fields):
+        if f.tell() >= size:
+            return graph
+        tag = _varint(f)
+        if tag is None:
+            return False
+        field, wire = tag >> 3, tag & 7
+        if _MODEL_PROTO_FIELDS.get(field) != wire:
+            return False
+        if wire == 0:
+            if _varint(f) is None:
+                return False
+        else:
+            length = _varint(f)
+            if length is None or f.tell() + length > size:
+                return False
+            f.seek(length, 1)
+            graph = graph or field == 7
+    return False
+
+
 def format_of(path: str | os.PathLike) -> Format:
-    """The format of an artifact, from its suffix."""
+    """The format of an artifact: from its content where the file exists (a renamed file is what it holds), else
+    from its suffix."""
+    kind = sniff(path) if os.path.isfile(path) else "unknown"
+    if kind == "json":
+        raise SegdeployError(f"{os.fspath(path)} holds JSON (a manifest?), not an artifact: pass the ONNX file or "
+                             "engine it describes")
+    for fmt in FORMATS.values():
+        if fmt.kind == kind:
+            return fmt
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     for fmt in FORMATS.values():
         if suffix in fmt.suffixes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -249,8 +250,10 @@ class Manifest:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys, two-space indent, trailing newline): the sidecar's bytes."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        """Canonical JSON (sorted keys, two-space indent, trailing newline): the sidecar's bytes. A manifest holding
+        NaN or Infinity is refused: JSON has no such numbers, and no reader would take it back."""
+        _check_finite(self.to_dict(), "the manifest")
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "manifest") -> Manifest:
@@ -288,6 +291,7 @@ def check_document(data: Any, source: str = "manifest") -> None:
             hint = "export the artifact again with this segdeploy"
         raise ArtifactError(f"{source} has manifest schema_version {version!r}; segdeploy {__version__} reads "
                             f"schema {SCHEMA_VERSION}: {hint}")
+    _check_finite(data, source)
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema())
@@ -298,6 +302,18 @@ def check_document(data: Any, source: str = "manifest") -> None:
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise ArtifactError(f"{source}: invalid manifest at {where}: {_short(first.message)}{more}")
     _check_consistency(data, source)
+
+
+def _check_finite(value, where: str) -> None:
+    """Refuse NaN and Infinity anywhere in a document (Python's json writes them; JSON and every reader refuse)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ArtifactError(f"{where} holds {value!r}, which JSON cannot hold: refused rather than written")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}/{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{where}/{i}")
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -338,6 +354,10 @@ def _check_consistency(data: dict, source: str) -> None:
                                 "classes")
     if (data.get("format") == "engine") != (data.get("engine") is not None):
         raise ArtifactError(f"{source}: engine facts belong to (and only to) an engine's manifest")
+    writer = data["tool_versions"].get("segdeploy")
+    if not isinstance(writer, str) or not writer.strip():
+        raise ArtifactError(f"{source}: its tool_versions name no segdeploy release, so nothing vouches for its "
+                            "graph_sha256: not a manifest segdeploy wrote (export the artifact again)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -383,7 +403,8 @@ def embed(model_proto, manifest: Manifest):
     keep = [(p.key, p.value) for p in model_proto.metadata_props
             if p.key != ONNX_METADATA_KEY and p.key not in _LEGACY_KEYS]
     del model_proto.metadata_props[:]
-    for key, value in [*keep, (ONNX_METADATA_KEY, json.dumps(manifest.to_dict(), sort_keys=True))]:
+    _check_finite(manifest.to_dict(), "the manifest")
+    for key, value in [*keep, (ONNX_METADATA_KEY, json.dumps(manifest.to_dict(), sort_keys=True, allow_nan=False))]:
         entry = model_proto.metadata_props.add()
         entry.key, entry.value = key, value
     return model_proto
@@ -410,46 +431,20 @@ def embedded(model_proto, source: str = "the ONNX model") -> Manifest | None:
 MAX_MANIFEST_BYTES = 16 << 20
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_json(raw: bytes | str, source: str, what: str = "a manifest"):
-    """JSON from bytes nobody vouches for, as one ArtifactError line whatever is wrong with them: not UTF-8, not
-    JSON, NaN/Infinity (Python's json takes them, JSON does not), nesting too deep, integers too long to convert,
-    or too large to be ``what``."""
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise ArtifactError(f"{source} is {len(raw) / 2**20:.0f} MiB: too large to be {what}")
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ArtifactError(f"{source} is corrupt: not UTF-8 text, so not {what}") from None
-    try:
-        return json.loads(raw, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{source} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except RecursionError:
-        raise ArtifactError(f"{source} is corrupt: its JSON is nested too deeply to be {what}") from None
-    except ValueError as exc:  # NaN/Infinity, or an integer beyond Python's digit limit
-        raise ArtifactError(f"{source} is corrupt: not valid JSON ({_short(str(exc), 120)})") from None
+    """JSON from bytes nobody vouches for, as one ArtifactError line whatever is wrong with them (segdeploy.io's
+    parse_untrusted_json): not UTF-8, not JSON, NaN/Infinity, nesting too deep, integers too long to convert, or
+    too large to be ``what``."""
+    from segdeploy.io import parse_untrusted_json
+
+    return parse_untrusted_json(raw, source, what, MAX_MANIFEST_BYTES)
 
 
 def read_json_file(path: str | os.PathLike, what: str = "a manifest"):
     """The JSON document in the file at ``path``, read as :func:`parse_json` reads bytes."""
-    from segdeploy.io import os_reason, settle
+    from segdeploy.io import read_untrusted_json
 
-    path = os.fspath(path)
-    settle(path)
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_MANIFEST_BYTES:
-            raise ArtifactError(f"{path} is {size / 2**20:.0f} MiB: too large to be {what}")
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ArtifactError(f"cannot read {path}: {os_reason(exc)}") from None
-    return parse_json(raw, path, what)
+    return read_untrusted_json(path, what, MAX_MANIFEST_BYTES)
 
 
 def read_sidecar(path: str | os.PathLike) -> Manifest:

@@ -13,10 +13,10 @@ def load_onnx(path: str | os.PathLike, check: bool = True):
     corrupt graph is refused here, not by whichever backend loads it later."""
     import onnx
 
-    from segdeploy.io import settle
+    from segdeploy.io import wait_for_writers
 
     path = os.fspath(path)
-    settle(path)  # a unit a killed writer left half done is rolled back first
+    wait_for_writers(path)  # a live writer finishes first; half a unit a killed one left is refused
     if os.path.isdir(path):
         raise ArtifactError(f"{path} is a folder, not an ONNX file")
     if not os.path.isfile(path):
@@ -53,8 +53,9 @@ def graph_sha256(model) -> str:
 
 def graph_edited(model_proto, manifest) -> bool:
     """True when an artifact segdeploy wrote no longer hashes to the graph its manifest records: edited, or damaged
-    (a flipped block of weights still parses and runs, computing something else)."""
-    return bool(manifest.tool_versions.get("segdeploy")) and graph_sha256(model_proto) != manifest.graph_sha256
+    (a flipped block of weights still parses and runs, computing something else). Always checked: nothing in the
+    file can switch it off (a manifest without the fields that make it checkable is refused when it is read)."""
+    return graph_sha256(model_proto) != manifest.graph_sha256
 
 
 def check_graph_unchanged(model_proto, manifest, path: str) -> None:

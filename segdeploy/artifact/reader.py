@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 from segdeploy.artifact.consistency import check_against_graph
 from segdeploy.artifact.engine_header import read_header
@@ -15,10 +16,10 @@ def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bo
     manifest ``.json`` itself. Where an ONNX file has both and they disagree, that is an error: the pair was not
     written together. ``required=False`` returns None for a foreign ONNX file without any manifest."""
     path = os.fspath(artifact)
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".json":
+    kind = _kind(path) if model_proto is None else "onnx"
+    if kind == "json":
         return read_sidecar(path)
-    if suffix in (".engine", ".plan"):
+    if kind == "engine":
         manifest, _ = read_header(path)
         if manifest is None:
             # a bare plan (trtexec, build_engine.sh) is described by the ONNX artifact's manifest beside it, as in a
@@ -51,14 +52,47 @@ def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bo
     return manifest
 
 
+def _kind(path: str) -> str:
+    """What the file holds (formats.sniff); a file that is none of them is read as its suffix says, so that its
+    reader names what is wrong with it."""
+    from segdeploy.artifact.formats import sniff
+
+    kind = sniff(path) if os.path.isfile(path) else "unknown"
+    if kind != "unknown":
+        return kind
+    suffix = os.path.splitext(path)[1].lower()
+    return {".json": "json", ".engine": "engine", ".plan": "engine"}.get(suffix, "onnx")
+
+
 def read_runnable_manifest(artifact: str | os.PathLike, *, required: bool = True) -> Manifest | None:
     """:func:`read_manifest` for a caller about to run the artifact: an ONNX graph that no longer hashes to what its
-    manifest records is refused (validate and info, which look at such a graph, call read_manifest)."""
+    manifest records is refused (validate and info, which look at such a graph, call read_manifest); so is a
+    manifest that records a failed validation without a warning. An engine's plan is checked by its reader."""
     path = os.fspath(artifact)
-    if os.path.splitext(path)[1].lower() != ".onnx":
-        return read_manifest(path, required=required)
-    model_proto = load_onnx(path)
-    manifest = read_manifest(path, model_proto, required=required)
+    if _kind(path) != "onnx":
+        manifest = read_manifest(path, required=required)
+    else:
+        model_proto = load_onnx(path)
+        manifest = read_manifest(path, model_proto, required=required)
+        if manifest is not None:
+            check_graph_unchanged(model_proto, manifest, path)
     if manifest is not None:
-        check_graph_unchanged(model_proto, manifest, path)
+        warn_if_unvalidated(manifest, path)
     return manifest
+
+
+def validation_problem(manifest) -> str | None:
+    """What the manifest's own record says is wrong with the artifact (a validation that failed), or None."""
+    v = manifest.validation if isinstance(manifest.validation, dict) else {}
+    if v.get("passed") is False:
+        return "its manifest records that its validation against PyTorch FAILED at export"
+    return None
+
+
+def warn_if_unvalidated(manifest, path: str) -> None:
+    """A warning line on every use of an artifact whose manifest records a failed validation: issued here, so that
+    the warnings filter shows it once per command however many of its readers open the file."""
+    problem = validation_problem(manifest)
+    if problem:
+        warnings.warn(f"{path}: {problem}; its outputs may be wrong (segdeploy validate {path} says how)",
+                      stacklevel=1)

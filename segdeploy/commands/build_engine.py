@@ -27,17 +27,20 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from segdeploy.errors import ArtifactError
     from segdeploy.export.tensorrt import export_engine
-    from segdeploy.export.tensorrt.bundle import read_bundle
+    from segdeploy.export.tensorrt.bundle import PLAN_FILE, SCRIPT_FILE, read_bundle
 
     if os.path.isfile(args.bundle):
         raise ArtifactError(f"{args.bundle} is a file; build-engine takes the bundle folder (export --fmt trt "
                             "builds an engine from an ONNX artifact directly)")
     document, plan, onnx_path = read_bundle(args.bundle)
-    output = args.output or os.path.join(args.bundle, document.get("engine") or "model.engine")
+    output = args.output or document["engine"]  # the user's path, else the bundle's own engine name, inside it
     if args.engine_format == "plan" and not args.output:
         output = os.path.splitext(output)[0] + ".plan"
+    common.check_outputs(args.force, output, inputs=[onnx_path, os.path.join(args.bundle, PLAN_FILE),
+                                                     os.path.join(args.bundle, SCRIPT_FILE)])
     result = export_engine(onnx_path, plan, output, force=args.force, builders=("tensorrt-python", "trtexec"),
-                           lint=args.lint, log=print, engine_format=args.engine_format)
+                           lint=args.lint, log=print, onnx_sha256=document["onnx_sha256"],
+                           engine_format=args.engine_format)
     print_engine_result(result)
     return 0
 

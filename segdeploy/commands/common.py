@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import time
 
@@ -62,6 +63,48 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
     return value
+
+
+def int_range(low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high] (no upper bound when ``high`` is None), refused at the parser."""
+    span = f"{low} or more" if high is None else f"{low}-{high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer {span}, not {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected an integer {span}, not {value}")
+        return value
+
+    parse.__name__ = f"integer {span}"
+    return parse
+
+
+def finite_float(low: float | None = None, high: float | None = None, *, above: bool = False):
+    """An argparse type: a finite number (never nan or inf) in [low, high] (``above``: strictly above ``low``),
+    refused at the parser."""
+    if low is not None and high is not None:
+        span = f"{'above ' if above else ''}{low:g} to {high:g}"
+    elif low is not None:
+        span = f"{'above' if above else 'at least'} {low:g}"
+    else:
+        span = f"at most {high:g}" if high is not None else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {span}, not {text!r}".replace("  ", " ")) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number {span}, not {text!r}".replace("  ", " "))
+        if (low is not None and (value < low or (above and value == low))) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a number {span}, not {value:g}")
+        return value
+
+    parse.__name__ = f"number {span}".strip()
+    return parse
 
 
 def add_threads(parser) -> None:

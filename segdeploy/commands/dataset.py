@@ -12,7 +12,7 @@ EXAMPLE = """examples:
 
 
 def add_parser(subparsers) -> None:
-    from segdeploy.datasets.synthetic import STYLES
+    from segdeploy.datasets.synthetic import MAX_IMAGES, STYLES
 
     p = subparsers.add_parser("dataset", help="make datasets (the synthetic texture dataset)",
                               epilog=EXAMPLE, formatter_class=common.HelpFormatter)
@@ -21,10 +21,10 @@ def add_parser(subparsers) -> None:
                        description=__doc__, epilog=EXAMPLE, formatter_class=common.HelpFormatter)
     s.add_argument("--out", required=True, help="folder to write (images/, annotations/, dataset.json)")
     s.add_argument("--classes", type=int, default=16, help="number of classes K, 2-24 (default 16)")
-    s.add_argument("--train", type=int, default=400, help="training images (default 400)")
-    s.add_argument("--val", type=int, default=100, help="validation images (default 100)")
+    s.add_argument("--train", type=common.int_range(0, MAX_IMAGES), default=400, help="training images (default 400)")
+    s.add_argument("--val", type=common.int_range(0, MAX_IMAGES), default=100, help="validation images (default 100)")
     common.add_size(s, help_text="image size")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=common.int_range(0, 2**32 - 1), default=0)
     s.add_argument("--style", default="clean", choices=tuple(STYLES),
                    help="clean: well-separated classes; noisy: some blur, noise, jitter and clutter (the low-margin "
                         "fixture's); hard: the most of each")

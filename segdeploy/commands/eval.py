@@ -137,13 +137,22 @@ def markdown(report) -> str:
 
 def run(args) -> int:
     from segdeploy.datasets import open_dataset
+    from segdeploy.datasets.layouts import META_FILE
     from segdeploy.evaluation.eval import evaluate
     from segdeploy.io import write_text_atomic
 
     if args.artifact is None and args.model is None:
         raise InputError("nothing to evaluate: give an artifact or --model")
-    common.check_outputs(args.force, args.json, args.md)  # before minutes of work, not after
-    dataset = open_dataset(args.data, args.layout, args.split).head(args.limit)
+    whole = open_dataset(args.data, args.layout, args.split)
+    dataset = whole.head(args.limit)
+    if args.json and args.md and args.json != "-" and os.path.realpath(args.json) == os.path.realpath(args.md):
+        raise InputError(f"--json and --md both name {args.md}: give each report its own file")
+    # before minutes of work, not after; never onto an input: the model, its sidecar, a checkpoint, a dataset file
+    inputs = [args.artifact, args.reference if args.reference and _is_artifact(args.reference) else None,
+              args.checkpoint, args.reference_checkpoint,
+              os.path.join(args.data, META_FILE),
+              *(path for sample in whole.samples for path in (sample.image, sample.label))]
+    common.check_outputs(args.force, args.json, args.md, inputs=inputs)
     is_model = args.artifact is None
     predictor = build_predictor(args.model if is_model else args.artifact, is_model=is_model, backend=args.backend,
                                 checkpoint=args.checkpoint, threads=args.threads, cache_dir=args.cache_dir,

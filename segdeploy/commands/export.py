@@ -86,26 +86,31 @@ def add_precision_arguments(p) -> None:
                    help=f"calibration images, taken evenly spaced in name order (default {DEFAULT_COUNT})")
     g.add_argument("--calib-method", choices=METHODS, default="minmax",
                    help="activation ranges: minmax (default), percentile, entropy (TensorRT's KL divergence)")
-    g.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
+    g.add_argument("--percentile", type=common.finite_float(50, 100, above=True), default=DEFAULT_PERCENTILE,
                    help=f"the percentile of --calib-method percentile (default {DEFAULT_PERCENTILE})")
     g.add_argument("--eval-data", metavar="DIR",
                    help="held-out set the accuracy is measured and recorded on: a labelled dataset folder (its "
                         "validation split; mIoU) or a folder of images (label agreement with FP32); must not share "
                         "images with --calib")
-    g.add_argument("--max-drop", type=float, metavar="POINTS",
+    g.add_argument("--max-drop", type=common.finite_float(0, 100), metavar="POINTS",
                    help="accuracy budget on --eval-data (mIoU points, or agreement points without labels): INT8 "
                         "keeps its most sensitive blocks in float until the drop is within it")
 
 
 def add_engine_arguments(p) -> None:
     """--fmt trt / triton options (the ONNX artifact is exported first, then built or packaged)."""
+    from segdeploy.export.tensorrt.plan import MAX_DLA_CORE, MAX_WORKSPACE_MB
+    from segdeploy.export.triton import MAX_INSTANCES
+
     g = p.add_argument_group("TensorRT (--fmt trt; --fmt triton --platform tensorrt); the engine's precision is the "
                              "ONNX graph's (--precision)")
-    g.add_argument("--workspace", type=int, metavar="MiB", help="builder workspace limit (default: TensorRT's)")
+    g.add_argument("--workspace", type=common.int_range(1, MAX_WORKSPACE_MB), metavar="MiB",
+                   help="builder workspace limit (default: TensorRT's)")
     g.add_argument("--opt-level", type=int, choices=range(6), metavar="0-5",
                    help="builder optimization level (TensorRT's default 3)")
     g.add_argument("--timing-cache", metavar="FILE", help="load and update this timing cache (merged under a lock)")
-    g.add_argument("--dla-core", type=int, metavar="N", help="build for DLA core N (Jetson; static fp16/int8 only)")
+    g.add_argument("--dla-core", type=common.int_range(0, MAX_DLA_CORE), metavar="N",
+                   help="build for DLA core N (Jetson; static fp16/int8 only)")
     g.add_argument("--gpu-fallback", action="store_true", help="let layers DLA cannot run fall back to the GPU")
     g.add_argument("--version-compatible", action="store_true",
                    help="engine runs on newer TensorRT releases too (10.x engines on 11.x)")
@@ -127,7 +132,8 @@ def add_engine_arguments(p) -> None:
     t.add_argument("--platform", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
                    help="onnxruntime_onnx (model.onnx) or tensorrt_plan (model.plan, built here)")
     t.add_argument("--instance-kind", choices=("gpu", "cpu"), default="gpu", help="instance_group kind")
-    t.add_argument("--instances", type=int, default=1, help="instance_group count")
+    t.add_argument("--instances", type=common.int_range(1, MAX_INSTANCES), default=1,
+                   help=f"instance_group count, 1-{MAX_INSTANCES}")
 
 
 def build_options(args):
@@ -178,25 +184,57 @@ def accuracy_evaluator(args, height: int, width: int):
                          batch=args.batch, threads=args.threads)
 
 
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+
+def check_trt_output(args) -> str:
+    """What --fmt trt writes here ("engine", a file, where TensorRT is present; "bundle", a folder, where it is
+    not), with --output refused before any work when it names the other kind."""
+    from segdeploy.export.tensorrt import planned_kind
+
+    kind = planned_kind()
+    if args.output:
+        engine_name = os.path.splitext(args.output)[1].lower() in ENGINE_SUFFIXES
+        if kind == "engine" and not engine_name:
+            raise InputError(f"--fmt trt builds an engine here: --output must end in .engine or .plan, not "
+                             f"{args.output}")
+        if kind == "bundle" and (engine_name or os.path.splitext(args.output)[1].lower() in (".onnx", ".json")):
+            raise InputError(f"no TensorRT here, so --fmt trt writes a build bundle (a folder) to build the engine "
+                             f"on the target: give --output a folder name, not the file name {args.output}")
+    return kind
+
+
 def run(args) -> int:
     require_exportable(args.fmt)
-    if args.fmt == "trt" and args.output and os.path.splitext(args.output)[1].lower() not in (".engine", ".plan"):
-        raise InputError(f"--fmt trt writes an engine: --output must end in .engine or .plan, not {args.output}")
     if args.fmt in ("trt", "triton"):
         from segdeploy.export.tensorrt.plan import check_options
 
         check_options(build_options(args))  # refuse impossible flag combinations before the export runs
-        check_final_destination(args)
     from segdeploy.evaluation.validate import verify_graph
     from segdeploy.export.onnx import export_onnx
 
     height, width = common.parse_size(args.size)
     precision = precision_options(args)
+    if args.fmt == "trt":
+        args.trt_kind = check_trt_output(args)  # an engine (a file) here, else a bundle (a folder)
+    if args.fmt in ("trt", "triton"):
+        check_final_destination(args)
     evaluator = accuracy_evaluator(args, height, width)
 
     def verify(graph, proto, shapes, **options):
         return verify_graph(graph, proto, shapes, threads=args.threads, **options)
 
+    from segdeploy.artifact.manifest import sidecar_path
+    from segdeploy.export.onnx import default_output_path
+
+    onnx_path = _onnx_output(args) or default_output_path(args.model, height, width, args.dynamic, args.outputs,
+                                                          args.preprocess, args.precision)
+    existed = {os.path.abspath(p) for p in (onnx_path, sidecar_path(onnx_path)) if os.path.lexists(p)}
+    missing = []  # the folders the ONNX step will make, deepest first
+    folder = os.path.dirname(os.path.abspath(onnx_path))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
     with common.status(f"exporting {args.model}") as say:
         result = export_onnx(args.model, _onnx_output(args), checkpoint=args.checkpoint, height=height, width=width,
                              batch=args.batch, dynamic=args.dynamic, opset=args.opset, simplify=args.simplify,
@@ -204,10 +242,20 @@ def run(args) -> int:
                              verify=verify if args.validate else None, progress=say, precision=precision,
                              evaluator=evaluator, threads=args.threads)
     print_summary(result.path, result.manifest)
-    if args.fmt == "trt":
-        export_trt(args, result.path)
-    elif args.fmt == "triton":
-        export_triton(args, result.path)
+    if args.fmt in ("trt", "triton"):
+        from segdeploy.io import identities, remove_made, remove_unchanged
+
+        written = identities(*(p for p in (result.path, result.sidecar_path)
+                               if os.path.abspath(p) not in existed))
+        try:
+            if args.fmt == "trt":
+                export_trt(args, result.path)
+            else:
+                export_triton(args, result.path)
+        except BaseException:
+            remove_unchanged(written)  # a command that fails leaves nothing behind: not its ONNX step either
+            remove_made(missing)
+            raise
     return 0
 
 
@@ -217,7 +265,16 @@ def check_final_destination(args) -> None:
     from segdeploy.io import check_destination
 
     if args.fmt == "trt" and args.output:
-        check_destination(args.output, args.force, "engine")
+        if getattr(args, "trt_kind", "engine") == "engine":
+            check_destination(args.output, args.force, "engine")
+            return
+        bundle = os.path.abspath(args.output)
+        if os.path.exists(bundle) and not os.path.isdir(bundle):
+            raise InputError(f"--output {args.output} is a file; without TensorRT --fmt trt writes a bundle folder")
+        if os.path.exists(bundle) and not args.force:
+            raise InputError(f"{args.output} exists; pass --force to replace the bundle")
+        check_destination(os.path.join(os.path.dirname(bundle), f".{os.path.basename(bundle)}.probe"), True,
+                          "build bundle")
         return
     if args.fmt == "triton":
         repository = os.path.abspath(args.output or os.path.join("artifacts", "triton"))
@@ -227,6 +284,9 @@ def check_final_destination(args) -> None:
         if os.path.exists(target) and not args.force:
             raise InputError(f"{target} exists; pass --force to replace the model")
         check_destination(os.path.join(repository, f".{args.model}.probe"), True, "model repository")
+        # the model is staged beside the repository (Triton loads every folder inside it)
+        check_destination(os.path.join(os.path.dirname(repository), f".{args.model}.probe"), True,
+                          "folder the model is staged in, beside the repository,")
 
 
 def print_summary(path: str, m) -> None:
@@ -292,6 +352,7 @@ def export_trt(args, onnx_path: str):
     result = export_engine(onnx_path, build_options(args), args.output, force=args.force, log=print,
                            builders=builders, engine_format=args.engine_format)
     print_engine_result(result)
+    print(f"wrote {'the engine' if result.kind == 'engine' else 'the build bundle (a folder)'} {result.path}")
     return result
 
 

@@ -19,7 +19,7 @@ from segdeploy.commands import common
 from segdeploy.errors import InputError
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
 from segdeploy.io import make_parents, remove_made
-from segdeploy.media import label_png, overlay, resolve_source, video_frames, write_image
+from segdeploy.media import VideoOut, check_image_output, label_png, overlay, resolve_source, video_frames, write_image
 
 EXAMPLES = """examples:
   segdeploy predict --model cgrseg_t --source photo.jpg --output mask.png
@@ -45,7 +45,8 @@ def add_parser(subparsers) -> None:
                    help="one image: the colour mask PNG; images: a folder; video: the output video (.mp4/.avi)")
     p.add_argument("--overlay", action="store_true", help="blend the mask over the image (images: *_overlay.jpg; "
                                                           "video: overlay frames instead of the bare mask)")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask (default 0.5)")
+    p.add_argument("--alpha", type=common.finite_float(0, 1), default=0.5,
+                   help="overlay opacity of the mask, 0-1 (default 0.5)")
     p.add_argument("--labels", action="store_true", help="also write raw class-index PNGs (*_labels.png)")
     common.add_threads(p)
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"the export cache (default {DEFAULT_CACHE_DIR})")
@@ -65,14 +66,19 @@ def run(args) -> int:
     size = common.parse_size(args.size)
     first = None  # an image of the first input's size (decoded only when its header does not tell the size)
     if source.kind == "image":
+        if args.output:
+            check_image_output(args.output)
         common.check_outputs(args.force, args.output, inputs=[source.paths[0]])
         dims = preprocess.image_dimensions(source.paths[0])
+        if dims:
+            preprocess.check_image_size(*dims, source.paths[0])
         first = np.empty((*dims, 0), np.uint8) if dims else preprocess.read_image(source.paths[0])
     elif source.kind == "video":
+        if args.output:
+            VideoOut.check(args.output)
         frames, info = video_frames(source.paths[0])
-        if args.output and os.path.splitext(args.output)[1].lower() not in (".mp4", ".avi", ".mov", ".mkv", ".m4v"):
-            raise InputError("a video's --output is a video file (.mp4 or .avi)")
         common.check_outputs(args.force, args.output, inputs=[source.paths[0]])
+        preprocess.check_image_size(info["height"], info["width"], source.paths[0])
         first = np.empty((info["height"], info["width"], 0), np.uint8)
     elif args.output and os.path.isfile(args.output):
         raise InputError(f"--output {args.output} is a file; many images need a folder")
@@ -186,7 +192,7 @@ def _segment_images(args, segmenter, paths, out_dir) -> int:
 
 
 def _video(args, segmenter, path, frames, info) -> int:
-    from segdeploy.media import VideoOut
+    from segdeploy.media import video_shortfall
 
     out = VideoOut(args.output, info["fps"], (info["height"], info["width"]), args.force) if args.output else None
     latencies, start, ok = [], time.perf_counter(), False
@@ -202,12 +208,15 @@ def _video(args, segmenter, path, frames, info) -> int:
                 if bar is not None:
                     bar.update(bar.task_ids[0], completed=i + 1,
                                rate=f"{(i + 1) / (time.perf_counter() - start):.2f} fps")
-        ok = bool(latencies)
+        lost = video_shortfall(path, info, len(latencies))
+        ok = bool(latencies) and lost is None
     finally:
         if out is not None:
             out.close(ok)
     if not latencies:
         raise InputError(f"{path} has no frames OpenCV can decode")
+    if lost:
+        raise InputError(f"{lost}; nothing was written")
     print(f"{segmenter.description}: " + _summary(latencies, time.perf_counter() - start, len(latencies)))
     if out is not None:
         print(f"wrote {args.output} ({out.frames} frames)")

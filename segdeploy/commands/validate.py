@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
                         "agreement); refused when it shares images with the artifact's calibration")
     p.add_argument("--limit", type=common.positive_int, metavar="N", help="use the first N images of --data")
     p.add_argument("--n", type=int, default=8, help="seeded random inputs (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=common.int_range(0, 2**32 - 1), default=0, help="seed of the random inputs")
     common.add_size(p, default=None, repeat=True,
                     help_text="input size(s) for the seeded inputs; repeatable (default: the traced size, plus "
                               "384x640 at batch 2 for dynamic artifacts)")

@@ -15,7 +15,6 @@ checked cheaply (files and pairs), else when the pair is read.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -251,22 +250,30 @@ def detect_layout(root: str) -> str:
                      + "; ".join(_DESCRIPTIONS[k] for k in LAYOUTS))
 
 
+MAX_CLASSES = 65535  # label PNGs are at most 16-bit
+MAX_META_BYTES = 16 << 20
+
+
 def read_meta(root: str) -> dict:
+    """The dataset's own description (dataset.json): its class names and palette, checked as data nobody vouches
+    for (any JSON, any size, any types: one InputError line). Nothing else in it is used: no path it names."""
+    from segdeploy.io import read_untrusted_json
+
     path = os.path.join(root, META_FILE)
     if not os.path.isfile(path):
         return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON ({exc})") from None
+    meta = read_untrusted_json(path, "a dataset description", MAX_META_BYTES, InputError)
     classes = meta.get("classes") if isinstance(meta, dict) else None
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise InputError(f"{path} must hold a non-empty list of class names under 'classes'")
+    if not isinstance(classes, list) or not 0 < len(classes) <= MAX_CLASSES or \
+            not all(isinstance(c, str) and len(c) <= 256 for c in classes):
+        raise InputError(f"{path} must hold a non-empty list of class names (at most {MAX_CLASSES}, each a short "
+                         "string) under 'classes'")
     palette = meta.get("palette")
-    if palette is not None and (len(palette) != len(classes) or any(len(c) != 3 for c in palette)):
-        raise InputError(f"{path}: 'palette' must hold one [r, g, b] per class")
-    return meta
+    if palette is not None and not (isinstance(palette, list) and len(palette) == len(classes) and all(
+            isinstance(c, list) and len(c) == 3 and all(type(v) is int and 0 <= v <= 255 for v in c)
+            for c in palette)):
+        raise InputError(f"{path}: 'palette' must hold one [r, g, b] (0-255 each) per class")
+    return {"classes": classes, "palette": palette}
 
 
 def open_dataset(root: str | os.PathLike, layout: str = "auto", split: str | None = None) -> Dataset:

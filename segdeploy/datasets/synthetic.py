@@ -28,6 +28,8 @@ from segdeploy.errors import InputError
 
 GENERATOR_VERSION = 2
 MAX_CLASSES = 24
+MAX_IMAGES = 100_000  # per split: ADE20K's training split is 20,210 images
+MAX_SIDE = 4096
 SPLITS = {"training": 0, "validation": 1}
 
 # name, texture crop, RGB multiplier (None: the photo's own colours). The first 16 differ most; 17-24 repeat a
@@ -239,8 +241,13 @@ class SynthConfig:
             raise InputError(f"--style must be one of {', '.join(STYLES)}, not {self.style!r}")
         if self.train < 0 or self.val < 0 or self.train + self.val == 0:
             raise InputError(f"--train and --val must be >= 0 and not both 0, got {self.train} and {self.val}")
-        if min(self.height, self.width) < 32:
-            raise InputError(f"--size must be at least 32x32, not {self.height}x{self.width}")
+        if self.train > MAX_IMAGES or self.val > MAX_IMAGES:
+            raise InputError(f"--train and --val take at most {MAX_IMAGES:,} images each, not {self.train} and "
+                             f"{self.val}")
+        if min(self.height, self.width) < 32 or max(self.height, self.width) > MAX_SIDE:
+            raise InputError(f"--size must be 32x32 to {MAX_SIDE}x{MAX_SIDE}, not {self.height}x{self.width}")
+        if not 0 <= self.seed < 2**32:
+            raise InputError(f"--seed must be 0 to 2^32-1, not {self.seed}")
 
 
 def scene(config: SynthConfig, split: str, index: int, tiles=None) -> tuple[np.ndarray, np.ndarray]:

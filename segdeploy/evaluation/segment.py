@@ -168,8 +168,7 @@ def _artifact_segmenter(artifact: str, backend, size, threads, model_hint) -> Se
     backend = backend or default_backend_for(kind)
     if get_backend(backend).consumes != kind:
         raise InputError(f"backend {backend} does not run {kind} artifacts; use {', '.join(backends_for(kind))}")
-    if kind == "onnx":
-        read_runnable_manifest(artifact, required=False)
+    read_runnable_manifest(artifact, required=False)  # an edited graph or a damaged plan is refused before loading
     runner = create_runner(backend, artifact=artifact, threads=threads)
     label = f"{os.path.basename(artifact)} on {backend}"
     manifest = runner.manifest

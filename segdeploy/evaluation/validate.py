@@ -100,7 +100,10 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
         from segdeploy.export.precision.calibrate import check_disjoint
 
         held = held_out(data, limit)
-        digests = manifest.precision.details.get("calibration", {}).get("image_digests")
+        calibration = manifest.precision.details.get("calibration")
+        digests = calibration.get("image_digests") if isinstance(calibration, dict) else None
+        if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
+            digests = None  # what a manifest records is data, not code: anything but a list of digests is none
         if digests:
             check_disjoint(digests, held.image_paths, "--data")
     reference = TorchRunner(graph)
@@ -112,7 +115,7 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
             report.dataset = held_out_comparison(reference, candidate, held, manifest, graph.num_classes,
                                                  graph.spec.align_corners, report, say)
     report.artifact, report.model = path, graph.spec.name
-    if model_proto is not None and manifest.tool_versions.get("segdeploy"):
+    if model_proto is not None:
         report.graph_unchanged = not graph_edited(model_proto, manifest)
     if locate:
         report.locate = _locate(report, graph, manifest, model_proto, feeds, threads, say)

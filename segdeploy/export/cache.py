@@ -59,6 +59,20 @@ def stale_reason(path: str, request: dict) -> str | None:
     return None
 
 
+def _fallback_dir(cache_dir: str) -> str | None:
+    """The user's cache folder where the default cache (relative to the working folder) cannot be written, else
+    None. A --cache-dir the user gave is never second-guessed."""
+    from segdeploy.io import check_destination, user_cache_dir
+
+    if os.path.normpath(cache_dir) != os.path.normpath(DEFAULT_CACHE_DIR):
+        return None
+    try:
+        check_destination(os.path.join(cache_dir, ".probe"), force=True, what="export cache")
+    except ArtifactError:
+        return user_cache_dir("exports")
+    return None
+
+
 def cached_onnx(model: str, *, checkpoint=None, height: int, width: int, batch: int = 1, dynamic: bool = False,
                 opset: int = DEFAULT_OPSET, simplify: bool = True, outputs: str = "logits", preprocess: bool = False,
                 cache_dir: str = DEFAULT_CACHE_DIR, verify: Verifier | None = None,
@@ -66,14 +80,19 @@ def cached_onnx(model: str, *, checkpoint=None, height: int, width: int, batch: 
     """The path of a cached ONNX export for this request, exporting (and verifying, when given ``verify``) it first
     when it is missing, stale or ``rebuild`` is set."""
     say = progress or (lambda step: None)
-    path, request = cache_path(model, checkpoint=checkpoint, height=height, width=width, batch=batch,
-                               dynamic=dynamic, opset=opset, simplify=simplify, outputs=outputs,
-                               preprocess=preprocess, cache_dir=cache_dir)
+    options = dict(checkpoint=checkpoint, height=height, width=width, batch=batch, dynamic=dynamic, opset=opset,
+                   simplify=simplify, outputs=outputs, preprocess=preprocess)
+    path, request = cache_path(model, **options, cache_dir=cache_dir)
     if os.path.exists(path) and not rebuild:
         reason = stale_reason(path, request)
         if reason is None:
             return path
         say(f"rebuilding the cached export {path}: {reason}")
+    fallback = _fallback_dir(cache_dir)
+    if fallback is not None:  # the default ./artifacts/cache where the working folder is read-only
+        path, request = cache_path(model, **options, cache_dir=fallback)
+        if os.path.exists(path) and not rebuild and stale_reason(path, request) is None:
+            return path
     export_onnx(model, path, checkpoint=checkpoint, height=height, width=width, batch=batch, dynamic=dynamic,
                 opset=opset, simplify=simplify, outputs=outputs, preprocess=preprocess, force=True, verify=verify,
                 progress=progress)

@@ -18,12 +18,15 @@ config says so and the export warns (``serving_warnings``).
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 
 from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.io import write_folder_atomic
 
 PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
+MAX_INSTANCES = 64  # instances of one model on one device; more is a typo, and each holds a copy of the model
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 TRITON_TYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8", "int32": "TYPE_INT32",
                 "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64"}
@@ -102,8 +105,8 @@ def model_config(manifest, *, name: str, platform: str = "onnxruntime", instance
         raise SegdeployError(f"unknown instance kind {instance_kind!r}; one of {', '.join(INSTANCE_KINDS)}")
     if platform == "tensorrt" and instance_kind != "gpu":
         raise SegdeployError("a TensorRT plan runs on the GPU only: use --instance-kind gpu")
-    if instances < 1:
-        raise SegdeployError(f"--instances must be 1 or more, not {instances}")
+    if not (isinstance(instances, int) and 1 <= instances <= MAX_INSTANCES):
+        raise SegdeployError(f"--instances must be 1-{MAX_INSTANCES}, not {instances}")
     mbs = max_batch_size(manifest)
     comments = [f"{manifest.model.name} ({manifest.precision.mode}) exported by segdeploy; classes and "
                 f"preprocessing: {MANIFEST_FILE}"]
@@ -120,12 +123,16 @@ def model_config(manifest, *, name: str, platform: str = "onnxruntime", instance
 
 
 def _model_bytes(artifact: str, platform: str):
-    """(manifest, bytes of the file Triton loads) for an ONNX artifact or a segdeploy engine."""
-    from segdeploy.artifact import read_manifest
+    """(manifest, bytes of the file Triton loads) for an ONNX artifact or a segdeploy engine, checked as every
+    runner checks them (graph hash, plan hash, the registry's facts): a repository serves what it is given."""
+    from segdeploy.artifact.formats import sniff
+    from segdeploy.artifact.reader import read_runnable_manifest
+    from segdeploy.io import os_reason
+    from segdeploy.models.facts import check_manifest
 
-    suffix = os.path.splitext(artifact)[1].lower()
+    kind = sniff(artifact)
     if platform == "tensorrt":
-        if suffix not in (".engine", ".plan"):
+        if kind != "engine":
             raise SegdeployError(f"the tensorrt platform serves an engine; {artifact} is not one (build it with "
                                  "export --fmt trt on the serving machine, or use --platform onnxruntime)")
         from segdeploy.artifact.engine_header import read_header
@@ -134,33 +141,55 @@ def _model_bytes(artifact: str, platform: str):
         if manifest is None:
             raise ArtifactError(f"{artifact} has no segdeploy header, so its I/O table is unknown; build it with "
                                 "segdeploy build-engine")
-        with open(artifact, "rb") as f:
-            f.seek(offset)
-            return manifest, f.read()
-    if suffix != ".onnx":
+        check_manifest(manifest, artifact)
+        try:
+            with open(artifact, "rb") as f:
+                f.seek(offset)
+                return manifest, f.read()
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {artifact}: {os_reason(exc)}") from None
+    if kind != "onnx":
         raise SegdeployError(f"the onnxruntime platform serves an ONNX artifact; {artifact} is not one")
-    manifest = read_manifest(artifact)
-    with open(artifact, "rb") as f:
-        return manifest, f.read()
+    manifest = read_runnable_manifest(artifact)
+    check_manifest(manifest, artifact)
+    try:
+        with open(artifact, "rb") as f:
+            return manifest, f.read()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {artifact}: {os_reason(exc)}") from None
+
+
+# Triton takes model names as folder names; a hidden or odd name would be skipped, or collide with staging folders.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def write_repository(artifact, repository, *, model_name: str | None = None, platform: str = "onnxruntime",
                      instance_kind: str = "gpu", instances: int = 1, max_queue_delay_us: int = 100,
                      force: bool = False) -> str:
-    """Write ``<repository>/<model>`` for ``artifact`` as one unit (segdeploy.io.write_folder_atomic: built beside
-    it, renamed into place under the repository's lock); refuse an existing model folder without ``force``. Returns
-    the model folder."""
+    """Write ``<repository>/<model>`` for ``artifact`` as one unit (segdeploy.io.write_folder_atomic): staged beside
+    the repository, never inside it (Triton loads every folder of a repository, a half-written one included), and
+    swapped into place in one step. An existing model folder is replaced only with ``force``, and then only
+    segdeploy's files in it (config.pbtxt, the manifest, version 1's model): other version folders and the user's
+    files are kept. Returns the model folder."""
     artifact = os.fspath(artifact)
     manifest, data = _model_bytes(artifact, platform)
     name = model_name or manifest.model.name
-    if not name or "/" in name or name in (".", ".."):
-        raise SegdeployError(f"invalid Triton model name {name!r}")
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+        raise SegdeployError(f"invalid Triton model name {name!r}: letters, digits, '_', '.' and '-', starting with "
+                             "a letter or digit")
     config = model_config(manifest, name=name, platform=platform, instance_kind=instance_kind, instances=instances,
                           max_queue_delay_us=max_queue_delay_us)
     repository = os.path.abspath(os.fspath(repository))
     if os.path.exists(repository) and not os.path.isdir(repository):
         raise ArtifactError(f"the Triton repository {repository} is a file, not a folder")
     target = os.path.join(repository, name)
-    return write_folder_atomic(target, {f"1/{PLATFORMS[platform][1]}": data,
-                                        "config.pbtxt": config.text().encode("utf-8"),
-                                        MANIFEST_FILE: manifest.to_json().encode("utf-8")}, force=force)
+    others = sorted(v for v in (os.listdir(target) if os.path.isdir(target) else ())
+                    if v.isdigit() and v != "1" and os.path.isdir(os.path.join(target, v)))
+    folder = write_folder_atomic(target, {f"1/{PLATFORMS[platform][1]}": data,
+                                          "config.pbtxt": config.text().encode("utf-8"),
+                                          MANIFEST_FILE: manifest.to_json().encode("utf-8")},
+                                 force=force, stage_in=os.path.dirname(repository), keep_others=True)
+    if others and max(int(v) for v in others) > 1:
+        warnings.warn(f"{target} also holds version(s) {', '.join(others)}, kept as they were; Triton serves the "
+                      "latest version by default, not the version 1 written now", stacklevel=2)
+    return folder

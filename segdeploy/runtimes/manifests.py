@@ -7,7 +7,7 @@ refuses it with one line instead of feeding it by a description that does not fi
 from __future__ import annotations
 
 from segdeploy.artifact import manifest as mf
-from segdeploy.artifact.reader import read_manifest
+from segdeploy.artifact.reader import read_manifest, warn_if_unvalidated
 from segdeploy.errors import ArtifactError
 from segdeploy.models.facts import check_manifest
 from segdeploy.runtimes.base import TensorInfo
@@ -15,8 +15,11 @@ from segdeploy.runtimes.base import TensorInfo
 
 def artifact_manifest(path: str | None) -> mf.Manifest | None:
     """The artifact's manifest (checked against the registry where it names a registered model), or None for a
-    foreign file that carries none."""
+    foreign file that carries none. The graph's hash is the caller's to check (predict, eval, bench and Triton
+    refuse an edited graph; validate measures what it computes): runners run what they are given."""
     manifest = read_manifest(path, required=False) if path else None
+    if manifest is not None:
+        warn_if_unvalidated(manifest, path)
     if manifest is not None:
         check_manifest(manifest, path)
     return manifest

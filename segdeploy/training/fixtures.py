@@ -154,13 +154,18 @@ def load_fixture(recipe: FixtureRecipe, cache_dir: str) -> Fixture | None:
     checkpoint = os.path.join(folder, CHECKPOINT_FILE)
     if not (os.path.isfile(record_path) and os.path.isfile(checkpoint)):
         return None
-    with open(record_path, encoding="utf-8") as f:
-        record = json.load(f)
+    try:
+        with open(record_path, encoding="utf-8") as f:
+            record = json.load(f)
+        miou = record["val"]["miou"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None  # a damaged record: the fixture is made again, as if it were missing
+    if not isinstance(miou, (int, float)) or isinstance(miou, bool) or not 0 <= miou <= 100:
+        return None
     data = dataset_dir(recipe.data, cache_dir)
     if not os.path.isfile(os.path.join(data, "dataset.json")):
         ensure_dataset(recipe.data, cache_dir)  # the checkpoint is still good; its dataset was cleaned away
-    return Fixture(recipe.name, recipe.model, checkpoint, data, recipe.data.num_classes, record["val"]["miou"],
-                   record)
+    return Fixture(recipe.name, recipe.model, checkpoint, data, recipe.data.num_classes, miou, record)
 
 
 def _checkpoint_bytes(state_dict: dict, meta: dict) -> bytes:

@@ -18,8 +18,10 @@ def engine_manifest(**facts):
 
 
 def test_header_round_trip(tmp_path):
-    manifest = engine_manifest()
-    data = pack(manifest, PLAN)
+    import hashlib
+
+    data = pack(engine_manifest(), PLAN)
+    manifest = engine_manifest(plan_sha256=hashlib.sha256(PLAN).hexdigest())  # pack records the plan's hash
     assert split(data) == (manifest, PLAN)
     path = tmp_path / "m.engine"
     path.write_bytes(data)

@@ -105,14 +105,30 @@ def test_predict_requests(workdir, capfd, eight_gb, argv, expected):
         expected)
 
 
-def test_predict_says_the_largest_image(workdir, capfd, eight_gb):
+def test_predict_says_the_largest_image(workdir, capfd, monkeypatch):
     """A photo larger than memory allows is refused before it is decoded, naming the largest that fits here."""
     from hostile import png_header_only
+    from segdeploy.evaluation import segment
+    from segdeploy.models import footprint
 
-    (workdir / "huge.png").write_bytes(png_header_only(30000, 30000))  # 900 MP, under OpenCV's 1074 MP limit
+    for module in (footprint, segment):
+        monkeypatch.setattr(module, "memory_available_bytes", lambda: 2 * GB)
+    (workdir / "huge.png").write_bytes(png_header_only(11000, 11000))  # 121 MP, under segdeploy's 134 MP cap
     line = run_cli(capfd, "predict", "--model", "segnext_t", "--backend", "torch", "--size", "64", "--source",
                    "huge.png").refused("enough for images up to about")
-    assert "30000x30000" in line
+    assert "11000x11000" in line
+
+
+@pytest.mark.parametrize("height, width", [(20000, 20000), (12000, 12000), (1, 200_000_000)])
+def test_predict_caps_the_image_size(workdir, capfd, height, width):
+    """Beyond segdeploy's size cap (134 MP) an image is refused from its header, before the model loads or the
+    image decodes (a 20000x20000 scan used to run for minutes), whatever the memory."""
+    from hostile import png_header_only
+
+    (workdir / "huge.png").write_bytes(png_header_only(height, width))
+    line = run_cli(capfd, "predict", "--model", "segnext_t", "--backend", "torch", "--source", "huge.png",
+                   "--output", "m.png").refused("segments images of up to 134 MP")
+    assert f"{height}x{width}" in line and not (workdir / "m.png").exists()
 
 
 PEAK_RSS = """

@@ -15,7 +15,8 @@ import time
 import pytest
 
 from hostile import ROOT, Tree, cli_env, interruptible, pair_state, resume, start_writer, wait_stopped
-from segdeploy.io import TEST_POINTS, settle
+from segdeploy.errors import ArtifactError
+from segdeploy.io import TEST_POINTS, wait_for_writers
 
 SIGNALS = ("SIGKILL", "SIGTERM", "SIGINT")
 
@@ -23,6 +24,15 @@ SIGNALS = ("SIGKILL", "SIGTERM", "SIGINT")
 def _old_pair(folder):
     (folder / "a.onnx").write_bytes(b"OLD" * 4096)
     (folder / "a.json").write_bytes(b"OLD")
+
+
+def _read(path):
+    """What a reader gets: the file's first bytes, or its one-line refusal (never a change on disk)."""
+    try:
+        wait_for_writers(path)
+    except ArtifactError as exc:
+        return f"refused: {exc}"
+    return path.read_bytes()[:3].decode() if path.exists() else None
 
 
 @pytest.mark.parametrize("replacing", [False, True], ids=["new", "replacing"])
@@ -34,14 +44,22 @@ def test_a_killed_writer_leaves_one_pair_or_none(tmp_path, point, sig, replacing
     writer = start_writer(tmp_path, "NEW", force=replacing, signal_at=f"{point}:{sig}")
     writer.communicate(timeout=120)
     assert writer.returncode == -getattr(signal, sig)  # it died of the signal (SIGINT: after rolling back)
-    settle(tmp_path / "a.onnx")
-    settle(tmp_path / "a.json")
-    state = pair_state(tmp_path)
+    before = Tree.of(tmp_path)
+    seen = {name: _read(tmp_path / name) for name in ("a.onnx", "a.json")}
+    assert Tree.of(tmp_path) == before  # readers never write
     if point == "committed":  # the commit point was passed: the new pair is in place, whatever came after
-        assert state == {"a.onnx": "NEW", "a.json": "NEW"}
+        assert seen == {"a.onnx": "NEW", "a.json": "NEW"}
+    elif point == "half-committed" and sig != "SIGINT":  # half a unit in place, nobody left to undo it (this
+        # bare writer dies of SIGTERM; the CLI turns it into an exception, as Python does SIGINT)
+        assert all(v is not None and v.startswith("refused: ") and "half written" in v for v in seen.values()), seen
     else:
-        assert state == ({"a.onnx": "OLD", "a.json": "OLD"} if replacing else {})
-    assert Tree.of(tmp_path).hidden() == []  # no temp file, no journal, no old copy once a reader came by
+        assert seen == ({"a.onnx": "OLD", "a.json": "OLD"} if replacing else {"a.onnx": None, "a.json": None})
+    # the next writer rolls the dead one's unit back (what it made is not "existing": no --force needed for it)
+    second = start_writer(tmp_path, "BBB", force=replacing or point == "committed")
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert pair_state(tmp_path) == {"a.onnx": "BBB", "a.json": "BBB"}
+    assert Tree.of(tmp_path).hidden() == []  # no temp file, no journal, no old copy once a writer came by
 
 
 def test_an_interrupted_writer_cleans_up_itself(tmp_path):
@@ -82,8 +100,8 @@ def test_two_writers_never_interleave(tmp_path, point, force):
 
 READER = """
 import sys
-from segdeploy.io import settle
-settle(sys.argv[1])
+from segdeploy.io import wait_for_writers
+wait_for_writers(sys.argv[1])
 print(open(sys.argv[1]).read()[:3])
 """
 
@@ -93,7 +111,7 @@ def test_a_reader_waits_for_a_writer_in_the_middle_of_its_commit(tmp_path):
     _old_pair(tmp_path)
     writer = start_writer(tmp_path, "NEW", force=True, signal_at="half-committed:SIGSTOP")
     wait_stopped(writer)
-    assert pair_state(tmp_path) == {"a.onnx": "NEW", "a.json": "OLD"}  # what a reader without settle() would see
+    assert pair_state(tmp_path) == {"a.onnx": "NEW", "a.json": "OLD"}  # what a reader that did not wait would see
     reader = subprocess.Popen([sys.executable, "-c", READER, str(tmp_path / "a.json")], env=cli_env(),
                               stdout=subprocess.PIPE, text=True)
     with pytest.raises(subprocess.TimeoutExpired):
@@ -118,25 +136,39 @@ FOLDER_WRITER = """
 import sys
 from segdeploy.io import write_folder_atomic
 write_folder_atomic(sys.argv[1], {"1/model.onnx": sys.argv[2].encode() * 100, "config.pbtxt": sys.argv[2].encode()},
-                    force=True)
+                    force=True, stage_in=sys.argv[3] if len(sys.argv) > 3 else None)
 """
 
 
-@pytest.mark.parametrize("point", ["written", "journaled", "committed"])
-def test_a_killed_folder_writer_leaves_the_old_folder_or_the_new(tmp_path, point):
-    """Triton model folders and build bundles: replaced whole, or not at all."""
-    target = tmp_path / "repo" / "model"
+def _write_folder(target, tag, stage_in=None, signal_at=None):
+    extra = {"SEGDEPLOY_TEST_SIGNAL_AT": signal_at} if signal_at else {}
+    argv = [sys.executable, "-c", FOLDER_WRITER, str(target), tag] + ([str(stage_in)] if stage_in else [])
+    return subprocess.run(argv, env=cli_env(**extra), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("staged", ["beside", "outside"])
+@pytest.mark.parametrize("point", [p for p in TEST_POINTS if p != "half-committed"])  # one rename: no half
+def test_a_killed_folder_writer_leaves_the_old_folder_or_the_new(tmp_path, point, staged):
+    """Triton model folders and build bundles: replaced whole, or not at all, and never missing in between (the
+    old folder and the new one are swapped in one step). Staged outside (as Triton models are: beside the
+    repository), the folder holding the target never sees anything but the target."""
+    repo = tmp_path / "repo"
+    target = repo / "model"
     (target / "1").mkdir(parents=True)
     (target / "config.pbtxt").write_text("OLD")
     (target / "1" / "model.onnx").write_text("OLD")
-    writer = subprocess.Popen([sys.executable, "-c", FOLDER_WRITER, str(target), "NEW"],
-                              env=cli_env(SEGDEPLOY_TEST_SIGNAL_AT=f"{point}:SIGKILL"))
-    writer.wait(timeout=120)
-    settle(target)
+    stage_in = tmp_path if staged == "outside" else None
+    done = _write_folder(target, "NEW", stage_in, signal_at=f"{point}:SIGKILL")
+    assert done.returncode != 0
     expected = "NEW" if point == "committed" else "OLD"
     assert (target / "config.pbtxt").read_text() == expected
     assert (target / "1" / "model.onnx").read_text()[:3] == expected
-    assert [n for n in os.listdir(tmp_path / "repo") if n.startswith(".")] == []
+    if staged == "outside":
+        assert sorted(os.listdir(repo)) == ["model"]
+    done = _write_folder(target, "BBB", stage_in)
+    assert done.returncode == 0, done.stderr
+    assert (target / "config.pbtxt").read_text() == "BBB"
+    assert Tree.of(tmp_path).hidden() == []  # the next writer removed what the killed one left
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,15 +240,20 @@ def test_an_export_stopped_mid_commit_leaves_nothing(tmp_path, sig, code, word):
 
 
 @pytest.mark.slow
-def test_an_export_killed_mid_commit_is_rolled_back_by_the_next_reader(tmp_path, capfd):
+def test_an_export_killed_mid_commit_is_refused_by_readers_and_rolled_back_by_the_next_export(tmp_path, capfd):
     from hostile import run_cli
 
     process = _export(tmp_path, signal_at="half-committed:SIGKILL")
     process.communicate(timeout=600)
     assert process.returncode == -signal.SIGKILL
     assert (tmp_path / "a.onnx").exists() and not (tmp_path / "a.json").exists()  # half a unit, for now
-    run_cli(capfd, "info", tmp_path / "a.onnx").refused("not found")
-    assert list(tmp_path.iterdir()) == []
+    before = Tree.of(tmp_path)
+    run_cli(capfd, "info", tmp_path / "a.onnx").refused("half written")
+    assert Tree.of(tmp_path) == before  # a reader changes nothing
+    process = _export(tmp_path)  # no --force: what the dead export made is not "existing"
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+    assert Tree.of(tmp_path).names() == ["a.json", "a.onnx"]
 
 
 @pytest.mark.slow

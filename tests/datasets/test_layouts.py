@@ -110,7 +110,7 @@ def test_every_defect_is_one_clear_input_error(tmp_path, case):
         "unreadable mask": "cannot decode mask",
         "colour mask": "is a colour image; expected one channel",
         "shared stem": "share the stem 'a'",
-        "bad dataset.json": "dataset.json is not valid JSON",
+        "bad dataset.json": "dataset.json is corrupt: not valid JSON",
     }[case]
     if case == "no folder":
         pass

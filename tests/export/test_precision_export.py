@@ -115,7 +115,8 @@ def test_default_names_say_the_precision():
     (PrecisionOptions("fp16", target="cpu"), "--target chooses the INT8 flavour"),
     (PrecisionOptions("fp32", calib="x"), "go with --precision fp16 or int8"),
     (PrecisionOptions("int8", calib="x", calib_method="mse"), "--calib-method"),
-    (PrecisionOptions("int8", calib="x", max_drop=-1), "--max-drop must be >= 0"),
+    (PrecisionOptions("int8", calib="x", max_drop=-1), "--max-drop must be 0-100 points"),
+    (PrecisionOptions("int8", calib="x", max_drop=float("nan")), "--max-drop must be 0-100 points"),
     (PrecisionOptions("fp32", io_dtype="float16"), "--io-dtype float16 needs"),
 ])
 def test_bad_precision_options_are_refused_before_tracing(options, message, tmp_path):

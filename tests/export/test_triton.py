@@ -9,10 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from manifests import SHA, sample_manifest
+from manifests import SHA, embed_hashed, sample_manifest
 from segdeploy.artifact import EngineInfo
 from segdeploy.artifact.engine_header import pack
-from segdeploy.artifact.manifest import embed
 from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.export.triton import max_batch_size, model_config, write_repository
 
@@ -32,7 +31,7 @@ def onnx_artifact(path, manifest):
     graph = helper.make_graph([helper.make_node("Identity", [inp.name], [out.name])], "g",
                               [helper.make_tensor_value_info(inp.name, elem[inp.dtype], inp.shape)],
                               [helper.make_tensor_value_info(out.name, elem[out.dtype], out.shape)])
-    onnx.save(embed(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), manifest), path)
+    onnx.save(embed_hashed(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), manifest), path)
     return str(path)
 
 
@@ -73,8 +72,10 @@ def test_refusals():
         model_config(sample_manifest(), name="m", platform="tensorrt", instance_kind="cpu")
     with pytest.raises(SegdeployError, match="unknown Triton platform"):
         model_config(sample_manifest(), name="m", platform="tflite")
-    with pytest.raises(SegdeployError, match="1 or more"):
+    with pytest.raises(SegdeployError, match="1-64"):
         model_config(sample_manifest(), name="m", instances=0)
+    with pytest.raises(SegdeployError, match="1-64"):
+        model_config(sample_manifest(), name="m", instances=100_000_000)
 
 
 def test_onnxruntime_repository(tmp_path):

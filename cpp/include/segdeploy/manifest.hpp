@@ -86,6 +86,7 @@ struct EngineInfo {
   bool gpu_fallback = false;
   bool tf32 = false;
   std::string platform;  // x86_64 | aarch64 | jetson; empty when the header does not record it
+  std::string plan_sha256;  // the plan's SHA-256; every engine reader checks it
 };
 
 struct Manifest {
@@ -99,6 +100,8 @@ struct Manifest {
   bool dynamic = false;
   std::string export_outputs;  // logits | mask
   std::string graph_sha256;
+  std::string segdeploy_version;  // tool_versions.segdeploy: the release that wrote it (required)
+  std::optional<bool> validation_passed;  // validation.passed: false is warned about on every use
   std::optional<EngineInfo> engine;
   std::string document;  // the JSON text as read
 
@@ -114,8 +117,22 @@ std::string sidecar_path(const std::string& artifact);
 
 Manifest read_sidecar(const std::string& path);
 
-// The manifest of an artifact: a manifest .json itself, an .onnx (its embedded copy, else its sidecar; both present
-// and different is an error), or an .engine/.plan (its segdeploy header). Throws when there is none.
+// The manifest of an artifact, whatever its name says: a manifest (JSON), an ONNX model (its embedded copy, else its
+// sidecar; both present and different is an error; its graph must hash to the manifest's graph_sha256, always), or
+// a segdeploy engine (its header; the plan must hash to its plan_sha256). Throws when there is none.
 Manifest read_manifest(const std::string& artifact);
+
+// What the file at `path` holds, by content: "engine", "json", "onnx" or "unknown" (formats.py::sniff).
+std::string sniff(const std::string& path);
+
+// SHA-256 of an ONNX model without its metadata_props: the graph_sha256 segdeploy records (onnx_file.py).
+std::string onnx_graph_sha256(const std::string& path);
+
+// SHA-256 of bytes, lower-case hex.
+std::string sha256_hex(const std::string& bytes);
+
+// Throws when the manifest names a registered model but not that model's facts (family, variant, preprocessing),
+// as segdeploy/models/facts.py does: a tampered mean is refused, not used.
+void check_model_facts(const Manifest& manifest, const std::string& source);
 
 }  // namespace segdeploy

@@ -34,7 +34,12 @@ InputPlan plan_input(const Manifest& manifest, int image_height, int image_width
 Tensor preprocess(const cv::Mat& bgr, const Manifest& manifest, const InputPlan& plan);
 Tensor preprocess(const cv::Mat& bgr, const Manifest& manifest);
 
-// Reads an image as uint8 BGR like cv2.imread(path, IMREAD_COLOR); throws not_found or input.
+// segdeploy's image-size cap (preprocess.py's MAX_SEGMENT_PIXELS): 2^27 pixels, about 134 MP.
+constexpr int64_t kMaxImagePixels = int64_t(1) << 27;
+
+// Reads an image as uint8 BGR like cv2.imread(path, IMREAD_COLOR); throws not_found or input. Refused, as Python
+// refuses them: images beyond kMaxImagePixels (from the PNG, JPEG or BMP header, before decoding), and truncated
+// JPEGs (no end-of-image marker after the scan: OpenCV would fill the rest with grey and say nothing).
 cv::Mat read_image(const std::string& path);
 
 }  // namespace segdeploy

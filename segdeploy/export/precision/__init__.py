@@ -80,8 +80,8 @@ class PrecisionOptions:
                              "dataset folder, whose training split is used)")
         if self.mode == "fp32" and (self.calib or self.max_drop is not None):
             raise InputError("--calib and --max-drop go with --precision fp16 or int8")
-        if self.max_drop is not None and self.max_drop < 0:
-            raise InputError(f"--max-drop must be >= 0 points, not {self.max_drop}")
+        if self.max_drop is not None and not 0 <= self.max_drop <= 100:  # NaN fails both comparisons
+            raise InputError(f"--max-drop must be 0-100 points, not {self.max_drop}")
         target = self.target or (DEFAULT_TARGET if self.mode == "int8" else None)
         return PrecisionOptions(**{**self.__dict__, "target": target})
 

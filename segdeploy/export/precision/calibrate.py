@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -239,9 +240,14 @@ class RangeTable:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("version") != STATS_VERSION:
                     return None
-                return cls([str(n) for n in data["names"]], data["low"], data["high"], data["radius"],
-                           data["hist"].astype(np.float64), meta["aliases"], meta["provenance"])
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+                names, low, high, radius = [str(n) for n in data["names"]], data["low"], data["high"], data["radius"]
+                hist = data["hist"].astype(np.float64)
+                if not (len(names) == len(low) == len(high) == len(radius) == len(hist)) or hist.ndim != 2 or \
+                        not isinstance(meta["aliases"], dict) or not isinstance(meta["provenance"], dict):
+                    return None
+                return cls(names, low, high, radius, hist, meta["aliases"], meta["provenance"])
+        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, RecursionError,
+                zipfile.BadZipFile):
             return None  # a damaged cache entry is made again
 
 

@@ -94,21 +94,33 @@ def engine_format_for(output, engine_format: str | None) -> str:
 
 def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, output=None, *, force: bool = False,
                   builders=BUILDERS, lint: bool = True, host: Host | None = None, log=None,
-                  engine_format: str | None = None) -> EngineResult:
+                  engine_format: str | None = None, onnx_sha256: str | None = None) -> EngineResult:
     """Build a TensorRT engine (or a build bundle) from the ONNX artifact ``onnx_path``; ``engine_format`` "plan"
-    writes the bare plan (no segdeploy header) for trtexec, Polygraphy, DeepStream and Triton."""
+    writes the bare plan (no segdeploy header) for trtexec, Polygraphy, DeepStream and Triton. ``onnx_sha256``: the
+    file's SHA-256 as a bundle records it; a file that does not hash to it is refused before anything is built. The
+    engine's header records the hash of the file the builder read (checked again after the build)."""
     from segdeploy.artifact import read_manifest
-    from segdeploy.artifact.onnx_file import file_sha256, load_onnx
+    from segdeploy.artifact.onnx_file import check_graph_unchanged, file_sha256, load_onnx
+    from segdeploy.export.tensorrt.plan import check_plan
+    from segdeploy.models.facts import check_manifest
 
     host = host or Host()
     log = log or (lambda message: None)
     onnx_path = os.fspath(onnx_path)
+    onnx_sha = _onnx_sha256(onnx_path)
+    if onnx_sha256 is not None and onnx_sha != onnx_sha256:
+        raise ArtifactError(f"{onnx_path} hashes to sha256 {onnx_sha[:12]}, not the {onnx_sha256[:12]} its bundle "
+                            "records: the graph was changed or swapped since export; export the bundle again")
     model = load_onnx(onnx_path)
     manifest = read_manifest(onnx_path, model)
     if manifest.format != "onnx":
         raise ArtifactError(f"{onnx_path} is a {manifest.format} artifact; engines are built from ONNX artifacts")
+    check_graph_unchanged(model, manifest, onnx_path)  # an edited graph never builds under its old name
+    check_manifest(manifest, onnx_path)
     if not isinstance(plan, BuildPlan):
         plan = make_plan(manifest, plan)
+    else:
+        check_plan(plan, manifest)
     engine_format = engine_format_for(output, engine_format)
     builder, trt, trtexec, version, notes = _choose_builder(host, builders)
     kind = "bundle" if builder == "bundle" else "engine"
@@ -118,7 +130,6 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
     if version:
         plan.check_version(version)  # before the lint, which knows only releases segdeploy builds with
     findings = _lint(model, [version] if version else list(BUNDLE_LINT_TARGETS), onnx_path, lint)
-    onnx_sha = file_sha256(onnx_path)
     if builder == "bundle":
         from segdeploy.export.tensorrt.bundle import write_bundle
 
@@ -144,6 +155,8 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
     else:
         serialized, command = _build_with_trtexec(host, trtexec, int(version.split(".")[0]), onnx_path, plan, output)
         strongly_typed = plan.typing(version).strongly_typed
+    if file_sha256(onnx_path) != onnx_sha:
+        raise ArtifactError(f"{onnx_path} changed while the engine was built; nothing was written: build again")
     engine = engine_manifest(manifest, plan, tensorrt_version=version, gpu=gpu, builder=builder,
                              onnx_sha256=onnx_sha, plan_bytes=serialized, strongly_typed=strongly_typed,
                              platform=platform.name)
@@ -158,6 +171,28 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
         write_bytes_atomic(output, pack(engine, serialized), force=force)
     return EngineResult(output, "engine", builder, plan, version, engine, findings, command,
                         notes + list(plan.notes))
+
+
+def planned_kind(builders=BUILDERS, host: Host | None = None) -> str:
+    """What export_engine will write here: "engine" where a TensorRT builder is present, else "bundle" (a folder)."""
+    try:
+        builder = _choose_builder(host or Host(), builders)[0]
+    except SegdeployError:
+        return "engine"  # export_engine says why no builder works
+    return "bundle" if builder == "bundle" else "engine"
+
+
+def _onnx_sha256(path: str) -> str:
+    from segdeploy.artifact.onnx_file import file_sha256
+    from segdeploy.io import os_reason
+
+    if not os.path.isfile(path):
+        raise ArtifactError(f"artifact not found: {path}" if not os.path.isdir(path) else
+                            f"{path} is a folder, not an ONNX file")
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {os_reason(exc)}") from None
 
 
 def _choose_builder(host: Host, builders):

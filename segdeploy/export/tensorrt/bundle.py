@@ -134,9 +134,27 @@ def write_bundle(onnx_path: str, manifest, plan: BuildPlan, folder: str, *, onnx
     return write_folder_atomic(folder, files, force=force, executable=(SCRIPT_FILE,))
 
 
+def inside(folder: str, name, what: str, source: str) -> str:
+    """The path of ``name`` in ``folder``: a bare file name that stays inside the folder once resolved (symlinks
+    included), or one ArtifactError line. Every path a bundle's JSON gives goes through here."""
+    if not isinstance(name, str) or not name or name in (".", "..") or os.path.basename(name) != name or \
+            "\\" in name or "\x00" in name:
+        raise ArtifactError(f"{source}: {what} must name a file inside the bundle, not {name!r}")
+    path = os.path.join(folder, name)
+    real_folder = os.path.realpath(folder)
+    if os.path.dirname(os.path.realpath(path)) != real_folder:
+        raise ArtifactError(f"{source}: {what} {name!r} is a link out of the bundle ({os.path.realpath(path)}); a "
+                            "bundle's files live in the bundle")
+    return path
+
+
 def read_bundle(folder: str) -> tuple[dict, BuildPlan, str]:
-    """(bundle document, build plan, ONNX path) of a bundle folder, or one ArtifactError line."""
+    """(bundle document, build plan, ONNX path) of a bundle folder, or one ArtifactError line. Every name the plan
+    gives (onnx, engine, trtexec_plan, timing cache) is a file of the bundle; the returned document's ``engine`` and
+    the plan's timing cache are paths inside the folder; the plan's settings pass the checks export applies to its
+    flags (plan.check_plan; the ONNX artifact's own checks come when it is read)."""
     from segdeploy.artifact.manifest import read_json_file
+    from segdeploy.export.tensorrt.plan import check_plan
 
     folder = os.fspath(folder)
     path = os.path.join(folder, PLAN_FILE)
@@ -144,26 +162,38 @@ def read_bundle(folder: str) -> tuple[dict, BuildPlan, str]:
         raise ArtifactError(f"{folder} is not a build bundle folder")
     if not os.path.isfile(path):
         raise ArtifactError(f"{folder} is not a build bundle (no {PLAN_FILE})")
+    inside(folder, PLAN_FILE, "the build plan", path)
     document = read_json_file(path, "a build plan")
     version = document.get("bundle_version") if isinstance(document, dict) else None
     if version != BUNDLE_VERSION:
         raise ArtifactError(f"{path}: bundle version {version!r} is not {BUNDLE_VERSION}; export the bundle again "
                             "with this segdeploy")
-    onnx_name = document.get("onnx")
-    if not isinstance(onnx_name, str) or not onnx_name or os.path.basename(onnx_name) != onnx_name or \
-            onnx_name in (".", ".."):
-        raise ArtifactError(f"{path}: 'onnx' must name a file inside the bundle, not {onnx_name!r}")
+    onnx_path = inside(folder, document.get("onnx"), "'onnx'", path)
+    engine_name = document.get("engine")
+    engine_path = inside(folder, engine_name, "'engine'", path)
+    if os.path.splitext(engine_name)[1].lower() not in (".engine", ".plan"):
+        raise ArtifactError(f"{path}: 'engine' must be an .engine or .plan file name, not {engine_name!r}")
+    if "trtexec_plan" in document:
+        inside(folder, document["trtexec_plan"], "'trtexec_plan'", path)
+    digest = document.get("onnx_sha256")
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise ArtifactError(f"{path}: 'onnx_sha256' must be the ONNX file's SHA-256 (64 hex digits), not "
+                            f"{digest!r}: without it the bundle's graph cannot be checked")
     plan_document = document.get("plan")
     if not isinstance(plan_document, dict):
         raise ArtifactError(f"{path}: 'plan' must be an object, not {type(plan_document).__name__}")
     try:
         plan = BuildPlan.from_dict(plan_document)
-    except ArtifactError:
-        raise
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactError(f"{path}: its build plan is malformed ({type(exc).__name__}: "
                             f"{' '.join(str(exc).split())[:120]})") from None
-    onnx_path = os.path.join(folder, onnx_name)
+    check_plan(plan, source=path)
+    if plan.timing_cache is not None:
+        from dataclasses import replace
+
+        plan = replace(plan, timing_cache=inside(folder, plan.timing_cache, "the plan's timing_cache", path))
     if not os.path.isfile(onnx_path):
-        raise ArtifactError(f"{folder}: the bundle's ONNX file {onnx_name!r} is missing")
-    return document, plan, onnx_path
+        raise ArtifactError(f"{folder}: the bundle's ONNX file {document['onnx']!r} is missing")
+    return dict(document, engine=engine_path), plan, onnx_path

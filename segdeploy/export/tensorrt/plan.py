@@ -22,6 +22,9 @@ from segdeploy.tensorrt_host import unsupported_release, version_tuple
 
 HARDWARE_COMPAT = ("none", "ampere_plus", "same_compute_capability")
 OPT_LEVELS = range(0, 6)
+PRECISIONS = ("fp32", "fp16", "int8")
+MAX_WORKSPACE_MB = 1 << 20  # 1 TiB: beyond any GPU's memory
+MAX_DLA_CORE = 15  # Orin has 2; NvDLA's core index is a small integer
 # Releases whose builder can target DLA: TensorRT 10.0-10.7 (JetPack 6 ships 10.3; 10.7 was the last 10.x with
 # DLA) and 11.4.1+ on Jetson AGX Orin with JetPack 7.2.2 (DLA was absent from 11.0 to 11.3, 11.4.0 had it on
 # Windows on ARM only). Each entry is (first, last) inclusive, by (major, minor, patch).
@@ -136,22 +139,108 @@ def input_ranges(manifest) -> tuple[ShapeRange, ...]:
     return tuple(ranges)
 
 
+# What each setting is called where it comes from: export's flags, or a build plan's fields (build_plan.json).
+FLAG_NAMES = {"precision": "--precision", "workspace_mb": "--workspace", "opt_level": "--opt-level",
+              "timing_cache": "--timing-cache", "dla_core": "--dla-core", "gpu_fallback": "--gpu-fallback",
+              "version_compatible": "--version-compatible", "hardware_compat": "--hardware-compat", "tf32": "--tf32"}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_settings(settings, names=None, source: str = "") -> None:
+    """The one validation of a build's settings, whether they come from export's flags (BuildOptions) or from a
+    build plan a bundle carries (BuildPlan): types, ranges and the combinations no builder takes, refused with one
+    line before any builder runs. ``names`` maps a field to what the user calls it (FLAG_NAMES for flags)."""
+    names = names or {}
+
+    def fail(field_name: str, why: str):
+        label = names.get(field_name, field_name)
+        raise SegdeployError(f"{source}{label} {why}")
+
+    precision = getattr(settings, "precision", None)
+    if precision is not None and precision not in PRECISIONS:
+        fail("precision", f"must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if settings.workspace_mb is not None and not (_is_int(settings.workspace_mb) and
+                                                  1 <= settings.workspace_mb <= MAX_WORKSPACE_MB):
+        fail("workspace_mb", f"must be a positive whole number of MiB (at most {MAX_WORKSPACE_MB}), not "
+                             f"{settings.workspace_mb!r}")
+    if settings.opt_level is not None and not (_is_int(settings.opt_level) and settings.opt_level in OPT_LEVELS):
+        fail("opt_level", f"must be 0-5, not {settings.opt_level!r}")
+    if settings.hardware_compat not in HARDWARE_COMPAT:
+        fail("hardware_compat", f"is an unknown hardware compatibility {settings.hardware_compat!r}; one of "
+                                f"{', '.join(HARDWARE_COMPAT)}")
+    if settings.dla_core is not None and not (_is_int(settings.dla_core) and 0 <= settings.dla_core <= MAX_DLA_CORE):
+        fail("dla_core", f"must be 0-{MAX_DLA_CORE}, not {settings.dla_core!r}")
+    for flag in ("gpu_fallback", "version_compatible", "tf32"):
+        if not isinstance(getattr(settings, flag), bool):
+            fail(flag, f"must be true or false, not {getattr(settings, flag)!r}")
+    if settings.timing_cache is not None and (not isinstance(settings.timing_cache, str) or
+                                              not settings.timing_cache or "\x00" in settings.timing_cache):
+        fail("timing_cache", f"must be a file name, not {settings.timing_cache!r}")
+    if settings.dla_core is not None and settings.hardware_compat != "none":
+        raise SegdeployError(f"{source}hardware-compatible engines run on the GPU only; "
+                             f"{names.get('hardware_compat', 'hardware_compat')} and "
+                             f"{names.get('dla_core', 'dla_core')} exclude each other")
+    if settings.gpu_fallback and settings.dla_core is None:
+        raise SegdeployError(f"{source}GPU fallback applies to DLA builds only: add "
+                             f"{names.get('dla_core', 'dla_core')} N")
+
+
 def check_options(options: BuildOptions) -> None:
     """Refuse, with one line, what the options alone rule out (before any export work runs)."""
-    if options.workspace_mb is not None and options.workspace_mb <= 0:
-        raise SegdeployError(f"--workspace must be a positive number of MiB, not {options.workspace_mb}")
-    if options.opt_level is not None and options.opt_level not in OPT_LEVELS:
-        raise SegdeployError(f"--opt-level must be 0-5, not {options.opt_level}")
-    if options.hardware_compat not in HARDWARE_COMPAT:
-        raise SegdeployError(f"unknown hardware compatibility {options.hardware_compat!r}; one of "
-                             f"{', '.join(HARDWARE_COMPAT)}")
-    if options.dla_core is not None and options.dla_core < 0:
-        raise SegdeployError(f"--dla-core must be 0 or more, not {options.dla_core}")
-    if options.dla_core is not None and options.hardware_compat != "none":
-        raise SegdeployError("hardware-compatible engines run on the GPU only; --hardware-compat and --dla-core "
-                             "exclude each other")
-    if options.gpu_fallback and options.dla_core is None:
-        raise SegdeployError("GPU fallback applies to DLA builds only: add --dla-core N")
+    check_settings(options, FLAG_NAMES)
+
+
+def check_plan(plan: BuildPlan, manifest=None, source: str = "the build plan") -> None:
+    """Refuse, with one line, a build plan (one a bundle carries: nobody vouches for it) that no builder should
+    run: the settings export's flags are checked for, well-formed profiles, and, given the ONNX artifact's
+    ``manifest``, a plan for that model, precision and inputs whose every profile lies inside the sizes the
+    artifact takes (a 100000x100000 profile on a static graph is refused here, not by TensorRT after minutes)."""
+    where = f"{source}: "
+    check_settings(plan, source=where)
+    if not isinstance(plan.model, str) or not plan.model:
+        raise SegdeployError(f"{where}model must name the model, not {plan.model!r}")
+    if not plan.profiles or not all(isinstance(p, tuple) and p for p in plan.profiles):
+        raise SegdeployError(f"{where}needs at least one optimization profile, each with its inputs")
+    for index, profile in enumerate(plan.profiles):
+        for r in profile:
+            if not isinstance(r.name, str) or not r.name:
+                raise SegdeployError(f"{where}profile {index} names an input {r.name!r}")
+            shapes = (r.min, r.opt, r.max)
+            if not all(isinstance(s, tuple) and s and all(_is_int(d) for d in s) for s in shapes) or \
+                    len({len(s) for s in shapes}) != 1:
+                raise SegdeployError(f"{where}profile {index} input {r.name!r}: min, opt and max must be shapes of "
+                                     "the same rank (whole numbers)")
+            if any(d < 1 for d in r.min) or not all(lo <= o <= hi for lo, o, hi in zip(*shapes)):
+                raise SegdeployError(f"{where}profile {index} input {r.name!r}: 1 <= min <= opt <= max must hold "
+                                     f"({list(r.min)}, {list(r.opt)}, {list(r.max)})")
+    if not all(isinstance(note, str) for note in plan.notes):
+        raise SegdeployError(f"{where}notes must be lines of text")
+    if plan.dla_core is not None:
+        if plan.precision not in ("fp16", "int8"):
+            raise SegdeployError(f"{where}DLA runs FP16 and INT8 only, and the plan is {plan.precision}")
+        if not plan.static:
+            raise SegdeployError(f"{where}DLA takes static shapes only, and the plan's profiles are dynamic")
+    if manifest is None:
+        return
+    if plan.model != manifest.model.name:
+        raise SegdeployError(f"{where}it is for {plan.model!r}, and the ONNX artifact is {manifest.model.name!r}")
+    if plan.precision != manifest.precision.mode:
+        raise SegdeployError(f"{where}it says {plan.precision}, and the ONNX artifact is {manifest.precision.mode}: "
+                             "the precision lives in the graph")
+    takes = {r.name: r for r in input_ranges(manifest)}
+    for index, profile in enumerate(plan.profiles):
+        if sorted(r.name for r in profile) != sorted(takes):
+            raise SegdeployError(f"{where}profile {index} gives inputs {[r.name for r in profile]}, the ONNX "
+                                 f"artifact takes {sorted(takes)}")
+        for r in profile:
+            limit = takes[r.name]
+            if len(r.min) != len(limit.min) or not all(
+                    lo <= a and b <= hi for a, b, lo, hi in zip(r.min, r.max, limit.min, limit.max)):
+                raise SegdeployError(f"{where}profile {index} input {r.name!r} spans {list(r.min)}..{list(r.max)}, "
+                                     f"outside what the ONNX artifact takes ({list(limit.min)}..{list(limit.max)})")
 
 
 def make_plan(manifest, options: BuildOptions | None = None) -> BuildPlan:
@@ -178,11 +267,13 @@ def make_plan(manifest, options: BuildOptions | None = None) -> BuildPlan:
         if any(d <= 0 for d in r.min):
             raise SegdeployError(f"input {r.name!r}: the profile's smallest shape {list(r.min)} has a zero or "
                                  "negative dimension")
-    return BuildPlan(model=manifest.model.name, precision=precision, profiles=(profile,),
+    plan = BuildPlan(model=manifest.model.name, precision=precision, profiles=(profile,),
                      workspace_mb=options.workspace_mb, opt_level=options.opt_level,
                      timing_cache=options.timing_cache, dla_core=options.dla_core, gpu_fallback=options.gpu_fallback,
                      version_compatible=options.version_compatible, hardware_compat=options.hardware_compat,
                      notes=tuple(notes), tf32=options.tf32)
+    check_plan(plan, manifest)
+    return plan
 
 
 def _check_dla(options: BuildOptions, precision: str, profile) -> None:

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from manifests import sample_manifest
+from manifests import embed_hashed, sample_manifest
 from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.export.tensorrt.bundle import accepted_versions, build_script, read_bundle, write_bundle
 from segdeploy.export.tensorrt.plan import BuildOptions, BuildPlan, ShapeRange, make_plan, version_problem
@@ -128,16 +128,17 @@ def onnx_artifact(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from segdeploy.artifact.manifest import embed
-
     manifest = sample_manifest(dynamic=True, precision="fp16")  # 4 classes; the reader checks it against the graph
     graph = helper.make_graph(precision_nodes("fp16", "input", "logits", TensorProto.FLOAT), "g",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["b", 3, "h", "w"])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 4, "h", "w"])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "cgrseg_t.onnx"
-    onnx.save(embed(model, manifest), path)
-    return str(path), manifest
+    model = embed_hashed(model, manifest)
+    onnx.save(model, path)
+    from segdeploy.artifact.manifest import embedded
+
+    return str(path), embedded(model)
 
 
 def test_bundle_folder(onnx_artifact, tmp_path):
@@ -147,7 +148,8 @@ def test_bundle_folder(onnx_artifact, tmp_path):
     assert sorted(os.listdir(folder)) == ["build_engine.sh", "build_plan.json", "cgrseg_t.json", "cgrseg_t.onnx"]
     assert os.access(os.path.join(folder, "build_engine.sh"), os.X_OK)
     document, read_plan, onnx_path = read_bundle(folder)
-    assert read_plan.timing_cache == "timing.cache"  # the workstation's cache path means nothing on the target
+    assert document["plan"]["timing_cache"] == "timing.cache"  # the workstation's cache path means nothing there
+    assert read_plan.timing_cache == os.path.join(folder, "timing.cache")  # on the target: the bundle's own file
     assert read_plan.profiles == plan.profiles and onnx_path.endswith("cgrseg_t.onnx")
     assert set(document["commands"]) == {"10", "11"}
     from segdeploy.artifact import read_manifest
