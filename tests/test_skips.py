@@ -58,7 +58,7 @@ def run_pytest(folder: Path, ci: str | None, *files: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     folder = tmp_path_factory.mktemp("skiprule")
-    for name in ("conftest.py", "skips.py"):
+    for name in ("conftest.py", "skips.py", "real_tensorrt.py"):
         shutil.copy(TESTS / name, folder / name)
     for name, text in CASES.items():
         (folder / name).write_text(text)
