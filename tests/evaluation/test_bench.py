@@ -138,10 +138,15 @@ def test_flops_use_two_per_mac():
 
 
 def test_fp32_peak_is_the_best_matmul_engine():
-    measured = peak.fp32_peak_gflops(n=256, seconds=0.05)
+    measured = peak.fp32_peak_gflops(n=256, seconds=0.05, probes=3)
     assert set(measured["by_engine"]) == {"torch.mm", "onnxruntime MatMul"} and measured["device"] == "cpu"
     assert measured["gflops"] == pytest.approx(max(measured["by_engine"].values()), rel=1e-3)
     assert measured["engine"] in measured["method"] and measured["gflops"] > 0
+    # the peak is the best of several interleaved rounds per engine, reported with their spread
+    assert all(len(values) == 3 for values in measured["rounds"].values())
+    lo, hi = measured["spread"]
+    assert lo <= hi == pytest.approx(max(measured["rounds"][measured["engine"]]), rel=1e-6)
+    assert hi == pytest.approx(measured["gflops"], rel=1e-3)
 
 
 @pytest.fixture(scope="module")

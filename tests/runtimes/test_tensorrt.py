@@ -24,6 +24,7 @@ from segdeploy.runtimes.tensorrt import (
     data_dependent,
     dimension_names,
     io_problem,
+    make_layer_profiler,
     numpy_dtype,
     preflight,
     runtime_settings,
@@ -111,6 +112,18 @@ def test_shapes_and_names():
     assert data_dependent((1, -1)) and not data_dependent((1, 4, 64, 64))
     assert dimension_names((-1, 3, -1, -1), ["batch", 3, "height", "width"]) == ("batch", 3, "height", "width")
     assert dimension_names((-1, 4), None) == ("?", 4)
+
+
+def test_layer_profiler_averages_each_layer_over_the_runs():
+    """TensorRT calls report_layer_time once per layer per run; the profile is each layer's mean, in first-seen order,
+    with the ONNX node names its name holds (the profiler's folding onto modules reads those)."""
+    profiler = make_layer_profiler(SimpleNamespace(IProfiler=type("IProfiler", (), {"__init__": lambda self: None})))
+    for ms in (1.0, 3.0):
+        profiler.report_layer_time("/model/a/Conv + /model/a/act/Relu", ms)
+        profiler.report_layer_time("{ForeignNode[/model/b/MatMul.../model/b/Softmax]}", ms / 2)
+    layers = profiler.layers(runs=2)
+    assert [(layer.ms, layer.sources) for layer in layers] == [
+        (2.0, ("/model/a/Conv", "/model/a/act/Relu")), (1.0, ("/model/b/MatMul", "/model/b/Softmax"))]
 
 
 def test_thread_guard_refuses_a_second_thread():

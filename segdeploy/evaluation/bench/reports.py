@@ -129,13 +129,19 @@ def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     return columns, rows
 
 
+def peak_text_of(peak: dict) -> str:
+    """"412 GFLOP/s (rounds 380-412)": the peak with the spread of its probe rounds, when it has them."""
+    spread = peak.get("spread")
+    text = f"{peak['gflops']:.0f} GFLOP/s"
+    return text + (f" (rounds {spread[0]:.0f}-{spread[1]:.0f})" if spread and len(spread) == 2 else "")
+
+
 def machine_summary(report: dict) -> str:
     m = report["machine"]
     cpu = m["cpu"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     peak = report.get("peak")
-    peak_text = f"; FP32 peak {peak['gflops']:.0f} GFLOP/s ({peak['method']}, {peak['threads']} threads)" if peak \
-        else ""
+    peak_text = f"; FP32 peak {peak_text_of(peak)} ({peak['method']}, {peak['threads']} threads)" if peak else ""
     return (f"{m['host']}: {cpu['model']}, {cpu['usable_cores']} usable cores, ISA {' '.join(cpu['isa']) or '-'}; "
             f"{int8_speed_note(cpu)}; load {m['load_average']}{peak_text}; {versions}")
 
