@@ -9,6 +9,7 @@ video file) with a progress bar and a latency summary.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 
@@ -67,7 +68,7 @@ def run(args) -> int:
     if source.kind == "image":
         common.check_outputs(args.force, args.output, inputs=[source.paths[0]])
         dims = preprocess.image_dimensions(source.paths[0])
-        first = np.empty((*dims, 0), np.uint8) if dims else preprocess.read_image(source.paths[0])
+        first = np.empty((*dims, 0), np.uint8) if dims else _decode(source.paths[0])[0]
     elif source.kind == "video":
         frames, info = video_frames(source.paths[0])
         if args.output and os.path.splitext(args.output)[1].lower() not in (".mp4", ".avi", ".mov", ".mkv", ".m4v"):
@@ -91,24 +92,46 @@ def run(args) -> int:
     with segmenter:
         if source.kind == "image":
             segmenter.check_image(*first.shape[:2], source.paths[0])
-            image = first if first.size else preprocess.read_image(source.paths[0])
-            return _one_image(args, segmenter, source.paths[0], image)
+            image, decode_ms = _decode(source.paths[0])  # again if the header had no size: timed as a user's call
+            return _one_image(args, segmenter, source.paths[0], image, decode_ms)
         if source.kind == "video":
             segmenter.check_image(*first.shape[:2], source.paths[0])
             return _video(args, segmenter, source.paths[0], frames, info)
         return _images(args, segmenter, source.paths)
 
 
-def _one_image(args, segmenter, path, image) -> int:
+def _decode(path) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    image = preprocess.read_image(path)
+    return image, (time.perf_counter() - start) * 1e3
+
+
+def _colour(segmenter, labels, stages: dict) -> np.ndarray:
+    start = time.perf_counter()
+    colour = segmenter.colour(labels)
+    stages["mask"] = (time.perf_counter() - start) * 1e3
+    return colour
+
+
+def _split_line(samples: list[dict]) -> str:
+    from segdeploy.evaluation.segment import split_text, stage_split
+
+    return split_text(stage_split(samples))
+
+
+def _one_image(args, segmenter, path, image, decode_ms: float) -> int:
     result = segmenter(image)
     mask = result.labels
     h, w = result.network_size
+    stages = {"decode": decode_ms, **result.stages_ms}
+    colour = _colour(segmenter, mask, stages) if args.output else None
     print(f"{segmenter.description}: image {image.shape[0]}x{image.shape[1]} -> input {h}x{w} (HxW) in "
           f"{result.latency_ms:.0f} ms; {len(np.unique(mask))} classes in the mask")
+    print(_split_line([stages]))
     for name, share in preprocess.class_histogram(mask, segmenter.class_names, args.top):
         print(f"  {share:6.2f}%  {name}")
     if args.output:
-        write_image(args.output, preprocess.colorize(mask, segmenter.palette), args.force)
+        write_image(args.output, colour, args.force)
         print(f"wrote {args.output}")
         stem = os.path.splitext(args.output)[0]
         if args.overlay:
@@ -159,19 +182,20 @@ def _images(args, segmenter, paths) -> int:
 
 
 def _segment_images(args, segmenter, paths, out_dir) -> int:
-    latencies, start = [], time.perf_counter()
+    latencies, samples, start = [], [], time.perf_counter()
     bar = _progress(len(paths), "segmenting")
     with bar or contextlib.nullcontext():
         for i, path in enumerate(paths):
             dims = preprocess.image_dimensions(path)
             if dims:
                 segmenter.check_image(*dims, path)
-            image = preprocess.read_image(path)
+            image, decode_ms = _decode(path)
             result = segmenter(image)
             latencies.append(result.latency_ms)
+            samples.append({"decode": decode_ms, **result.stages_ms})
             if out_dir:
                 stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
-                write_image(stem + "_mask.png", preprocess.colorize(result.labels, segmenter.palette), args.force)
+                write_image(stem + "_mask.png", _colour(segmenter, result.labels, samples[-1]), args.force)
                 if args.overlay:
                     write_image(stem + "_overlay.jpg", _overlay(args, image, result.labels, segmenter), args.force)
                 if args.labels:
@@ -180,6 +204,7 @@ def _segment_images(args, segmenter, paths, out_dir) -> int:
                 rate = (i + 1) / (time.perf_counter() - start)
                 bar.update(bar.task_ids[0], completed=i + 1, rate=f"{rate:.2f} img/s")
     print(f"{segmenter.description}: " + _summary(latencies, time.perf_counter() - start, len(paths)))
+    print(_split_line(samples))
     if out_dir:
         print(f"wrote {len(paths)} masks into {out_dir}")
     return 0
@@ -189,15 +214,22 @@ def _video(args, segmenter, path, frames, info) -> int:
     from segdeploy.media import VideoOut
 
     out = VideoOut(args.output, info["fps"], (info["height"], info["width"]), args.force) if args.output else None
-    latencies, start, ok = [], time.perf_counter(), False
+    latencies, samples, start, ok = [], [], time.perf_counter(), False
     bar = _progress(info["frames"] or None, "segmenting frames")
+    frames = iter(frames)
     try:
         with bar or contextlib.nullcontext():
-            for i, frame in enumerate(frames):
+            for i in itertools.count():
+                decode_start = time.perf_counter()
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                decode_ms = (time.perf_counter() - decode_start) * 1e3
                 result = segmenter(frame)
                 latencies.append(result.latency_ms)
+                samples.append({"decode": decode_ms, **result.stages_ms})
                 if out is not None:
-                    colour = preprocess.colorize(result.labels, segmenter.palette)
+                    colour = _colour(segmenter, result.labels, samples[-1])
                     out.write(overlay(frame, colour, args.alpha) if args.overlay else colour)
                 if bar is not None:
                     bar.update(bar.task_ids[0], completed=i + 1,
@@ -209,6 +241,7 @@ def _video(args, segmenter, path, frames, info) -> int:
     if not latencies:
         raise InputError(f"{path} has no frames OpenCV can decode")
     print(f"{segmenter.description}: " + _summary(latencies, time.perf_counter() - start, len(latencies)))
+    print(_split_line(samples))
     if out is not None:
         print(f"wrote {args.output} ({out.frames} frames)")
     return 0
