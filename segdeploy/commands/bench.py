@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   segdeploy bench --model segnext_t,cgrseg_t --backend torch,onnxruntime,openvino --batch 1,max
   segdeploy bench --artifact artifacts/cgrseg_t_512x512.onnx --backend onnxruntime --md bench.md
   segdeploy bench --model cgrseg_t --device cuda --precision fp16 --cuda-graphs
+  segdeploy bench --model cgrseg_t --e2e --images photos/ --md e2e.md   # photo to mask, stage by stage
   segdeploy bench --model cgrseg_t --checkpoint ck.pth --precision fp32,fp16,int8 --data data/ \
       --backend onnxruntime,openvino --md compare.md --plot compare.png   # formats x precisions, with mIoU
                                                    # int8: each backend's flavour (int8-cpu, int8-openvino)"""
@@ -73,6 +74,13 @@ def add_parser(subparsers) -> None:
     run.add_argument("--no-simplify", dest="simplify", action="store_false", help="export without the simplifier")
     run.add_argument("--force-export", action="store_true", help="re-export even if the cache has the artifact")
     run.add_argument("--no-peak", action="store_true", help="skip the FP32 matmul peak measurement")
+    e2e = p.add_argument_group("end to end (--e2e)")
+    e2e.add_argument("--e2e", action="store_true",
+                     help="time photo to colour mask: decode, preprocess, network, upsample/argmax at the photo's "
+                          "size, colour mask, with pre/post-processing on the host and in the graph")
+    e2e.add_argument("--images", metavar="IMAGE|DIR|GLOB", help="the photos (default: scenes at 640x480, 1280x720, "
+                                                               "1920x1080 and 4032x3024, JPEG)")
+    e2e.add_argument("--pipelines", default="host,in-graph", help="host and/or in-graph (default both)")
     out = p.add_argument_group("reports")
     common.add_json(out)
     out.add_argument("--csv", metavar="FILE", help="one flat row per measurement")
@@ -175,8 +183,40 @@ def run_precision_comparison(args) -> int:
     return 1 if any(r["status"] != "ok" for r in report["rows"]) else 0
 
 
+def run_e2e_command(args) -> int:
+    from segdeploy.evaluation.bench import e2e
+
+    if args.artifact or args.csv or args.plot or args.data:
+        raise InputError("bench --e2e takes --model (it exports both pipelines itself) and writes --json and --md")
+    if args.precision != "fp32" or args.batch != "1":
+        raise InputError("bench --e2e times fp32 at batch 1, one photo at a time, as predict runs")
+    request = e2e.E2ERequest(
+        models=common.names(args.model), backends=common.names(args.backend) or [fastest_cpu_backend()],
+        pipelines=common.names(args.pipelines), images=args.images, checkpoint=args.checkpoint, threads=args.threads,
+        protocol=Protocol(warmup_s=0.0, min_s=args.min_s, min_iters=args.min_iters), cache_dir=args.cache_dir,
+        opset=args.opset, force_export=args.force_export)
+    e2e.check(request)
+    with common.status("timing end to end") as say:
+        report = e2e.run_e2e(request, progress=say)
+    print_table("segdeploy bench --e2e: p50 ms per stage (share of the end-to-end time)", *e2e.table_rows(report))
+    print("photos: " + "; ".join(f"{p['name']} {p['size'][0]}x{p['size'][1]}" for p in report["photos"]))
+    written = []
+    if args.json:
+        written.append(common.write_json(args.json, report, args.force))
+    if args.md:
+        from segdeploy.io import write_text_atomic
+
+        written.append(write_text_atomic(args.md, e2e.to_markdown(report), force=args.force))
+    for path in written:
+        if path:
+            print(f"wrote {path}")
+    return 0
+
+
 def run_command(args) -> int:
     common.check_outputs(args.force, args.json, args.csv, args.md, args.plot, inputs=[args.artifact, args.checkpoint])
+    if args.e2e:
+        return run_e2e_command(args)
     if compares_precisions(args):
         return run_precision_comparison(args)
     if args.precision not in ("fp32", "fp16", "bf16"):
