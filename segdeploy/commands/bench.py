@@ -7,7 +7,7 @@ from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.bench import reports
 from segdeploy.evaluation.bench.precision import flavour_notes
 from segdeploy.evaluation.bench.protocol import Protocol
-from segdeploy.evaluation.bench.request import BenchRequest, check_request, parse_batches
+from segdeploy.evaluation.bench.request import BenchRequest, check_request, parse_batches, parse_streams
 from segdeploy.evaluation.bench.run import run_bench
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
 from segdeploy.export.trace import DEFAULT_OPSET
@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   segdeploy bench --artifact artifacts/cgrseg_t_512x512.onnx --backend onnxruntime --md bench.md
   segdeploy bench --model cgrseg_t --device cuda --precision fp16 --cuda-graphs
   segdeploy bench --model cgrseg_t --e2e --images photos/ --md e2e.md   # photo to mask, stage by stage
+  segdeploy bench --model cgrseg_t --backend openvino,onnxruntime --streams 1,2 --batch 1,max  # server load
   segdeploy bench --model cgrseg_t --checkpoint ck.pth --precision fp32,fp16,int8 --data data/ \
       --backend onnxruntime,openvino --md compare.md --plot compare.png   # formats x precisions, with mIoU
                                                    # int8: each backend's flavour (int8-cpu, int8-openvino)"""
@@ -68,6 +69,9 @@ def add_parser(subparsers) -> None:
     run.add_argument("--min-s", type=float, default=3.0, help="timed seconds, at least (default 3)")
     run.add_argument("--min-iters", type=int, default=10, help="timed calls, at least (default 10)")
     run.add_argument("--max-batch", type=int, default=64, help="upper bound of the 'max' batch search (default 64)")
+    run.add_argument("--streams", default="1",
+                     help="requests in flight at once, comma-separated (e.g. 1,2,4): above 1, throughput at full load "
+                          "(OpenVINO's THROUGHPUT mode, parallel ONNX Runtime sessions sharing --threads); default 1")
     run.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"the export cache (default {DEFAULT_CACHE_DIR})")
     run.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset of on-the-fly exports (default "
                                                                       f"{DEFAULT_OPSET})")
@@ -113,7 +117,8 @@ def build_request(args) -> BenchRequest:
         batches=parse_batches(args.batch), threads=args.threads, device=args.device, precision=args.precision,
         layouts=layouts, compile=args.compile, cuda_graphs=args.cuda_graphs, checkpoint=args.checkpoint,
         export_dir=args.cache_dir, opset=args.opset, simplify=args.simplify, force_export=args.force_export,
-        max_batch_limit=args.max_batch, measure_peak=not args.no_peak, protocol=protocol)
+        max_batch_limit=args.max_batch, measure_peak=not args.no_peak, protocol=protocol,
+        streams=parse_streams(args.streams))
 
 
 def _progress():
@@ -188,7 +193,7 @@ def run_e2e_command(args) -> int:
 
     if args.artifact or args.csv or args.plot or args.data:
         raise InputError("bench --e2e takes --model (it exports both pipelines itself) and writes --json and --md")
-    if args.precision != "fp32" or args.batch != "1":
+    if args.precision != "fp32" or args.batch != "1" or args.streams != "1":
         raise InputError("bench --e2e times fp32 at batch 1, one photo at a time, as predict runs")
     request = e2e.E2ERequest(
         models=common.names(args.model), backends=common.names(args.backend) or [fastest_cpu_backend()],
@@ -234,6 +239,8 @@ def run_command(args) -> int:
                 *reports.timing_table(report))
     print_table("against the papers (their GPU figures; the ratio is measured / paper)", *reports.paper_table(report))
     print(reports.machine_summary(report))
+    for line in reports.streams_summary(report):
+        print(f"throughput: {line}")
     for line in flavour_notes(report["results"]):
         print(f"note: {line}")
     load, cores = report["machine"]["load_average"], report["machine"]["cpu"]["usable_cores"]

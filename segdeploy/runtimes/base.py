@@ -129,6 +129,13 @@ class Runner(ABC):
         raise SegdeployError(f"the {self.backend} backend has no per-layer profiler; profile an exported artifact on "
                              "onnxruntime or openvino (or an engine on tensorrt)")
 
+    def stream_calls(self, streams: int) -> list:
+        """``streams`` callables (feed -> outputs), each meant for its own thread, that run this runner's artifact
+        concurrently with this runner's threads shared among them: the backend's throughput mode (OpenVINO's
+        THROUGHPUT hint with that many streams, parallel ONNX Runtime sessions)."""
+        raise SegdeployError(f"the {self.backend} backend has no parallel streams here; time it with one stream (its "
+                             "own threads), or use onnxruntime or openvino")
+
     def describe(self) -> dict:
         """Backend, device, precision and versions, for reports."""
         return {"backend": self.backend}

@@ -170,6 +170,22 @@ class OnnxRuntimeRunner(Runner):
             graph = _graph_links(os.path.join(folder, "optimized.onnx"))
         return profile_from_trace(events, graph, warmup)
 
+    def stream_calls(self, streams: int) -> list:
+        """``streams`` sessions of the same graph, the runner's threads split among them (at least one each)."""
+        import onnxruntime as ort
+
+        total = self.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
+                                 os.cpu_count() or 1)
+        names = [o.name for o in self._outputs]
+        calls = []
+        for _ in range(streams):
+            options = self._options()
+            options.intra_op_num_threads = max(1, int(total) // streams)
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(self._source, sess_options=options, providers=self.providers)
+            calls.append(lambda feed, session=session: dict(zip(names, session.run(names, feed))))
+        return calls
+
     def describe(self) -> dict:
         import onnxruntime as ort
 

@@ -153,6 +153,28 @@ class OpenVinoRunner(Runner):
                             notes=["layer times are OpenVINO's performance counters; a run's wall time also holds "
                                    "the copies in and out and the plugin's own scheduling"])
 
+    def stream_calls(self, streams: int) -> list:
+        """One model compiled with the THROUGHPUT hint and ``streams`` streams (OpenVINO splits the runner's threads
+        among them and pins them), and one infer request per stream."""
+        if any(not isinstance(d, int) for info in self._inputs for d in info.shape):
+            raise SegdeployError("OpenVINO's throughput mode here takes a static artifact (export without --dynamic)")
+        config = {**self.config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": int(streams)}
+        try:
+            compiled = self.core.compile_model(self.model, self.device, config)
+        except Exception as exc:
+            raise ArtifactError(f"OpenVINO cannot compile {self.path} with {streams} streams: "
+                                f"{openvino_reason(exc)}") from None
+        names = [info.name for info in self._inputs]
+        outputs = [info.name for info in self._outputs]
+
+        def make(request):
+            def call(feed):
+                request.infer({n: np.ascontiguousarray(feed[n]) for n in names}, share_inputs=True)
+                return {n: request.get_tensor(n).data.copy() for n in outputs}
+            return call
+
+        return [make(compiled.create_infer_request()) for _ in range(streams)]
+
     def describe(self) -> dict:
         import openvino
 

@@ -15,7 +15,7 @@ from segdeploy.hostinfo import int8_speed_note
 from segdeploy.io import write_bytes_atomic
 
 CSV_COLUMNS = ("model", "backend", "device", "precision", "layout", "batch", "max_batch", "height", "width", "threads",
-               "status", "iterations", "latency_mean_ms", "latency_std_ms", "latency_mean_clipped_ms",
+               "streams", "status", "iterations", "latency_mean_ms", "latency_std_ms", "latency_mean_clipped_ms",
                "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "throughput_ips", "host_ms",
                "h2d_ms", "compute_ms", "d2h_ms", "memory_kind", "memory_peak_mb", "params_m", "params_m_paper",
                "gmacs", "gflops_paper", "achieved_gflops", "peak_fraction", "paper_device", "paper_input",
@@ -30,8 +30,8 @@ def flat_row(row: dict) -> dict:
     paper = row.get("paper") or {}
     match = best_paper_match(paper.get("throughput") or []) or {}
     out = {k: row.get(k) for k in ("model", "backend", "device", "precision", "layout", "batch", "max_batch", "height",
-                                   "width", "threads", "status", "iterations", "throughput_ips", "achieved_gflops",
-                                   "peak_fraction", "error")}
+                                   "width", "threads", "streams", "status", "iterations", "throughput_ips",
+                                   "achieved_gflops", "peak_fraction", "error")}
     out.update({f"latency_{k}_ms": lat.get(k) for k in ("mean", "std", "mean_clipped", "p50", "p90", "p95", "p99")})
     out.update({"host_ms": split.get("host"), "h2d_ms": split.get("h2d"), "compute_ms": split.get("compute"),
                 "d2h_ms": split.get("d2h"), "memory_kind": mem.get("kind"), "memory_peak_mb": mem.get("peak_mb"),
@@ -87,6 +87,28 @@ def timing_table(report: dict) -> tuple[list[str], list[list[str]]]:
                     [_f(f["throughput_ips"], "{:.1f}"), "host only" if split == "-/-/-" else split,
                      _f(f["memory_peak_mb"], "{:.0f}")])
     return columns, rows
+
+
+def streams_summary(report: dict) -> list[str]:
+    """One line per (model, backend, batch) timed with several streams: img/s at full load next to one stream's
+    img/s and latency."""
+    lines = []
+    ok = [r for r in report["results"] if r["status"] == "ok"]
+    for row in ok:
+        streams = row.get("streams") or 1
+        if streams == 1:
+            continue
+        single = next((r for r in ok if (r.get("streams") or 1) == 1 and r["batch"] == row["batch"] and
+                       (r["model"], r["backend"], r["layout"], r["precision"]) ==
+                       (row["model"], row["backend"], row["layout"], row["precision"])), None)
+        name = " ".join(row_names(row)[:2]).replace(f" x{streams} streams", "")
+        text = (f"{name} batch {row['batch']}: {row['throughput_ips']:.1f} img/s with {streams} streams at full "
+                f"load (p50 {row['latency_ms']['p50']:.1f} ms per request)")
+        if single is not None:
+            text += (f", {row['throughput_ips'] / single['throughput_ips']:.2f}x one stream's "
+                     f"{single['throughput_ips']:.1f} img/s at {single['latency_ms']['p50']:.1f} ms")
+        lines.append(text)
+    return lines
 
 
 def paper_table(report: dict) -> tuple[list[str], list[list[str]]]:
