@@ -7,6 +7,15 @@ import torch
 torch.set_num_threads(int(os.environ.get("SEGDEPLOY_TEST_THREADS", "2")))
 
 
+@pytest.fixture(autouse=True)
+def backend_cache(tmp_path_factory, monkeypatch):
+    """Each test's own record of the fastest backends (segdeploy.runtimes.fastest), so a benchmark run by one test
+    never steers another's default backend, nor the user's."""
+    path = tmp_path_factory.mktemp("backend-cache") / "fastest-backends.json"
+    monkeypatch.setenv("SEGDEPLOY_BACKEND_CACHE", str(path))
+    return path
+
+
 @pytest.fixture
 def tmp_artifacts(tmp_path):
     return tmp_path

@@ -172,6 +172,10 @@ def run_precision_comparison(args) -> int:
     print_table(f"segdeploy bench: precisions of {args.model}", *pb.table_rows(report))
     print(pb.header(report))
     print(f"recommendation: {report['recommendation']}")
+    from segdeploy.evaluation.bench.best import record_precisions
+
+    for line in record_precisions(report):
+        print(f"recorded: {line}")
     written = []
     if args.json:
         written.append(common.write_json(args.json, report, args.force))
@@ -243,6 +247,10 @@ def run_command(args) -> int:
         print(f"throughput: {line}")
     for line in flavour_notes(report["results"]):
         print(f"note: {line}")
+    from segdeploy.evaluation.bench.best import record_bench
+
+    for line in record_bench(report):
+        print(f"recorded: {line}")
     load, cores = report["machine"]["load_average"], report["machine"]["cpu"]["usable_cores"]
     if load and load[0] > 0.5 * cores:
         print(f"note: the 1-minute load average was {load[0]} on {cores} cores when the run started; other "

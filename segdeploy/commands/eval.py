@@ -148,6 +148,8 @@ def run(args) -> int:
     predictor = build_predictor(args.model if is_model else args.artifact, is_model=is_model, backend=args.backend,
                                 checkpoint=args.checkpoint, threads=args.threads, cache_dir=args.cache_dir,
                                 model_hint=args.model)
+    if predictor.segmenter.backend_reason:
+        print(f"backend {predictor.segmenter.backend_reason}")
     reference = None
     try:
         if args.reference:

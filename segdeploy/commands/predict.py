@@ -86,6 +86,8 @@ def run(args) -> int:
                                    backend=args.backend, size=size, fixed_size=source.kind != "images",
                                    threads=args.threads, cache_dir=args.cache_dir, simplify=args.simplify,
                                    verify=verify_graph, progress=say)
+    if segmenter.backend_reason:
+        print(f"backend {segmenter.backend_reason}")
     if args.checkpoint is None and args.model:
         print("note: no --checkpoint given; using the deterministic golden-recipe weights, so the masks show the "
               "pipeline works, not what is in the images")

@@ -20,13 +20,8 @@ from segdeploy.evaluation.feeds import image_feed, network_size
 from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
 from segdeploy.hostinfo import memory_available_bytes
 from segdeploy.models import footprint
-from segdeploy.runtimes.registry import (
-    backends_for,
-    create_runner,
-    default_backend_for,
-    fastest_cpu_backend,
-    get_backend,
-)
+from segdeploy.runtimes import fastest
+from segdeploy.runtimes.registry import backends_for, create_runner, default_backend_for, get_backend
 
 # Host memory a segmented image costs beyond the network, per image pixel: the image (3 bytes), its labels (1, or 4
 # above 255 classes), the colour mask (3), the overlay (3), the encoded PNG (up to 3) and the label PNG's copy (2),
@@ -61,6 +56,7 @@ class Segmenter:
         self.runner, self.preprocessing, self.profile = runner, preprocessing, profile
         self.class_names, self.palette = list(class_names), [tuple(c) for c in palette]
         self.size, self.description, self.model = size, description, model
+        self.backend_reason: str | None = None  # why this backend, when the caller did not name one
         self.input = runner.inputs()[0]
         self.output = runner.outputs()[0]
         self.batch = profile.batch.opt if profile is not None and profile.static else 1
@@ -180,7 +176,18 @@ def open_segmenter(*, model: str | None = None, checkpoint=None, artifact: str |
     if artifact is not None:
         return _artifact_segmenter(artifact, backend, size, threads, model_hint)
     spec = models.get_spec(model)
-    backend = backend or fastest_cpu_backend()
+    reason = None
+    if backend is None:
+        choice = fastest.choose(model, "fp32", ("model", "onnx"), threads)
+        backend, reason = choice.backend, choice.reason
+    segmenter = _model_segmenter(model, spec, checkpoint, backend, size, fixed_size, threads, cache_dir, simplify,
+                                 verify, progress)
+    segmenter.backend_reason = reason
+    return segmenter
+
+
+def _model_segmenter(model, spec, checkpoint, backend, size, fixed_size, threads, cache_dir, simplify, verify,
+                     progress) -> Segmenter:
     record = get_backend(backend)
     weights = "recipe weights" if checkpoint is None else os.path.basename(os.fspath(checkpoint))
     if record.consumes == "model":
@@ -218,11 +225,26 @@ def _class_names(spec, k: int, checkpoint) -> tuple[list, list]:
 
 def _artifact_segmenter(artifact: str, backend, size, threads, model_hint) -> Segmenter:
     kind = format_of(artifact).kind
-    backend = backend or default_backend_for(kind)
+    found = read_runnable_manifest(artifact, required=False) if kind == "onnx" else None
+    reason = None
+    if backend is None:
+        label = precision_label(found.precision) if found is not None else "fp32"
+        choice = fastest.choose(found.model.name if found is not None else model_hint, label, (kind,), threads,
+                                default=default_backend_for(kind))
+        backend, reason = choice.backend, choice.reason
     if get_backend(backend).consumes != kind:
         raise InputError(f"backend {backend} does not run {kind} artifacts; use {', '.join(backends_for(kind))}")
-    if kind == "onnx":
-        read_runnable_manifest(artifact, required=False)
+    segmenter = _open_artifact(artifact, backend, size, threads, model_hint)
+    segmenter.backend_reason = reason
+    return segmenter
+
+
+def precision_label(precision) -> str:
+    """A manifest's precision as the bench and the backend cache name it: fp32, fp16, int8-cpu, int8-openvino..."""
+    return precision.mode + (f"-{precision.flavour}" if precision.flavour else "")
+
+
+def _open_artifact(artifact: str, backend, size, threads, model_hint) -> Segmenter:
     runner = create_runner(backend, artifact=artifact, threads=threads)
     label = f"{os.path.basename(artifact)} on {backend}"
     manifest = runner.manifest
