@@ -41,6 +41,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--warmup", type=int, default=3, help="unprofiled runs first (default 3)")
     p.add_argument("--depth", type=int, default=3, help="module levels to fold at: 1 backbone/decode_head, 2 "
                                                         "stages, 3 blocks (default), 0 the whole graph")
+    p.add_argument("--statistic", choices=("median", "mean"), default="median",
+                   help="of each layer's per-run times (default median: robust to other processes' bursts)")
     p.add_argument("--sort", choices=("graph", "time"), default="graph",
                    help="rows in graph order (default) or by time")
     p.add_argument("--top", type=common.positive_int, help="show the N slowest modules only")
@@ -76,7 +78,7 @@ def run(args) -> int:
         model=None if artifact else args.target, artifact=artifact, backend=args.backend,
         precision=args.precision.lower(), checkpoint=args.checkpoint, calib=args.calib, calib_count=args.calib_count,
         height=height, width=width, batch=args.batch, threads=args.threads, runs=args.runs, warmup=args.warmup,
-        depth=args.depth, protocol=Protocol(warmup_s=1.0, min_s=args.min_s, min_iters=10),
+        depth=args.depth, statistic=args.statistic, protocol=Protocol(warmup_s=1.0, min_s=args.min_s, min_iters=10),
         cache_dir=args.cache_dir or DEFAULT_CACHE_DIR, force_export=args.force_export,
         measure_peak=not args.no_peak)
     with common.status(f"profiling {args.target}") as say:

@@ -54,13 +54,15 @@ class LayerTime:
     ``sources``: the names of the graph nodes the layer computes (several for a fused layer), as the artifact's ONNX
     graph or the backend's own graph spells them; they carry the PyTorch module scope the exporter recorded.
     ``neighbours``: the layers next to it in the backend's graph (consumers first), which place a layer the backend
-    added itself (a layout reorder) beside the module it serves."""
+    added itself (a layout reorder) beside the module it serves. ``samples``: its milliseconds in each profiled run
+    (0 where a run did not report it); ``ms`` is their mean."""
     name: str
     op: str
     ms: float
     sources: tuple[str, ...] = ()
     neighbours: tuple[str, ...] = ()
     kernel: str = ""
+    samples: tuple[float, ...] = ()
 
 
 @dataclass

@@ -236,27 +236,26 @@ def profile_from_trace(events: list[dict], graph: dict[str, tuple[str, tuple[str
     if not runs:
         raise SegdeployError("ONNX Runtime's trace holds no profiled run")
     spans = [(e["ts"], e["ts"] + e["dur"]) for e in runs]
-    totals: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
     ops: dict[str, str] = {}
     providers: dict[str, str] = {}
-    order: list[str] = []
     for event in sorted((e for e in events if e.get("cat") == "Node"), key=lambda e: e["ts"]):
         name = event.get("name", "")
         if not name.endswith(KERNEL_SUFFIX):
             continue  # fence events in older releases; kernel time is what a node costs
-        if not any(start <= event["ts"] <= stop for start, stop in spans):
+        run = next((i for i, (start, stop) in enumerate(spans) if start <= event["ts"] <= stop), None)
+        if run is None:
             continue  # a warm-up run
         node = name[:-len(KERNEL_SUFFIX)]
-        if node not in totals:
-            totals[node] = 0.0
-            order.append(node)
-        totals[node] += event["dur"] / 1e3
+        if node not in samples:
+            samples[node] = [0.0] * len(runs)
+        samples[node][run] += event["dur"] / 1e3
         args = event.get("args") or {}
         ops[node] = args.get("op_name") or graph.get(node, ("?",))[0]
         providers[node] = args.get("provider", "")
-    count = len(runs)
-    layers = [LayerTime(node, ops[node], totals[node] / count, sources=(node,),
-                        neighbours=graph.get(node, ("", ()))[1], kernel=providers[node]) for node in order]
+    layers = [LayerTime(node, ops[node], sum(values) / len(values), sources=(node,),
+                        neighbours=graph.get(node, ("", ()))[1], kernel=providers[node], samples=tuple(values))
+              for node, values in samples.items()]
     return LayerProfile("onnxruntime", layers, [e["dur"] / 1e3 for e in runs])
 
 

@@ -126,7 +126,7 @@ class OpenVinoRunner(Runner):
                                 f"{openvino_reason(exc)}") from None
         request = compiled.create_infer_request()
         inputs = {n: np.ascontiguousarray(feed[n]) for n in names}
-        totals: dict[str, float] = {}
+        samples: dict[str, list[float]] = {}
         kinds: dict[str, tuple[str, str]] = {}
         wall = []
         for i in range(warmup + runs):
@@ -139,14 +139,15 @@ class OpenVinoRunner(Runner):
             for info in request.get_profiling_info():
                 if str(info.status).rsplit(".", 1)[-1] != "EXECUTED":
                     continue  # fused into a neighbour or a constant: it has no time of its own
-                totals[info.node_name] = totals.get(info.node_name, 0.0) + info.real_time.total_seconds() * 1e3
+                values = samples.setdefault(info.node_name, [0.0] * runs)
+                values[i - warmup] += info.real_time.total_seconds() * 1e3
                 kinds[info.node_name] = (info.node_type, info.exec_type)
         graph = _runtime_links(compiled)
         layers = []
-        for name, total in totals.items():
+        for name, values in samples.items():
             sources, neighbours = graph.get(name, ((), ()))
-            layers.append(LayerTime(name, kinds[name][0], total / runs, sources or (name,), neighbours,
-                                    kinds[name][1]))
+            layers.append(LayerTime(name, kinds[name][0], sum(values) / runs, sources or (name,), neighbours,
+                                    kinds[name][1], tuple(values)))
         order = {name: i for i, name in enumerate(graph)}
         layers.sort(key=lambda layer: order.get(layer.name, len(order)))
         return LayerProfile("openvino", layers, wall,

@@ -156,19 +156,23 @@ def tensorrt_layer_sources(layer_name: str) -> tuple[str, ...]:
 
 
 def make_layer_profiler(trt):
-    """A TensorRT IProfiler that sums each layer's reported time over the runs it sees, in first-seen order."""
+    """A TensorRT IProfiler that keeps each layer's reported time per run, in first-seen order."""
 
     class LayerProfiler(trt.IProfiler):
         def __init__(self):
             trt.IProfiler.__init__(self)
-            self.totals: dict[str, float] = {}
+            self.samples: dict[str, list[float]] = {}
 
         def report_layer_time(self, layer_name, ms):
-            self.totals[layer_name] = self.totals.get(layer_name, 0.0) + float(ms)
+            self.samples.setdefault(layer_name, []).append(float(ms))  # once per layer per run
 
         def layers(self, runs: int) -> list[LayerTime]:
-            return [LayerTime(name, "TensorRT layer", total / max(runs, 1), tensorrt_layer_sources(name))
-                    for name, total in self.totals.items()]
+            out = []
+            for name, values in self.samples.items():
+                values = (values + [0.0] * runs)[:max(runs, len(values))]
+                out.append(LayerTime(name, "TensorRT layer", sum(values) / max(runs, 1),
+                                     tensorrt_layer_sources(name), samples=tuple(values)))
+            return out
 
     return LayerProfiler()
 

@@ -148,6 +148,7 @@ def test_onnxruntime_trace_parsing_drops_the_warmup_runs():
     assert [(layer.name, layer.op, layer.ms) for layer in result.layers] == [
         ("/m/a/Conv", "Conv", pytest.approx(0.04)), ("ReorderOutput_1", "ReorderOutput", pytest.approx(0.007))]
     assert result.layers[1].neighbours == ("/m/b/Add", "/m/a/Conv")
+    assert result.layers[0].samples == pytest.approx((0.03, 0.05))  # per run, for a median over runs
 
 
 BACKENDS = ["onnxruntime"] + (["openvino"] if HAS_OPENVINO else [])

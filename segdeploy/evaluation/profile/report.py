@@ -55,11 +55,12 @@ def title(report: dict) -> str:
 
 def summary_lines(report: dict) -> list[str]:
     latency, profiled, coverage = report["latency_ms"], report["profiled"], report["coverage"]
+    statistic = report.get("statistic", "mean")
     lines = [f"latency {latency['p50']:.2f} ms (p50 of {report['protocol']['min_iters']}+ unprofiled calls); "
-             f"{profiled['layers']} profiled layers add up to {profiled['layer_ms']:.2f} ms per run over "
-             f"{report['runs']} runs = {_f((coverage['of_latency_p50'] or 0) * 100, '{:.1f}')}% of the latency "
-             f"({_f((coverage['of_profiled_runs'] or 0) * 100, '{:.1f}')}% of the profiled runs' own "
-             f"{profiled['run_ms_mean']:.2f} ms)"]
+             f"{profiled['layers']} profiled layers add up to {profiled['layer_ms']:.2f} ms per run (each layer's "
+             f"{statistic} over {report['runs']} runs) = {_f((coverage['of_latency_p50'] or 0) * 100, '{:.1f}')}% of "
+             f"the latency ({_f((coverage['of_profiled_runs'] or 0) * 100, '{:.1f}')}% of the profiled runs' own "
+             f"{statistic} {profiled['run_ms_mean']:.2f} ms)"]
     placement = report["placement"]
     lines.append(f"layers placed by the nodes they compute: {placement['own']}, beside a neighbour (layout "
                  f"reorders and copies the backend added): {placement['neighbour']}, in the whole graph: "

@@ -17,6 +17,8 @@ import datetime as _dt
 import os
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from segdeploy.artifact.formats import format_of
 from segdeploy.artifact.reader import read_runnable_manifest
 from segdeploy.errors import InputError
@@ -30,6 +32,7 @@ from segdeploy.runtimes.base import image_dims, random_feed
 from segdeploy.runtimes.registry import create_runner, default_backend_for, get_backend, require_backend
 
 SCHEMA = "segdeploy.profile/1"
+STATISTICS = {"median": lambda values: float(np.median(values)), "mean": lambda values: float(np.mean(values))}
 MAX_RUNS = 10_000
 MAX_DEPTH = 32
 
@@ -51,6 +54,7 @@ class ProfileRequest:
     runs: int = 20
     warmup: int = 3
     depth: int = 3
+    statistic: str = "median"  # of each layer's per-run times: median (robust to other processes) or mean
     protocol: Protocol = field(default_factory=lambda: Protocol(warmup_s=1.0, min_s=3.0, min_iters=10))
     cache_dir: str = DEFAULT_CACHE_DIR
     opset: int = DEFAULT_OPSET
@@ -68,6 +72,8 @@ def check(request: ProfileRequest) -> None:
         raise InputError(f"--runs takes 1 to {MAX_RUNS}, not {request.runs}")
     if not 0 <= request.warmup <= MAX_RUNS:
         raise InputError(f"--warmup takes 0 to {MAX_RUNS}, not {request.warmup}")
+    if request.statistic not in STATISTICS:
+        raise InputError(f"--statistic takes {' or '.join(STATISTICS)}, not {request.statistic!r}")
     if not 0 <= request.depth <= MAX_DEPTH:
         raise InputError(f"--depth takes 0 (the whole graph) to {MAX_DEPTH}, not {request.depth}")
     if request.batch < 1:
@@ -191,15 +197,17 @@ def profile(request: ProfileRequest, progress: Progress | None = None) -> dict:
         peak = fp32_peak_gflops("cpu" if device == "cpu" else device, threads)
     resolver = ScopeResolver(names)
     placed = resolver.place(layer_profile.layers)
-    layers = [{"name": layer.name, "op": layer.op, "kernel": layer.kernel, "ms": layer.ms, "scope": list(scope),
-               "placed": how, "sources": list(layer.sources)} for layer, (scope, how) in zip(layer_profile.layers,
-                                                                                            placed)]
+    statistic = STATISTICS[request.statistic]
+    layers = [{"name": layer.name, "op": layer.op, "kernel": layer.kernel,
+               "ms": statistic(layer.samples) if layer.samples else layer.ms, "samples_ms": list(layer.samples),
+               "scope": list(scope), "placed": how, "sources": list(layer.sources)}
+              for layer, (scope, how) in zip(layer_profile.layers, placed)]
     modules = fold(layers, request.depth, flops.get("by_scope") if flops else None)
     latency_p50 = timed["latency_ms"]["p50"]
     for row in modules:
         _rates(row, peak)
-    layer_ms = layer_profile.layer_ms
-    run_mean = sum(layer_profile.run_ms) / len(layer_profile.run_ms)
+    layer_ms = sum(layer["ms"] for layer in layers)
+    run_mean = statistic(layer_profile.run_ms)
     precision = manifest.precision.mode + (f"-{manifest.precision.flavour}" if manifest.precision.flavour else "") \
         if manifest is not None else "as stored"
     return {
@@ -207,7 +215,7 @@ def profile(request: ProfileRequest, progress: Progress | None = None) -> dict:
         "model": manifest.model.name if manifest is not None else request.model, "artifact": artifact,
         "backend": backend, "precision": precision, "inference_precision": request.precision
         if backend == "openvino" else None, "batch": batch, "height": height, "width": width, "threads": threads,
-        "runs": request.runs, "warmup": request.warmup, "depth": request.depth,
+        "runs": request.runs, "warmup": request.warmup, "depth": request.depth, "statistic": request.statistic,
         "latency_ms": timed["latency_ms"], "protocol": asdict(request.protocol),
         "profiled": {"layer_ms": layer_ms, "run_ms": layer_profile.run_ms, "run_ms_mean": run_mean,
                      "layers": len(layers), "notes": layer_profile.notes},
