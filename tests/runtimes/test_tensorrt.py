@@ -244,3 +244,9 @@ def test_engine_builds_and_runs_like_onnxruntime(tmp_path):
                 out = runner.infer({"input": x})["logits"]
             np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
             assert runner.last_timing.compute_ms > 0 and runner.peak_device_memory() > 0
+            # the layer profiler: every layer timed in every run, names holding the ONNX nodes they compute
+            profiled = runner.layer_profile({"input": x}, runs=3, warmup=1)
+            assert profiled.layers and len(profiled.run_ms) == 3
+            assert all(len(layer.samples) == 3 for layer in profiled.layers)
+            assert any("conv" in layer.name for layer in profiled.layers)
+            np.testing.assert_allclose(runner.infer({"input": x})["logits"], expected, rtol=1e-3, atol=1e-3)
