@@ -1,7 +1,8 @@
 """segdeploy predict: segment an image, a folder or glob of images, or a video, with a model or an artifact.
 
-A model runs on the fastest usable CPU backend by default (OpenVINO when installed, then ONNX Runtime, then
-PyTorch); for an artifact backend it is exported once and kept in the shared export cache (static at the size of a
+A model runs, by default, on the backend segdeploy bench recorded as the fastest for it on this CPU, else on the
+fastest usable CPU backend (OpenVINO when installed, then ONNX Runtime, then PyTorch), and says which and why; for
+an artifact backend it is exported once and kept in the shared export cache (static at the size of a
 single image or a video's frames, dynamic for folders of mixed sizes). One image prints its class histogram and,
 with ``--output FILE``, writes its colour mask, as before; many images and videos write into ``--output DIR`` (or a
 video file) with a progress bar and a latency summary.
@@ -40,7 +41,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--source", "--image", dest="source", required=True, metavar="IMAGE|DIR|GLOB|VIDEO",
                    help="an image, a folder of images, a quoted glob, or a video")
     common.add_checkpoint(p)
-    common.add_backend(p, "backend (default: the fastest usable CPU backend)")
+    common.add_backend(p, "backend (default: the fastest that segdeploy bench recorded for the model on this CPU, "
+                          "else the fastest usable CPU backend)")
     common.add_size(p, default=None, help_text="network input size (default: the test resize policy)")
     p.add_argument("--output", metavar="FILE|DIR",
                    help="one image: the colour mask PNG; images: a folder; video: the output video (.mp4/.avi)")
