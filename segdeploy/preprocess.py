@@ -181,9 +181,10 @@ def logits_to_mask(logits, size: tuple[int, int], align_corners: bool = False,
     torch's sampling, then argmax over classes (ties go to the lowest class), as resizing all K channels first
     would give, up to float rounding at exact ties.
 
-    Only the classes that can win somewhere are resized (``candidate_classes``): an image shows a few of a
-    dataset's 150 classes, and resizing the rest was most of the end-to-end time of a photo (a 600x512 image with
-    ADE20K's 150 classes took longer to upsample than to segment on a 2-core EPYC).
+    With many classes (more than ``SELECT_CLASSES_ABOVE``) only those that can win somewhere are resized
+    (``candidate_classes``): an image shows a few of a dataset's 150 classes, and resizing the rest was most of the
+    end-to-end time of a photo (a 600x512 image with ADE20K's 150 classes took longer to upsample than to segment on
+    a 2-core EPYC); with few, ruling them out costs more than it saves.
 
     Memory stays bounded by ``max_chunk_bytes`` and the network's output, not by K x H x W (all 150 upsampled
     channels of a 24 MP photo would take 14 GB): the output is made a band of rows at a time, with the classes
@@ -199,18 +200,25 @@ def logits_to_mask(logits, size: tuple[int, int], align_corners: bool = False,
     dtype = np.uint8 if k <= UINT8_MASK_MAX_CLASSES else np.int32
     out = np.empty((n, height, width), dtype=dtype)
     for i in range(n):
-        classes = candidate_classes(t[i])
-        band = int(max(1, min(height, max_chunk_bytes // max(1, 4 * len(classes) * width * 4))))
-        classes_last = t[i, classes].permute(1, 2, 0).contiguous()  # (h, w, candidates), in class order
+        # ruling classes out costs a pass over the logits: worth it where there are many classes to rule out
+        classes = candidate_classes(t[i]) if k > SELECT_CLASSES_ABOVE else None
+        kept = k if classes is None else len(classes)
+        band = int(max(1, min(height, max_chunk_bytes // max(1, 4 * kept * width * 4))))
+        chosen = t[i] if classes is None else t[i, classes]
+        classes_last = chosen.permute(1, 2, 0).contiguous()  # (h, w, classes kept), in class order
         for start in range(0, height, band):
             stop = min(height, start + band)
             lo, hi = int(y0[start]), int(y1[stop - 1]) + 1
             rows = classes_last[lo:hi]
-            horizontal = rows[:, x0] * wx0 + rows[:, x1] * wx1  # (rows, W, candidates)
+            horizontal = rows[:, x0] * wx0 + rows[:, x1] * wx1  # (rows, W, classes kept)
             values = horizontal[y0[start:stop] - lo] * wy0[start:stop, None, None] + \
                 horizontal[y1[start:stop] - lo] * wy1[start:stop, None, None]
-            out[i, start:stop] = classes[values.argmax(-1)].numpy().astype(dtype, copy=False)
+            labels = values.argmax(-1)
+            out[i, start:stop] = (labels if classes is None else classes[labels]).numpy().astype(dtype, copy=False)
     return out
+
+
+SELECT_CLASSES_ABOVE = 32  # class counts up to this are resized whole
 
 
 def candidate_classes(logits: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,9 @@ def regions(rng, classes: int, present: int, h: int, w: int) -> np.ndarray:
 @pytest.mark.parametrize("classes,h,w,size", [(1, 4, 4, (9, 9)), (2, 5, 7, (40, 33)), (16, 32, 32, (257, 131)),
                                               (150, 19, 16, (150, 128)), (300, 8, 8, (31, 17)),
                                               (150, 16, 12, (12, 10))])
-def test_the_mask_is_what_resizing_every_class_gives(classes, h, w, size, align_corners):
+@pytest.mark.parametrize("select_above", [0, preprocess.SELECT_CLASSES_ABOVE])  # rule classes out always, or by K
+def test_the_mask_is_what_resizing_every_class_gives(classes, h, w, size, align_corners, select_above, monkeypatch):
+    monkeypatch.setattr(preprocess, "SELECT_CLASSES_ABOVE", select_above)
     rng = np.random.default_rng(classes * 1000 + h)
     for logits in (rng.standard_normal((2, classes, h, w)).astype(np.float32), regions(rng, classes, min(classes, 4),
                                                                                       h, w)):
