@@ -12,8 +12,8 @@ import sys
 from segdeploy import __version__
 from segdeploy.errors import SegdeployError
 
-COMMANDS = ("list", "info", "doctor", "export", "validate", "eval", "predict", "bench", "dataset", "fixtures",
-            "lint_trt", "build_engine")
+COMMANDS = ("list", "info", "doctor", "export", "validate", "eval", "predict", "bench", "profile", "dataset",
+            "fixtures", "lint_trt", "build_engine")
 
 
 DESCRIPTION = ("Export, validate, evaluate and benchmark efficient semantic-segmentation models (CGRSeg, SegNeXt, "

@@ -47,6 +47,15 @@ def pytest_make_collect_report(collector):
     return report
 
 
+@pytest.fixture(autouse=True)
+def backend_cache(tmp_path_factory, monkeypatch):
+    """Each test's own record of the fastest backends (segdeploy.runtimes.fastest), so a benchmark run by one test
+    never steers another's default backend, nor the user's."""
+    path = tmp_path_factory.mktemp("backend-cache") / "fastest-backends.json"
+    monkeypatch.setenv("SEGDEPLOY_BACKEND_CACHE", str(path))
+    return path
+
+
 @pytest.fixture
 def tmp_artifacts(tmp_path):
     return tmp_path

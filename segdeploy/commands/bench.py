@@ -7,7 +7,7 @@ from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.bench import reports
 from segdeploy.evaluation.bench.precision import flavour_notes
 from segdeploy.evaluation.bench.protocol import Protocol
-from segdeploy.evaluation.bench.request import BenchRequest, check_request, parse_batches
+from segdeploy.evaluation.bench.request import BenchRequest, check_request, parse_batches, parse_streams
 from segdeploy.evaluation.bench.run import run_bench
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
 from segdeploy.export.trace import DEFAULT_OPSET
@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   segdeploy bench --model segnext_t,cgrseg_t --backend torch,onnxruntime,openvino --batch 1,max
   segdeploy bench --artifact artifacts/cgrseg_t_512x512.onnx --backend onnxruntime --md bench.md
   segdeploy bench --model cgrseg_t --device cuda --precision fp16 --cuda-graphs
+  segdeploy bench --model cgrseg_t --e2e --images photos/ --md e2e.md   # photo to mask, stage by stage
+  segdeploy bench --model cgrseg_t --backend openvino,onnxruntime --streams 1,2 --batch 1,max  # server load
   segdeploy bench --model cgrseg_t --checkpoint ck.pth --precision fp32,fp16,int8 --data data/ \
       --backend onnxruntime,openvino --md compare.md --plot compare.png   # formats x precisions, with mIoU
                                                    # int8: each backend's flavour (int8-cpu, int8-openvino)"""
@@ -67,12 +69,22 @@ def add_parser(subparsers) -> None:
     run.add_argument("--min-s", type=float, default=3.0, help="timed seconds, at least (default 3)")
     run.add_argument("--min-iters", type=int, default=10, help="timed calls, at least (default 10)")
     run.add_argument("--max-batch", type=int, default=64, help="upper bound of the 'max' batch search (default 64)")
+    run.add_argument("--streams", default="1",
+                     help="requests in flight at once, comma-separated (e.g. 1,2,4): above 1, throughput at full load "
+                          "(OpenVINO's THROUGHPUT mode, parallel ONNX Runtime sessions sharing --threads); default 1")
     run.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"the export cache (default {DEFAULT_CACHE_DIR})")
     run.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset of on-the-fly exports (default "
                                                                       f"{DEFAULT_OPSET})")
     run.add_argument("--no-simplify", dest="simplify", action="store_false", help="export without the simplifier")
     run.add_argument("--force-export", action="store_true", help="re-export even if the cache has the artifact")
     run.add_argument("--no-peak", action="store_true", help="skip the FP32 matmul peak measurement")
+    e2e = p.add_argument_group("end to end (--e2e)")
+    e2e.add_argument("--e2e", action="store_true",
+                     help="time photo to colour mask: decode, preprocess, network, upsample/argmax at the photo's "
+                          "size, colour mask, with pre/post-processing on the host and in the graph")
+    e2e.add_argument("--images", metavar="IMAGE|DIR|GLOB", help="the photos (default: scenes at 640x480, 1280x720, "
+                                                               "1920x1080 and 4032x3024, JPEG)")
+    e2e.add_argument("--pipelines", default="host,in-graph", help="host and/or in-graph (default both)")
     out = p.add_argument_group("reports")
     common.add_json(out)
     out.add_argument("--csv", metavar="FILE", help="one flat row per measurement")
@@ -105,7 +117,8 @@ def build_request(args) -> BenchRequest:
         batches=parse_batches(args.batch), threads=args.threads, device=args.device, precision=args.precision,
         layouts=layouts, compile=args.compile, cuda_graphs=args.cuda_graphs, checkpoint=args.checkpoint,
         export_dir=args.cache_dir, opset=args.opset, simplify=args.simplify, force_export=args.force_export,
-        max_batch_limit=args.max_batch, measure_peak=not args.no_peak, protocol=protocol)
+        max_batch_limit=args.max_batch, measure_peak=not args.no_peak, protocol=protocol,
+        streams=parse_streams(args.streams))
 
 
 def _progress():
@@ -159,6 +172,10 @@ def run_precision_comparison(args) -> int:
     print_table(f"segdeploy bench: precisions of {args.model}", *pb.table_rows(report))
     print(pb.header(report))
     print(f"recommendation: {report['recommendation']}")
+    from segdeploy.evaluation.bench.best import record_precisions
+
+    for line in record_precisions(report):
+        print(f"recorded: {line}")
     written = []
     if args.json:
         written.append(common.write_json(args.json, report, args.force))
@@ -176,8 +193,40 @@ def run_precision_comparison(args) -> int:
     return 1 if any(r["status"] != "ok" or r.get("within_tolerance") is False for r in report["rows"]) else 0
 
 
+def run_e2e_command(args) -> int:
+    from segdeploy.evaluation.bench import e2e
+
+    if args.artifact or args.csv or args.plot or args.data:
+        raise InputError("bench --e2e takes --model (it exports both pipelines itself) and writes --json and --md")
+    if args.precision != "fp32" or args.batch != "1" or args.streams != "1":
+        raise InputError("bench --e2e times fp32 at batch 1, one photo at a time, as predict runs")
+    request = e2e.E2ERequest(
+        models=common.names(args.model), backends=common.names(args.backend) or [fastest_cpu_backend()],
+        pipelines=common.names(args.pipelines), images=args.images, checkpoint=args.checkpoint, threads=args.threads,
+        protocol=Protocol(warmup_s=0.0, min_s=args.min_s, min_iters=args.min_iters), cache_dir=args.cache_dir,
+        opset=args.opset, force_export=args.force_export)
+    e2e.check(request)
+    with common.status("timing end to end") as say:
+        report = e2e.run_e2e(request, progress=say)
+    print_table("segdeploy bench --e2e: p50 ms per stage (share of the end-to-end time)", *e2e.table_rows(report))
+    print("photos: " + "; ".join(f"{p['name']} {p['size'][0]}x{p['size'][1]}" for p in report["photos"]))
+    written = []
+    if args.json:
+        written.append(common.write_json(args.json, report, args.force))
+    if args.md:
+        from segdeploy.io import write_text_atomic
+
+        written.append(write_text_atomic(args.md, e2e.to_markdown(report), force=args.force))
+    for path in written:
+        if path:
+            print(f"wrote {path}")
+    return 0
+
+
 def run_command(args) -> int:
     common.check_outputs(args.force, args.json, args.csv, args.md, args.plot, inputs=[args.artifact, args.checkpoint])
+    if args.e2e:
+        return run_e2e_command(args)
     if compares_precisions(args):
         return run_precision_comparison(args)
     if args.precision not in ("fp32", "fp16", "bf16"):
@@ -195,8 +244,14 @@ def run_command(args) -> int:
                 *reports.timing_table(report))
     print_table("against the papers (their GPU figures; the ratio is measured / paper)", *reports.paper_table(report))
     print(reports.machine_summary(report))
+    for line in reports.streams_summary(report):
+        print(f"throughput: {line}")
     for line in flavour_notes(report["results"]):
         print(f"note: {line}")
+    from segdeploy.evaluation.bench.best import record_bench
+
+    for line in record_bench(report):
+        print(f"recorded: {line}")
     load, cores = report["machine"]["load_average"], report["machine"]["cpu"]["usable_cores"]
     if load and load[0] > 0.5 * cores:
         print(f"note: the 1-minute load average was {load[0]} on {cores} cores when the run started; other "

@@ -32,8 +32,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
     p.add_argument("--layout", default="auto", help="auto (default), ade20k, cityscapes or pairs")
     p.add_argument("--split", help="split folder (default: validation for ADE20K, val for Cityscapes)")
-    common.add_backend(p, "backend (default: the model backend for --model, ONNX Runtime for an ONNX artifact); "
-                          "artifact backends run --model as a dynamic export from the export cache")
+    common.add_backend(p, "backend (default: the fastest that segdeploy bench recorded for the model on this CPU, "
+                          "else the model backend for --model, ONNX Runtime for an ONNX artifact); artifact "
+                          "backends run --model as a dynamic export from the export cache")
     p.add_argument("--reference", metavar="MODEL|ARTIFACT",
                    help="also evaluate this (a model name or an .onnx file) and report the mIoU delta and the "
                         "pixel agreement between the two")
@@ -157,11 +158,15 @@ def run(args) -> int:
     predictor = build_predictor(args.model if is_model else args.artifact, is_model=is_model, backend=args.backend,
                                 checkpoint=args.checkpoint, threads=args.threads, cache_dir=args.cache_dir,
                                 model_hint=args.model)
+    if predictor.segmenter.backend_reason:
+        print(f"backend {predictor.segmenter.backend_reason}")
     reference = None
     try:
         if args.reference:
             ref_is_model = not _is_artifact(args.reference)
-            reference = build_predictor(args.reference, is_model=ref_is_model, backend=args.reference_backend,
+            # the reference stays on its documented backend, whatever the recorded fastest one is
+            reference = build_predictor(args.reference, is_model=ref_is_model,
+                                        backend=args.reference_backend or ("torch" if ref_is_model else "onnxruntime"),
                                         checkpoint=(args.reference_checkpoint or args.checkpoint) if ref_is_model
                                         else None, threads=args.threads, cache_dir=args.cache_dir)
         progress = Progress(len(dataset), predictor.label)

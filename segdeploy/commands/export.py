@@ -242,6 +242,12 @@ def run(args) -> int:
                              verify=verify if args.validate else None, progress=say, precision=precision,
                              evaluator=evaluator, threads=args.threads)
     print_summary(result.path, result.manifest)
+    if args.fmt == "onnx":
+        from segdeploy.runtimes.fastest import export_advice
+
+        p = result.manifest.precision
+        for line in export_advice(args.model, p.mode + (f"-{p.flavour}" if p.flavour else ""), args.threads):
+            print(line)
     if args.fmt in ("trt", "triton"):
         from segdeploy.io import identities, remove_made, remove_unchanged
 

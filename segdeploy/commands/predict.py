@@ -1,7 +1,8 @@
 """segdeploy predict: segment an image, a folder or glob of images, or a video, with a model or an artifact.
 
-A model runs on the fastest usable CPU backend by default (OpenVINO when installed, then ONNX Runtime, then
-PyTorch); for an artifact backend it is exported once and kept in the shared export cache (static at the size of a
+A model runs, by default, on the backend segdeploy bench recorded as the fastest for it on this CPU, else on the
+fastest usable CPU backend (OpenVINO when installed, then ONNX Runtime, then PyTorch), and says which and why; for
+an artifact backend it is exported once and kept in the shared export cache (static at the size of a
 single image or a video's frames, dynamic for folders of mixed sizes). One image prints its class histogram and,
 with ``--output FILE``, writes its colour mask, as before; many images and videos write into ``--output DIR`` (or a
 video file) with a progress bar and a latency summary.
@@ -9,6 +10,7 @@ video file) with a progress bar and a latency summary.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 
@@ -39,7 +41,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--source", "--image", dest="source", required=True, metavar="IMAGE|DIR|GLOB|VIDEO",
                    help="an image, a folder of images, a quoted glob, or a video")
     common.add_checkpoint(p)
-    common.add_backend(p, "backend (default: the fastest usable CPU backend)")
+    common.add_backend(p, "backend (default: the fastest that segdeploy bench recorded for the model on this CPU, "
+                          "else the fastest usable CPU backend)")
     common.add_size(p, default=None, help_text="network input size (default: the test resize policy)")
     p.add_argument("--output", metavar="FILE|DIR",
                    help="one image: the colour mask PNG; images: a folder; video: the output video (.mp4/.avi)")
@@ -72,7 +75,7 @@ def run(args) -> int:
         dims = preprocess.image_dimensions(source.paths[0])
         if dims:
             preprocess.check_image_size(*dims, source.paths[0])
-        first = np.empty((*dims, 0), np.uint8) if dims else preprocess.read_image(source.paths[0])
+        first = np.empty((*dims, 0), np.uint8) if dims else _decode(source.paths[0])[0]
     elif source.kind == "video":
         if args.output:
             VideoOut.check(args.output)
@@ -91,30 +94,54 @@ def run(args) -> int:
                                    backend=args.backend, size=size, fixed_size=source.kind != "images",
                                    threads=args.threads, cache_dir=args.cache_dir, simplify=args.simplify,
                                    verify=verify_graph, progress=say)
+    if segmenter.backend_reason:
+        print(f"backend {segmenter.backend_reason}")
     if args.checkpoint is None and args.model:
         print("note: no --checkpoint given; using the deterministic golden-recipe weights, so the masks show the "
               "pipeline works, not what is in the images")
     with segmenter:
         if source.kind == "image":
             segmenter.check_image(*first.shape[:2], source.paths[0])
-            image = first if first.size else preprocess.read_image(source.paths[0])
-            return _one_image(args, segmenter, source.paths[0], image)
+            image, decode_ms = _decode(source.paths[0])  # again if the header had no size: timed as a user's call
+            return _one_image(args, segmenter, source.paths[0], image, decode_ms)
         if source.kind == "video":
             segmenter.check_image(*first.shape[:2], source.paths[0])
             return _video(args, segmenter, source.paths[0], frames, info)
         return _images(args, segmenter, source.paths)
 
 
-def _one_image(args, segmenter, path, image) -> int:
+def _decode(path) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    image = preprocess.read_image(path)
+    return image, (time.perf_counter() - start) * 1e3
+
+
+def _colour(segmenter, labels, stages: dict) -> np.ndarray:
+    start = time.perf_counter()
+    colour = segmenter.colour(labels)
+    stages["mask"] = (time.perf_counter() - start) * 1e3
+    return colour
+
+
+def _split_line(samples: list[dict]) -> str:
+    from segdeploy.evaluation.segment import split_text, stage_split
+
+    return split_text(stage_split(samples))
+
+
+def _one_image(args, segmenter, path, image, decode_ms: float) -> int:
     result = segmenter(image)
     mask = result.labels
     h, w = result.network_size
+    stages = {"decode": decode_ms, **result.stages_ms}
+    colour = _colour(segmenter, mask, stages) if args.output else None
     print(f"{segmenter.description}: image {image.shape[0]}x{image.shape[1]} -> input {h}x{w} (HxW) in "
           f"{result.latency_ms:.0f} ms; {len(np.unique(mask))} classes in the mask")
+    print(_split_line([stages]))
     for name, share in preprocess.class_histogram(mask, segmenter.class_names, args.top):
         print(f"  {share:6.2f}%  {name}")
     if args.output:
-        write_image(args.output, preprocess.colorize(mask, segmenter.palette), args.force)
+        write_image(args.output, colour, args.force)
         print(f"wrote {args.output}")
         stem = os.path.splitext(args.output)[0]
         if args.overlay:
@@ -165,19 +192,20 @@ def _images(args, segmenter, paths) -> int:
 
 
 def _segment_images(args, segmenter, paths, out_dir) -> int:
-    latencies, start = [], time.perf_counter()
+    latencies, samples, start = [], [], time.perf_counter()
     bar = _progress(len(paths), "segmenting")
     with bar or contextlib.nullcontext():
         for i, path in enumerate(paths):
             dims = preprocess.image_dimensions(path)
             if dims:
                 segmenter.check_image(*dims, path)
-            image = preprocess.read_image(path)
+            image, decode_ms = _decode(path)
             result = segmenter(image)
             latencies.append(result.latency_ms)
+            samples.append({"decode": decode_ms, **result.stages_ms})
             if out_dir:
                 stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
-                write_image(stem + "_mask.png", preprocess.colorize(result.labels, segmenter.palette), args.force)
+                write_image(stem + "_mask.png", _colour(segmenter, result.labels, samples[-1]), args.force)
                 if args.overlay:
                     write_image(stem + "_overlay.jpg", _overlay(args, image, result.labels, segmenter), args.force)
                 if args.labels:
@@ -186,6 +214,7 @@ def _segment_images(args, segmenter, paths, out_dir) -> int:
                 rate = (i + 1) / (time.perf_counter() - start)
                 bar.update(bar.task_ids[0], completed=i + 1, rate=f"{rate:.2f} img/s")
     print(f"{segmenter.description}: " + _summary(latencies, time.perf_counter() - start, len(paths)))
+    print(_split_line(samples))
     if out_dir:
         print(f"wrote {len(paths)} masks into {out_dir}")
     return 0
@@ -195,15 +224,22 @@ def _video(args, segmenter, path, frames, info) -> int:
     from segdeploy.media import video_shortfall
 
     out = VideoOut(args.output, info["fps"], (info["height"], info["width"]), args.force) if args.output else None
-    latencies, start, ok = [], time.perf_counter(), False
+    latencies, samples, start, ok = [], [], time.perf_counter(), False
     bar = _progress(info["frames"] or None, "segmenting frames")
+    frames = iter(frames)
     try:
         with bar or contextlib.nullcontext():
-            for i, frame in enumerate(frames):
+            for i in itertools.count():
+                decode_start = time.perf_counter()
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                decode_ms = (time.perf_counter() - decode_start) * 1e3
                 result = segmenter(frame)
                 latencies.append(result.latency_ms)
+                samples.append({"decode": decode_ms, **result.stages_ms})
                 if out is not None:
-                    colour = preprocess.colorize(result.labels, segmenter.palette)
+                    colour = _colour(segmenter, result.labels, samples[-1])
                     out.write(overlay(frame, colour, args.alpha) if args.overlay else colour)
                 if bar is not None:
                     bar.update(bar.task_ids[0], completed=i + 1,
@@ -218,6 +254,7 @@ def _video(args, segmenter, path, frames, info) -> int:
     if lost:
         raise InputError(f"{lost}; nothing was written")
     print(f"{segmenter.description}: " + _summary(latencies, time.perf_counter() - start, len(latencies)))
+    print(_split_line(samples))
     if out is not None:
         print(f"wrote {args.output} ({out.frames} frames)")
     return 0

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segdeploy.datasets import Dataset
-from segdeploy.errors import InputError
+from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.metrics import ConfusionAccumulator, SegMetrics, confusion_matrix, finite_or_none
 from segdeploy.evaluation.segment import Segmenter, open_segmenter
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
+from segdeploy.runtimes import fastest
 from segdeploy.runtimes.registry import backends_for, get_backend
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -71,7 +72,10 @@ def model_predictor(model: str, *, checkpoint=None, backend: str | None = None, 
                     cache_dir: str | None = None, log: Callable[[str], None] | None = None) -> Predictor:
     """A registered model (recipe weights, or ``checkpoint``) on ``backend`` (default: the model backend); artifact
     backends run a dynamic export from the shared export cache."""
-    backend = backend or backends_for("model")[0]
+    reason = None
+    if backend is None:  # the model backend, unless bench measured a faster one for this model on this CPU
+        choice = fastest.choose(model, "fp32", ("model", "onnx"), threads, default=backends_for("model")[0])
+        backend, reason = choice.backend, choice.reason
     if get_backend(backend).consumes not in ("model", "onnx"):
         usable = backends_for("model") + backends_for("onnx")
         raise InputError(f"--backend must be one of {', '.join(usable)} for a model, not {backend!r}")
@@ -81,6 +85,7 @@ def model_predictor(model: str, *, checkpoint=None, backend: str | None = None, 
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
     segmenter = open_segmenter(model=model, checkpoint=checkpoint, backend=backend, threads=threads,
                                cache_dir=cache_dir or DEFAULT_CACHE_DIR, progress=log)
+    segmenter.backend_reason = reason
     return Predictor(segmenter, segmenter.description)
 
 
@@ -91,8 +96,22 @@ def artifact_predictor(path, *, backend: str | None = None, threads: int | None 
     from segdeploy.artifact.formats import format_of
 
     path = os.fspath(path)
-    backend = backend or backends_for(format_of(path).kind)[0]
+    kind = format_of(path).kind
+    reason = None
+    if backend is None:  # the first backend of its kind, unless bench measured a faster one for it on this CPU
+        from segdeploy.artifact.reader import read_manifest
+        from segdeploy.evaluation.segment import precision_label
+
+        try:
+            found = read_manifest(path, required=False) if kind == "onnx" and os.path.isfile(path) else None
+        except SegdeployError:  # a broken artifact: opening it below says what is wrong, in its words
+            found = None
+        choice = fastest.choose(found.model.name if found else model,
+                                precision_label(found.precision) if found else "fp32", (kind,), threads,
+                                default=backends_for(kind)[0])
+        backend, reason = choice.backend, choice.reason
     segmenter = open_segmenter(artifact=path, backend=backend, threads=threads, model_hint=model)
+    segmenter.backend_reason = reason
     return Predictor(segmenter, label or segmenter.description)
 
 

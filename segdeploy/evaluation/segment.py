@@ -6,7 +6,8 @@ as mmseg does; an in-graph mask resized nearest)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,13 +20,8 @@ from segdeploy.evaluation.feeds import image_feed, network_size
 from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
 from segdeploy.hostinfo import memory_available_bytes
 from segdeploy.models import footprint
-from segdeploy.runtimes.registry import (
-    backends_for,
-    create_runner,
-    default_backend_for,
-    fastest_cpu_backend,
-    get_backend,
-)
+from segdeploy.runtimes import fastest
+from segdeploy.runtimes.registry import backends_for, create_runner, default_backend_for, get_backend
 
 # Host memory a segmented image costs beyond the network, per image pixel: the image (3 bytes), its labels (1, or 4
 # above 255 classes), the colour mask (3), the overlay (3), the encoded PNG (up to 3) and the label PNG's copy (2),
@@ -35,11 +31,20 @@ BYTES_PER_IMAGE_PIXEL = 24
 POSTPROCESS_BYTES = 512 << 20
 
 
+STAGES = ("decode", "preprocess", "network", "postprocess", "mask")
+STAGE_TEXT = {"decode": "decode", "preprocess": "preprocess", "network": "network",
+              "postprocess": "upsample/argmax", "mask": "colour mask"}
+
+
 @dataclass
 class Segmentation:
     labels: np.ndarray  # (H, W) class indices at the image's size
     network_size: tuple[int, int]
     latency_ms: float  # the runner's own time for the forward pass
+    # wall milliseconds of the stages this call ran: preprocess (resize, normalise, layout), network (the runner's
+    # call), postprocess (logits to labels at the image's size: bilinear upsample and argmax, or the in-graph mask's
+    # nearest resize); the caller adds decode and mask
+    stages_ms: dict = field(default_factory=dict)
 
 
 class Segmenter:
@@ -51,6 +56,7 @@ class Segmenter:
         self.runner, self.preprocessing, self.profile = runner, preprocessing, profile
         self.class_names, self.palette = list(class_names), [tuple(c) for c in palette]
         self.size, self.description, self.model = size, description, model
+        self.backend_reason: str | None = None  # why this backend, when the caller did not name one
         self.input = runner.inputs()[0]
         self.output = runner.outputs()[0]
         self.batch = profile.batch.opt if profile is not None and profile.static else 1
@@ -59,23 +65,48 @@ class Segmenter:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def __call__(self, image_bgr: np.ndarray) -> Segmentation:
-        import cv2
+    @property
+    def in_graph(self) -> dict:
+        """Which ends of the pipeline the graph itself does: normalisation (uint8 images in), the mask (labels out)."""
+        return {"preprocess": self.input.dtype == "uint8", "postprocess": len(self.output.shape) == 3}
 
+    def __call__(self, image_bgr: np.ndarray) -> Segmentation:
+        start = time.perf_counter()
+        size, feed = self.prepare(image_bgr)
+        prepared = time.perf_counter()
+        out = self.run(feed)
+        ran = time.perf_counter()
+        labels = self.finish(out, image_bgr.shape[:2])
+        done = time.perf_counter()
+        stages = {"preprocess": (prepared - start) * 1e3, "network": (ran - prepared) * 1e3,
+                  "postprocess": (done - ran) * 1e3}
+        return Segmentation(labels, tuple(size), self.runner.last_timing.host_ms, stages)
+
+    def prepare(self, image_bgr: np.ndarray) -> tuple[tuple[int, int], dict]:
+        """(network size, feed): the image resized by the policy and prepared as the manifest says."""
         size = self.size or network_size(image_bgr, self.preprocessing, self.profile)
-        feed = image_feed(image_bgr, self.input, self.preprocessing, size, self.batch)
+        return size, image_feed(image_bgr, self.input, self.preprocessing, size, self.batch)
+
+    def run(self, feed: dict) -> np.ndarray:
         out = self.runner.infer(feed)[self.output.name][:1]
         if np.issubdtype(out.dtype, np.floating) and not np.isfinite(out).all():
             raise InputError(f"{self.description}: the network output {int((~np.isfinite(out)).sum())} non-finite "
                              "values (NaN or inf) for this image, so there is no mask to give; a sound artifact "
                              "never does (check it with segdeploy validate)")
-        height, width = image_bgr.shape[:2]
+        return out
+
+    def finish(self, out: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+        """The network's output -> (H, W) labels at the image's size."""
+        import cv2
+
+        height, width = image_size
         if out.ndim == 3:  # an in-graph mask at the network size
-            labels = cv2.resize(out[0], (width, height), interpolation=cv2.INTER_NEAREST) if \
+            return cv2.resize(out[0], (width, height), interpolation=cv2.INTER_NEAREST) if \
                 out.shape[1:] != (height, width) else out[0]
-        else:
-            labels = preprocess.logits_to_mask(out, (height, width), self.preprocessing.align_corners)[0]
-        return Segmentation(labels, tuple(size), self.runner.last_timing.host_ms)
+        return preprocess.logits_to_mask(out, (height, width), self.preprocessing.align_corners)[0]
+
+    def colour(self, labels: np.ndarray) -> np.ndarray:
+        return preprocess.colorize(labels, self.palette)
 
     def memory_needed(self, height: int, width: int) -> int:
         """Estimated host memory to segment an image of this size and write its results."""
@@ -106,6 +137,24 @@ class Segmenter:
         self.close()
 
 
+def stage_split(samples: list[dict]) -> dict:
+    """Per stage (in pipeline order, the stages present): p50 ms and share of the summed stage time, over per-image
+    samples of stage -> ms; plus the p50 of the per-image totals."""
+    present = [s for s in STAGES if any(s in sample for sample in samples)]
+    totals = [sum(sample.get(s, 0.0) for s in present) for sample in samples]
+    sums = {s: sum(sample.get(s, 0.0) for sample in samples) for s in present}
+    whole = sum(sums.values())
+    return {"total_p50_ms": float(np.percentile(totals, 50)) if totals else None,
+            "stages": {s: {"p50_ms": float(np.percentile([sample.get(s, 0.0) for sample in samples], 50)),
+                           "share": sums[s] / whole if whole > 0 else 0.0} for s in present}}
+
+
+def split_text(split: dict) -> str:
+    """'end to end p50 84.1 ms: decode 2.1 ms (3%), preprocess ..., network ...' (each stage's p50 and share)."""
+    parts = [f"{STAGE_TEXT[s]} {v['p50_ms']:.1f} ms ({v['share']:.0%})" for s, v in split["stages"].items()]
+    return f"end to end p50 {split['total_p50_ms']:.1f} ms: " + ", ".join(parts)
+
+
 def model_preprocessing(spec) -> mf.Preprocessing:
     return mf.Preprocessing(in_graph=False, mean=list(spec.mean), std=list(spec.std),
                             channel_order=spec.channel_order, size_multiple=spec.size_multiple,
@@ -127,7 +176,18 @@ def open_segmenter(*, model: str | None = None, checkpoint=None, artifact: str |
     if artifact is not None:
         return _artifact_segmenter(artifact, backend, size, threads, model_hint)
     spec = models.get_spec(model)
-    backend = backend or fastest_cpu_backend()
+    reason = None
+    if backend is None:
+        choice = fastest.choose(model, "fp32", ("model", "onnx"), threads)
+        backend, reason = choice.backend, choice.reason
+    segmenter = _model_segmenter(model, spec, checkpoint, backend, size, fixed_size, threads, cache_dir, simplify,
+                                 verify, progress)
+    segmenter.backend_reason = reason
+    return segmenter
+
+
+def _model_segmenter(model, spec, checkpoint, backend, size, fixed_size, threads, cache_dir, simplify, verify,
+                     progress) -> Segmenter:
     record = get_backend(backend)
     weights = "recipe weights" if checkpoint is None else os.path.basename(os.fspath(checkpoint))
     if record.consumes == "model":
@@ -165,10 +225,27 @@ def _class_names(spec, k: int, checkpoint) -> tuple[list, list]:
 
 def _artifact_segmenter(artifact: str, backend, size, threads, model_hint) -> Segmenter:
     kind = format_of(artifact).kind
-    backend = backend or default_backend_for(kind)
+    # an edited graph or a damaged plan is refused before loading; the manifest also names the precision
+    found = read_runnable_manifest(artifact, required=False)
+    reason = None
+    if backend is None:
+        label = precision_label(found.precision) if found is not None else "fp32"
+        choice = fastest.choose(found.model.name if found is not None else model_hint, label, (kind,), threads,
+                                default=default_backend_for(kind))
+        backend, reason = choice.backend, choice.reason
     if get_backend(backend).consumes != kind:
         raise InputError(f"backend {backend} does not run {kind} artifacts; use {', '.join(backends_for(kind))}")
-    read_runnable_manifest(artifact, required=False)  # an edited graph or a damaged plan is refused before loading
+    segmenter = _open_artifact(artifact, backend, size, threads, model_hint)
+    segmenter.backend_reason = reason
+    return segmenter
+
+
+def precision_label(precision) -> str:
+    """A manifest's precision as the bench and the backend cache name it: fp32, fp16, int8-cpu, int8-openvino..."""
+    return precision.mode + (f"-{precision.flavour}" if precision.flavour else "")
+
+
+def _open_artifact(artifact: str, backend, size, threads, model_hint) -> Segmenter:
     runner = create_runner(backend, artifact=artifact, threads=threads)
     label = f"{os.path.basename(artifact)} on {backend}"
     manifest = runner.manifest

@@ -22,6 +22,7 @@ import torch
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.export.passes import PassReport
 from segdeploy.export.passes.check_ops import MIN_OPSET, check_standard_ops
+from segdeploy.export.passes.fold_scales import fold_scales
 from segdeploy.export.passes.simplify import SIMPLIFIERS
 from segdeploy.export.passes.simplify import simplify as simplify_pass
 
@@ -80,6 +81,8 @@ def build_onnx(graph, batch: int, height: int, width: int, *, dynamic: bool = Fa
         model, report = simplify_pass(model, tuple(simplifiers))
         reports.append(report)
         model, report = check_standard_ops(model)  # a simplifier must not introduce contrib ops either
+        reports.append(report)
+        model, report = fold_scales(model)
         reports.append(report)
     onnx.checker.check_model(model)
     return model, reports

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from segdeploy.errors import InputError
+from segdeploy.errors import InputError, SegdeployError
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,39 @@ class Timing:
     compute_ms: float | None = None
     d2h_ms: float | None = None
     extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    """One layer as a backend's profiler saw it: its name, operator and mean milliseconds per profiled run.
+
+    ``sources``: the names of the graph nodes the layer computes (several for a fused layer), as the artifact's ONNX
+    graph or the backend's own graph spells them; they carry the PyTorch module scope the exporter recorded.
+    ``neighbours``: the layers next to it in the backend's graph (consumers first), which place a layer the backend
+    added itself (a layout reorder) beside the module it serves. ``samples``: its milliseconds in each profiled run
+    (0 where a run did not report it); ``ms`` is their mean."""
+    name: str
+    op: str
+    ms: float
+    sources: tuple[str, ...] = ()
+    neighbours: tuple[str, ...] = ()
+    kernel: str = ""
+    samples: tuple[float, ...] = ()
+
+
+@dataclass
+class LayerProfile:
+    """A backend's per-layer times over ``len(run_ms)`` profiled runs (after warm-up): ``layers`` in execution order
+    with their mean times, the wall time of each profiled run as the backend measured it, and notes on what the
+    profiler could not see."""
+    backend: str
+    layers: list[LayerTime]
+    run_ms: list[float]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def layer_ms(self) -> float:
+        return sum(layer.ms for layer in self.layers)
 
 
 class Runner(ABC):
@@ -91,6 +124,19 @@ class Runner(ABC):
             if problem:
                 raise InputError(f"{self.backend}: input {batch}x{height}x{width} is outside the artifact's profile "
                                  f"({problem}; it takes {self.manifest.profile.describe()})")
+
+    def layer_profile(self, feed: dict[str, np.ndarray], runs: int = 10, warmup: int = 2) -> LayerProfile:
+        """Per-layer times of ``runs`` calls on ``feed`` after ``warmup`` calls, from the backend's own profiler
+        (ONNX Runtime's, OpenVINO's performance counters, TensorRT's layer profiler)."""
+        raise SegdeployError(f"the {self.backend} backend has no per-layer profiler; profile an exported artifact on "
+                             "onnxruntime or openvino (or an engine on tensorrt)")
+
+    def stream_calls(self, streams: int) -> list:
+        """``streams`` callables (feed -> outputs), each meant for its own thread, that run this runner's artifact
+        concurrently with this runner's threads shared among them: the backend's throughput mode (OpenVINO's
+        THROUGHPUT hint with that many streams, parallel ONNX Runtime sessions)."""
+        raise SegdeployError(f"the {self.backend} backend has no parallel streams here; time it with one stream (its "
+                             "own threads), or use onnxruntime or openvino")
 
     def describe(self) -> dict:
         """Backend, device, precision and versions, for reports."""

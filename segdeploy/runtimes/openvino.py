@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from segdeploy.errors import ArtifactError, SegdeployError
-from segdeploy.runtimes.base import Runner, TensorInfo, Timing
+from segdeploy.runtimes.base import LayerProfile, LayerTime, Runner, TensorInfo, Timing
 from segdeploy.runtimes.manifests import artifact_manifest, tensor_infos
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -107,6 +107,75 @@ class OpenVinoRunner(Runner):
         self.last_timing = Timing(host_ms=(time.perf_counter() - start) * 1e3)
         return out
 
+    def layer_profile(self, feed: dict[str, np.ndarray], runs: int = 10, warmup: int = 2) -> LayerProfile:
+        """OpenVINO's performance counters (``PERF_COUNT``) on a model compiled like this runner's for the feed's
+        shapes. A counter names the plugin's layer; the compiled model's runtime graph says which of the ONNX
+        graph's nodes each layer computes (``originalLayersNames``: several where it fused them) and what is next
+        to the layers the plugin added itself (reorders)."""
+        self.check_feed(feed)
+        names = [info.name for info in self._inputs]
+        shapes = tuple(tuple(feed[n].shape) for n in names)
+        model = self.model
+        if any(not isinstance(d, int) for info in self._inputs for d in info.shape):
+            model = model.clone()
+            model.reshape({info.name: list(shape) for info, shape in zip(self._inputs, shapes)})
+        try:
+            compiled = self.core.compile_model(model, self.device, {**self.config, "PERF_COUNT": True})
+        except Exception as exc:
+            raise ArtifactError(f"OpenVINO cannot compile {self.path} for {list(shapes)}: "
+                                f"{openvino_reason(exc)}") from None
+        request = compiled.create_infer_request()
+        inputs = {n: np.ascontiguousarray(feed[n]) for n in names}
+        samples: dict[str, list[float]] = {}
+        kinds: dict[str, tuple[str, str]] = {}
+        wall = []
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            request.infer(inputs, share_inputs=True)
+            elapsed = (time.perf_counter() - start) * 1e3
+            if i < warmup:
+                continue
+            wall.append(elapsed)
+            for info in request.get_profiling_info():
+                if str(info.status).rsplit(".", 1)[-1] != "EXECUTED":
+                    continue  # fused into a neighbour or a constant: it has no time of its own
+                values = samples.setdefault(info.node_name, [0.0] * runs)
+                values[i - warmup] += info.real_time.total_seconds() * 1e3
+                kinds[info.node_name] = (info.node_type, info.exec_type)
+        graph = _runtime_links(compiled)
+        layers = []
+        for name, values in samples.items():
+            sources, neighbours = graph.get(name, ((), ()))
+            layers.append(LayerTime(name, kinds[name][0], sum(values) / runs, sources or (name,), neighbours,
+                                    kinds[name][1], tuple(values)))
+        order = {name: i for i, name in enumerate(graph)}
+        layers.sort(key=lambda layer: order.get(layer.name, len(order)))
+        return LayerProfile("openvino", layers, wall,
+                            notes=["layer times are OpenVINO's performance counters; a run's wall time also holds "
+                                   "the copies in and out and the plugin's own scheduling"])
+
+    def stream_calls(self, streams: int) -> list:
+        """One model compiled with the THROUGHPUT hint and ``streams`` streams (OpenVINO splits the runner's threads
+        among them and pins them), and one infer request per stream."""
+        if any(not isinstance(d, int) for info in self._inputs for d in info.shape):
+            raise SegdeployError("OpenVINO's throughput mode here takes a static artifact (export without --dynamic)")
+        config = {**self.config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": int(streams)}
+        try:
+            compiled = self.core.compile_model(self.model, self.device, config)
+        except Exception as exc:
+            raise ArtifactError(f"OpenVINO cannot compile {self.path} with {streams} streams: "
+                                f"{openvino_reason(exc)}") from None
+        names = [info.name for info in self._inputs]
+        outputs = [info.name for info in self._outputs]
+
+        def make(request):
+            def call(feed):
+                request.infer({n: np.ascontiguousarray(feed[n]) for n in names}, share_inputs=True)
+                return {n: request.get_tensor(n).data.copy() for n in outputs}
+            return call
+
+        return [make(compiled.create_infer_request()) for _ in range(streams)]
+
     def describe(self) -> dict:
         import openvino
 
@@ -117,3 +186,21 @@ class OpenVinoRunner(Runner):
 
     def close(self) -> None:
         self._requests.clear()
+
+
+def _runtime_links(compiled) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """layer name -> (the ONNX nodes it computes, its neighbouring layers, consumers first), from the compiled
+    model's runtime graph, in execution order."""
+    links = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        original = ""
+        if "originalLayersNames" in info:
+            value = info["originalLayersNames"]
+            original = value.astype(str) if hasattr(value, "astype") else str(value)
+        sources = tuple(n for n in original.split(",") if n)
+        after = [target.get_node().get_friendly_name() for output in op.outputs()
+                 for target in output.get_target_inputs()]
+        before = [value.get_node().get_friendly_name() for value in op.input_values()]
+        links[op.get_friendly_name()] = (sources, tuple(dict.fromkeys(after + before)))
+    return links

@@ -27,8 +27,10 @@ on host memory are passed in (``trt=``, ``torch_module=``), so its inference pat
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
 import threading
 import time
 import warnings
@@ -38,7 +40,7 @@ import numpy as np
 
 from segdeploy.artifact.engine_header import compatibility_problem, read_header
 from segdeploy.errors import ArtifactError, InputError, SegdeployError
-from segdeploy.runtimes.base import Runner, TensorInfo, Timing
+from segdeploy.runtimes.base import LayerProfile, LayerTime, Runner, TensorInfo, Timing
 from segdeploy.tensorrt_host import host_platform, unsupported_release, version_tuple
 
 BARE_PLAN_WARNING = ("has no segdeploy header (a bare plan from trtexec or build_engine.sh?): its TensorRT version and "
@@ -150,6 +152,39 @@ class ThreadGuard:
 
     def __exit__(self, *exc):
         self._lock.release()
+
+
+_TRT_NODE_NAME = re.compile(r"/[^\s,()\[\]{}+]+")
+
+
+def tensorrt_layer_sources(layer_name: str) -> tuple[str, ...]:
+    """The ONNX node names a TensorRT layer name holds: fused layers join them with " + " or wrap them in PWN(...),
+    Myelin regions read "{ForeignNode[first...last]}", reformatting layers end "... to <node>"."""
+    parts = re.split(r"\.\.\.(?=/)", layer_name)  # ForeignNode[first...last]: the ellipsis is no part of a name
+    names = [m.group(0) for part in parts for m in _TRT_NODE_NAME.finditer(part)]
+    return tuple(dict.fromkeys(n.rstrip(".") for n in names))
+
+
+def make_layer_profiler(trt):
+    """A TensorRT IProfiler that keeps each layer's reported time per run, in first-seen order."""
+
+    class LayerProfiler(trt.IProfiler):
+        def __init__(self):
+            trt.IProfiler.__init__(self)
+            self.samples: dict[str, list[float]] = {}
+
+        def report_layer_time(self, layer_name, ms):
+            self.samples.setdefault(layer_name, []).append(float(ms))  # once per layer per run
+
+        def layers(self, runs: int) -> list[LayerTime]:
+            out = []
+            for name, values in self.samples.items():
+                values = (values + [0.0] * runs)[:max(runs, len(values))]
+                out.append(LayerTime(name, "TensorRT layer", sum(values) / max(runs, 1),
+                                     tensorrt_layer_sources(name), samples=tuple(values)))
+            return out
+
+    return LayerProfiler()
 
 
 def dimension_names(engine_shape, manifest_shape) -> tuple:
@@ -372,6 +407,30 @@ class TensorRTRunner(Runner):
         if self._allocator is None:
             self._allocator = make_output_allocator(self.trt, self.torch, self.device)
         return self._allocator
+
+    def layer_profile(self, feed: dict[str, np.ndarray], runs: int = 10, warmup: int = 2) -> LayerProfile:
+        """TensorRT's layer profiler (IProfiler) on ``runs`` calls after ``warmup`` unprofiled ones, without CUDA
+        graphs (a replayed graph reports no layers); layer names are the ONNX nodes TensorRT fused into each."""
+        self.check_feed(feed)
+        for _ in range(warmup):
+            self._infer(feed)
+        profiler = make_layer_profiler(self.trt)
+        graphs, self.cuda_graphs = self.cuda_graphs, False
+        previous = getattr(self.context, "profiler", None)
+        wall = []
+        try:
+            self.context.profiler = profiler
+            for _ in range(runs):
+                self._infer(feed)
+                wall.append(self.last_timing.compute_ms if self.last_timing.compute_ms is not None
+                            else self.last_timing.host_ms)
+        finally:
+            self.cuda_graphs = graphs
+            with contextlib.suppress(Exception):  # bindings that refuse None keep the profiler: later runs report
+                self.context.profiler = previous  # to it, which costs a synchronization per layer, nothing more
+        return LayerProfile("tensorrt", profiler.layers(runs), wall,
+                            notes=["run times are the GPU compute time between CUDA events; TensorRT's profiler "
+                                   "adds a synchronization per layer"])
 
     # -- reports and teardown -----------------------------------------------------------------------------------
     def peak_device_memory(self, reset: bool = False) -> int | None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from segdeploy.cli import main
-from segdeploy.errors import InputError
-from segdeploy.evaluation.bench import papers, peak, protocol, reports, run
+from segdeploy.errors import InputError, SegdeployError
+from segdeploy.evaluation.bench import papers, peak, protocol, reports, run, streams
 from segdeploy.evaluation.bench import request as bench_request
 from segdeploy.evaluation.bench import stats as bench_stats
 from segdeploy.runtimes.base import Runner, TensorInfo, Timing
@@ -84,7 +84,7 @@ def test_max_batch_search_stops_when_throughput_saturates(monkeypatch):
     curve = {1: 10.0, 2: 18.0, 4: 30.0, 8: 30.5, 16: 29.0}
     measured = []
 
-    def fake_measure(target, batch, machine, peak, progress, is_max, sweep):
+    def fake_measure(target, batch, machine, peak, progress, is_max, sweep, streams=1):
         measured.append(batch)
         return {"model": None, "batch": batch, "status": "ok", "throughput_ips": curve[batch], "sweep": "max",
                 "max_batch": False, "latency_ms": {"mean": 1000 * batch / curve[batch]},
@@ -99,6 +99,71 @@ def test_max_batch_search_stops_when_throughput_saturates(monkeypatch):
     target = run._Target(bench_request.BenchRequest(models=["segnext_t"]), None, "torch", "nchw")
     rows = run.max_batch_sweep(target, {}, None, None, limit=2)
     assert measured == [1, 2] and rows[-1]["max_batch"]
+
+
+def test_parse_streams():
+    assert bench_request.parse_streams("1,2,4,2") == [1, 2, 4]
+    for bad in ("0", "two", "1,-3", "100000"):
+        with pytest.raises(InputError, match="--streams"):
+            bench_request.parse_streams(bad)
+
+
+def test_streams_run_concurrently_and_every_call_counts():
+    """Each stream runs on its own thread until the protocol is met; the row counts every call of every stream."""
+    import threading
+
+    in_flight, most, lock = [0], [0], threading.Lock()
+
+    def call(feed):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        threading.Event().wait(0.002)
+        with lock:
+            in_flight[0] -= 1
+
+    feed = {"input": np.zeros((2, 3, 4, 4), np.float32)}
+    timed = streams.time_streams([call, call, call], feed, protocol.Protocol(warmup_s=0.0, min_s=0.05, min_iters=9))
+    assert timed["streams"] == 3 and most[0] == 3
+    assert timed["iterations"] == sum(timed["per_stream_calls"]) >= 9 and min(timed["per_stream_calls"]) >= 1
+    assert timed["throughput_ips"] == pytest.approx(2 * timed["iterations"] / timed["wall_s"])
+    assert timed["latency_ms"]["p50"] > 0
+
+    def broken(feed):
+        raise RuntimeError("out of memory\nmore")
+
+    with pytest.raises(SegdeployError, match="a stream failed: out of memory$"):
+        streams.time_streams([call, broken], feed, FAST)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_bench_rows_per_stream_count(backend, tmp_path):
+    """--streams 1,2: one row per stream count, the streams' outputs those of the single stream; the summary sets the
+    throughput at full load next to one stream's."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    from profile_graphs import scoped_graph
+
+    from segdeploy.runtimes.registry import create_runner
+
+    artifact = scoped_graph(tmp_path / "g.onnx")
+    request = bench_request.BenchRequest(artifact=artifact, backends=[backend], batches=[1], threads=2,
+                                         measure_peak=False, protocol=FAST, streams=[1, 2], height=32, width=32)
+    report = run.run_bench(request)
+    rows = report["results"]
+    assert [(r["streams"], r["status"]) for r in rows] == [(1, "ok"), (2, "ok")]
+    assert rows[1]["iterations"] >= 3 and len(rows[1]["per_stream_calls"]) == 2
+    assert "x2 streams" in reports.timing_table(report)[1][1][1]
+    (line,) = reports.streams_summary(report)
+    assert "with 2 streams at full load" in line and "one stream's" in line
+    with create_runner(backend, artifact=artifact, threads=2) as runner:
+        feed = {"input": np.random.default_rng(0).standard_normal((1, 8, 32, 32), dtype=np.float32)}
+        expected = runner.infer(feed)["logits"]
+        for call in runner.stream_calls(2):
+            np.testing.assert_allclose(call(feed)["logits"], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="runs one stream here"):
+        bench_request.check_request(bench_request.BenchRequest(models=["segnext_t"], backends=["torch"],
+                                                               streams=[2], protocol=FAST, **TINY))
 
 
 def test_same_device_matching():
@@ -138,10 +203,15 @@ def test_flops_use_two_per_mac():
 
 
 def test_fp32_peak_is_the_best_matmul_engine():
-    measured = peak.fp32_peak_gflops(n=256, seconds=0.05)
+    measured = peak.fp32_peak_gflops(n=256, seconds=0.05, probes=3)
     assert set(measured["by_engine"]) == {"torch.mm", "onnxruntime MatMul"} and measured["device"] == "cpu"
     assert measured["gflops"] == pytest.approx(max(measured["by_engine"].values()), rel=1e-3)
     assert measured["engine"] in measured["method"] and measured["gflops"] > 0
+    # the peak is the best of several interleaved rounds per engine, reported with their spread
+    assert all(len(values) == 3 for values in measured["rounds"].values())
+    lo, hi = measured["spread"]
+    assert lo <= hi == pytest.approx(max(measured["rounds"][measured["engine"]]), rel=1e-6)
+    assert hi == pytest.approx(measured["gflops"], rel=1e-3)
 
 
 @pytest.fixture(scope="module")

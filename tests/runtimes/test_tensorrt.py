@@ -26,6 +26,7 @@ from segdeploy.runtimes.tensorrt import (
     data_dependent,
     dimension_names,
     io_problem,
+    make_layer_profiler,
     numpy_dtype,
     preflight,
     runtime_settings,
@@ -132,6 +133,18 @@ def test_shapes_and_names():
     assert data_dependent((1, -1)) and not data_dependent((1, 4, 64, 64))
     assert dimension_names((-1, 3, -1, -1), ["batch", 3, "height", "width"]) == ("batch", 3, "height", "width")
     assert dimension_names((-1, 4), None) == ("?", 4)
+
+
+def test_layer_profiler_averages_each_layer_over_the_runs():
+    """TensorRT calls report_layer_time once per layer per run; the profile is each layer's mean, in first-seen order,
+    with the ONNX node names its name holds (the profiler's folding onto modules reads those)."""
+    profiler = make_layer_profiler(SimpleNamespace(IProfiler=type("IProfiler", (), {"__init__": lambda self: None})))
+    for ms in (1.0, 3.0):
+        profiler.report_layer_time("/model/a/Conv + /model/a/act/Relu", ms)
+        profiler.report_layer_time("{ForeignNode[/model/b/MatMul.../model/b/Softmax]}", ms / 2)
+    layers = profiler.layers(runs=2)
+    assert [(layer.ms, layer.sources) for layer in layers] == [
+        (2.0, ("/model/a/Conv", "/model/a/act/Relu")), (1.0, ("/model/b/MatMul", "/model/b/Softmax"))]
 
 
 def test_thread_guard_refuses_a_second_thread():
@@ -356,6 +369,12 @@ def test_engine_builds_and_runs_like_onnxruntime(tmp_path):
                 out = runner.infer({"input": x})["logits"]
             np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-3)
             assert runner.last_timing.compute_ms > 0 and runner.peak_device_memory() > 0
+            # the layer profiler: every layer timed in every run, names holding the ONNX nodes they compute
+            profiled = runner.layer_profile({"input": x}, runs=3, warmup=1)
+            assert profiled.layers and len(profiled.run_ms) == 3
+            assert all(len(layer.samples) == 3 for layer in profiled.layers)
+            assert any("conv" in layer.name for layer in profiled.layers)
+            np.testing.assert_allclose(runner.infer({"input": x})["logits"], expected, rtol=1e-3, atol=1e-3)
 
 
 def test_bare_plan_is_described_by_the_manifest_beside_it(tmp_path):

@@ -85,6 +85,14 @@ def calibration_folder(request: PrecisionBench) -> str | None:
     return None
 
 
+def calibration_images(request: PrecisionBench):
+    """The calibration images the request's INT8 exports are calibrated on (None without a calibration folder)."""
+    from segdeploy.export.precision.calibrate import select_images
+
+    calib = calibration_folder(request)
+    return select_images(calib, request.calib_count) if calib else None
+
+
 def check(request: PrecisionBench) -> None:
     from segdeploy.models import get_spec
 
@@ -136,15 +144,14 @@ def precision_artifact(request: PrecisionBench, label: str, images, progress: Pr
 def compare_precisions(request: PrecisionBench, progress: Progress | None = None) -> dict:
     from segdeploy.artifact.reader import read_manifest
     from segdeploy.evaluation.accuracy import held_out
-    from segdeploy.export.precision.calibrate import check_disjoint, select_images
+    from segdeploy.export.precision.calibrate import check_disjoint
 
     check(request)
     machine = machine_info()
     threads = request.threads or machine["cpu"]["usable_cores"]
     request = PrecisionBench(**{**request.__dict__, "threads": threads})
     held = held_out(request.data, request.limit) if request.data else None
-    calib = calibration_folder(request)
-    images = select_images(calib, request.calib_count) if calib else None
+    images = calibration_images(request)
     if images is not None and held is not None:
         check_disjoint(images.digests, held.image_paths, "the comparison's accuracy")
     rows, reference_masks = [], None

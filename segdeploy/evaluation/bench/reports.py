@@ -15,7 +15,7 @@ from segdeploy.hostinfo import int8_speed_note
 from segdeploy.io import write_bytes_atomic
 
 CSV_COLUMNS = ("model", "backend", "device", "precision", "layout", "batch", "max_batch", "height", "width", "threads",
-               "status", "iterations", "latency_mean_ms", "latency_std_ms", "latency_mean_clipped_ms",
+               "streams", "status", "iterations", "latency_mean_ms", "latency_std_ms", "latency_mean_clipped_ms",
                "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "throughput_ips", "host_ms",
                "h2d_ms", "compute_ms", "d2h_ms", "memory_kind", "memory_peak_mb", "params_m", "params_m_paper",
                "gmacs", "gflops_paper", "achieved_gflops", "peak_fraction", "paper_device", "paper_input",
@@ -30,8 +30,8 @@ def flat_row(row: dict) -> dict:
     paper = row.get("paper") or {}
     match = best_paper_match(paper.get("throughput") or []) or {}
     out = {k: row.get(k) for k in ("model", "backend", "device", "precision", "layout", "batch", "max_batch", "height",
-                                   "width", "threads", "status", "iterations", "throughput_ips", "achieved_gflops",
-                                   "peak_fraction", "error")}
+                                   "width", "threads", "streams", "status", "iterations", "throughput_ips",
+                                   "achieved_gflops", "peak_fraction", "error")}
     out.update({f"latency_{k}_ms": lat.get(k) for k in ("mean", "std", "mean_clipped", "p50", "p90", "p95", "p99")})
     out.update({"host_ms": split.get("host"), "h2d_ms": split.get("h2d"), "compute_ms": split.get("compute"),
                 "d2h_ms": split.get("d2h"), "memory_kind": mem.get("kind"), "memory_peak_mb": mem.get("peak_mb"),
@@ -89,6 +89,28 @@ def timing_table(report: dict) -> tuple[list[str], list[list[str]]]:
     return columns, rows
 
 
+def streams_summary(report: dict) -> list[str]:
+    """One line per (model, backend, batch) timed with several streams: img/s at full load next to one stream's
+    img/s and latency."""
+    lines = []
+    ok = [r for r in report["results"] if r["status"] == "ok"]
+    for row in ok:
+        streams = row.get("streams") or 1
+        if streams == 1:
+            continue
+        single = next((r for r in ok if (r.get("streams") or 1) == 1 and r["batch"] == row["batch"] and
+                       (r["model"], r["backend"], r["layout"], r["precision"]) ==
+                       (row["model"], row["backend"], row["layout"], row["precision"])), None)
+        name = " ".join(row_names(row)[:2]).replace(f" x{streams} streams", "")
+        text = (f"{name} batch {row['batch']}: {row['throughput_ips']:.1f} img/s with {streams} streams at full "
+                f"load (p50 {row['latency_ms']['p50']:.1f} ms per request)")
+        if single is not None:
+            text += (f", {row['throughput_ips'] / single['throughput_ips']:.2f}x one stream's "
+                     f"{single['throughput_ips']:.1f} img/s at {single['latency_ms']['p50']:.1f} ms")
+        lines.append(text)
+    return lines
+
+
 def paper_table(report: dict) -> tuple[list[str], list[list[str]]]:
     """Terminal table 2: the same rows against the papers (params, GFLOPs, the closest throughput figure)."""
     columns = ["model", "backend", "batch", "img/s", "GFLOP/s (%pk)", "params M / paper", "GMACs / paper",
@@ -129,13 +151,19 @@ def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     return columns, rows
 
 
+def peak_text_of(peak: dict) -> str:
+    """"412 GFLOP/s (rounds 380-412)": the peak with the spread of its probe rounds, when it has them."""
+    spread = peak.get("spread")
+    text = f"{peak['gflops']:.0f} GFLOP/s"
+    return text + (f" (rounds {spread[0]:.0f}-{spread[1]:.0f})" if spread and len(spread) == 2 else "")
+
+
 def machine_summary(report: dict) -> str:
     m = report["machine"]
     cpu = m["cpu"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     peak = report.get("peak")
-    peak_text = f"; FP32 peak {peak['gflops']:.0f} GFLOP/s ({peak['method']}, {peak['threads']} threads)" if peak \
-        else ""
+    peak_text = f"; FP32 peak {peak_text_of(peak)} ({peak['method']}, {peak['threads']} threads)" if peak else ""
     return (f"{m['host']}: {cpu['model']}, {cpu['usable_cores']} usable cores, ISA {' '.join(cpu['isa']) or '-'}; "
             f"{int8_speed_note(cpu)}; load {m['load_average']}{peak_text}; {versions}")
 

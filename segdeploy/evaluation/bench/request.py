@@ -34,6 +34,7 @@ class BenchRequest:
     max_batch_limit: int = 64
     measure_peak: bool = True
     protocol: Protocol = field(default_factory=Protocol)
+    streams: list[int] = field(default_factory=lambda: [1])  # requests in flight at once (throughput mode > 1)
 
 
 def parse_batches(text: str) -> list:
@@ -51,6 +52,22 @@ def parse_batches(text: str) -> list:
                 from None
         if value < 1:
             raise InputError(f"--batch values must be >= 1, got {value}")
+        out.append(value)
+    return list(dict.fromkeys(out))
+
+
+def parse_streams(text: str) -> list[int]:
+    """"1,2,4" -> [1, 2, 4]: requests in flight at once; 1 is the single synchronous stream."""
+    from segdeploy.evaluation.bench.streams import MAX_STREAMS
+
+    out = []
+    for part in str(text).split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise InputError(f"--streams takes positive integers (e.g. 1,2,4), not {text!r}") from None
+        if not 1 <= value <= MAX_STREAMS:
+            raise InputError(f"--streams values must be 1 to {MAX_STREAMS}, not {value}")
         out.append(value)
     return list(dict.fromkeys(out))
 
@@ -117,6 +134,11 @@ def check_request(request: BenchRequest) -> None:
         raise InputError("the model backend runs fp16 on CUDA only (PyTorch's CPU half kernels are reference code)")
     if request.threads is not None and request.threads < 1:
         raise InputError("--threads must be >= 1")
+    if any(s > 1 for s in request.streams):
+        served = [b for b in request.backends if get_backend(b).consumes == "model" or b == "tensorrt"]
+        if served:
+            raise InputError(f"--streams above 1 runs parallel streams of an ONNX artifact (onnxruntime sessions, "
+                             f"OpenVINO's throughput mode); {', '.join(served)} runs one stream here")
     if not 1 <= request.max_batch_limit <= MAX_BATCH:
         raise InputError(f"--max-batch takes 1 to {MAX_BATCH}, not {request.max_batch_limit}")
     check_memory(request, artifact_manifest)

@@ -24,6 +24,7 @@ from segdeploy.evaluation.bench.papers import FLOPS_PER_MAC, add_flops, paper_co
 from segdeploy.evaluation.bench.peak import fp32_peak_gflops
 from segdeploy.evaluation.bench.protocol import Progress, time_runner
 from segdeploy.evaluation.bench.request import BenchRequest, check_request, device_label
+from segdeploy.evaluation.bench.streams import time_streams
 from segdeploy.export.cache import cached_onnx
 from segdeploy.hostinfo import machine_info
 from segdeploy.models import footprint
@@ -63,7 +64,7 @@ class _Target:
     def __init__(self, request: BenchRequest, model: str | None, backend: str, layout: str | None):
         self.request, self.model, self.backend, self.layout = request, model, backend, layout
         self._runner = None
-        self.rows: dict[int, dict] = {}  # batch -> row, so "1,max" measures batch 1 once
+        self.rows: dict[tuple, dict] = {}  # (batch, streams) -> row, so "1,max" measures batch 1 once
         self.baseline_rss = None  # RSS before the current runner was built: the zero of its memory figure
 
     def runner(self, batch: int, progress: Progress | None = None) -> Runner:
@@ -91,29 +92,29 @@ class _Target:
 
 
 def bench_row(target: _Target, batch: int, machine: dict, peak: dict | None, progress: Progress | None = None,
-              is_max: bool = False, sweep: bool = False) -> dict:
+              is_max: bool = False, sweep: bool = False, streams: int = 1) -> dict:
     """Build (or reuse) the runner for ``batch``, time it, and fill one report row; failures become a row too."""
-    if batch in target.rows:
-        row = target.rows[batch]
+    if (batch, streams) in target.rows:
+        row = target.rows[(batch, streams)]
         row["sweep"] = row["sweep"] or ("max" if sweep else None)
         return row
-    row = _measure_row(target, batch, machine, peak, progress, is_max, sweep)
-    target.rows[batch] = row
+    row = _measure_row(target, batch, machine, peak, progress, is_max, sweep, streams)
+    target.rows[(batch, streams)] = row
     return row
 
 
 def _measure_row(target: _Target, batch: int, machine: dict, peak: dict | None, progress: Progress | None,
-                 is_max: bool, sweep: bool) -> dict:
+                 is_max: bool, sweep: bool, streams: int = 1) -> dict:
     r = target.request
     row = {"model": target.model, "artifact": r.artifact, "backend": target.backend, "device": r.device,
            "precision": r.precision, "layout": target.layout or "nchw", "batch": batch, "height": r.height,
-           "width": r.width, "threads": r.threads or machine["cpu"]["usable_cores"], "sweep": "max" if sweep else None,
-           "max_batch": is_max, "status": "ok"}
+           "width": r.width, "threads": r.threads or machine["cpu"]["usable_cores"], "streams": streams,
+           "sweep": "max" if sweep else None, "max_batch": is_max, "status": "ok"}
     runs_model = get_backend(target.backend).consumes == "model"
     if runs_model:
         row.update(compile=r.compile, cuda_graphs=r.cuda_graphs)
     label = f"{target.model or os.path.basename(r.artifact)} {target.backend}" + \
-        (f" {target.layout}" if runs_model else "") + f" b{batch}"
+        (f" {target.layout}" if runs_model else "") + f" b{batch}" + (f" x{streams} streams" if streams > 1 else "")
     try:
         with RssSampler() as rss:
             if progress:
@@ -129,7 +130,10 @@ def _measure_row(target: _Target, batch: int, machine: dict, peak: dict | None, 
                 raise InputError(f"the artifact has a fixed batch of {fed_batch}; pass --batch {fed_batch}")
             # a static artifact decides the size it is fed; record that, not the request's default
             row["height"], row["width"] = fed_height, fed_width
-            timed = time_runner(runner, feed, r.protocol, progress, label)
+            if streams > 1:
+                timed = time_streams(runner.stream_calls(streams), feed, r.protocol, progress, label)
+            else:
+                timed = time_runner(runner, feed, r.protocol, progress, label)
         row.update(timed)
         row["runner"] = runner.describe()
         device_peak = runner.peak_device_memory()
@@ -156,11 +160,11 @@ def _measure_row(target: _Target, batch: int, machine: dict, peak: dict | None, 
 
 
 def max_batch_sweep(target: _Target, machine: dict, peak: dict | None, progress: Progress | None,
-                    limit: int) -> list[dict]:
+                    limit: int, streams: int = 1) -> list[dict]:
     """Double the batch until throughput saturates (see the module docstring); the best row is marked max."""
     rows, best, batch = [], None, 1
     while batch <= limit:
-        row = bench_row(target, batch, machine, peak, progress, sweep=True)
+        row = bench_row(target, batch, machine, peak, progress, sweep=True, streams=streams)
         rows.append(row)
         if row["status"] != "ok":
             break
@@ -212,11 +216,12 @@ def run_bench(request: BenchRequest, progress: Progress | None = None,
             for layout in (request.layouts if runs_model else [None]):
                 target = _Target(request, model, backend, layout)
                 try:
-                    for batch in request.batches:
+                    for streams, batch in [(s, b) for s in request.streams for b in request.batches]:
                         if batch == "max":
-                            rows = max_batch_sweep(target, machine, peak, progress, request.max_batch_limit)
+                            rows = max_batch_sweep(target, machine, peak, progress, request.max_batch_limit,
+                                                   streams)
                         else:
-                            rows = [bench_row(target, batch, machine, peak, progress)]
+                            rows = [bench_row(target, batch, machine, peak, progress, streams=streams)]
                         for row in rows:
                             if any(row is seen for seen in results):
                                 continue

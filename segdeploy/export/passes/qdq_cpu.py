@@ -9,6 +9,12 @@ activations and the FP16 pass's float32 islands (normalisations, SegNeXt's NMF, 
 quantized: the probabilities stay float32 (an attention MatMul whose inputs both arrive quantized from quantized
 neighbours multiplies those same values either way).
 
+GELU stays in float between a DequantizeLinear and a QuantizeLinear: ONNX Runtime has no integer GELU and fuses
+neither into a QLinearConv, so that chain (and its two conversions) is what bounds this flavour's gain on GELU
+networks. The alternatives were measured and lose: a 256-entry lookup table in standard ops (Cast + Gather) is
+exact, but ONNX Runtime's Gather copies element by element and ran far slower than the float chain (GatherElements
+only matched it); GELU as QLinearSigmoid + QLinearMul (x * sigmoid(1.702 x)) ran slower too, and is not GELU.
+
 ONNX Runtime's QDQ quantizer does the placement (it is the reference for what ONNX Runtime fuses); segdeploy gives
 it the ranges from its own calibration (so every flavour shares one calibration run), the nodes to leave in float
 and the per-tensor MatMul weights.
