@@ -15,7 +15,6 @@ Without TensorRT or an NVIDIA GPU it stops at once with one line (exit 2): nothi
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shlex
@@ -25,6 +24,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+import record  # noqa: E402
 
 PRECISIONS = ("fp32", "fp16", "int8")
 SIZE = "512x512"
@@ -61,15 +62,7 @@ def versions() -> dict:
     return {"gpu": gpu.name if gpu else None, "compute_capability": gpu.compute_capability if gpu else None,
             "driver": driver or "unknown (no nvidia-smi; a Jetson reports it in /etc/nv_tegra_release)",
             "cuda": torch.version.cuda, "tensorrt": tensorrt.__version__, "torch": torch.__version__,
-            "platform": host_platform().name, "commit": _commit()}
-
-
-def _commit() -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        return done.stdout.strip() or None
-    except OSError:
-        return None
+            "platform": host_platform().name}
 
 
 def run_step(argv: list[str], log) -> dict:
@@ -152,7 +145,7 @@ def _bench_cell(bench) -> str:
 
 def markdown(report) -> str:
     v = report["versions"]
-    lines = [f"# TensorRT acceptance, {report['date']}", "",
+    lines = ["# TensorRT acceptance", "",
              f"GPU {v['gpu']} (SM {v['compute_capability']}, {v['platform']}), driver {v['driver']}, CUDA {v['cuda']}, "
              f"TensorRT {v['tensorrt']}, torch {v['torch']}, commit {v['commit']}.", "",
              "| model | precision | shapes | export | validate | latency (bench, batch 1) |",
@@ -178,25 +171,22 @@ def main(argv=None) -> int:
     parser.add_argument("--calib", default=os.path.join(ROOT, "tests", "data", "images"),
                         help="INT8 calibration images (default: the test photos)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
-                        help="where the report (trt-acceptance-<date>.md/.json) and the engines go")
+                        help="where the report (trt_acceptance-<date>-<host>-<run id>.md/.json) and the engines go")
     parser.add_argument("--no-cpp", dest="cpp", action="store_false", help="skip the C++ build and CTest")
     args = parser.parse_args(argv)
     problem = missing_requirement()
     if problem:
         print(f"trt_acceptance.py: {problem}; run it on a machine with TensorRT and an NVIDIA GPU", file=sys.stderr)
         return 2
-    date = datetime.date.today().isoformat()
+    run = record.start("trt_acceptance", args, out_dir=args.out, argv=[__file__, *(sys.argv[1:] if argv is None
+                                                                                   else argv)])
     os.makedirs(os.path.join(args.out, "engines"), exist_ok=True)
-    report = {"date": date, "versions": versions(), "engines": [], "cpp": []}
+    report = {"versions": versions(), "engines": [], "cpp": []}
     report["engines"] = engine_rows([m for m in args.models.split(",") if m], args.out, args.calib, print)
     if args.cpp:
         report["cpp"] = cpp_steps(args.out, print)
-    from segdeploy.io import write_text_atomic
-
-    stem = os.path.join(args.out, f"trt-acceptance-{date}")
-    write_text_atomic(stem + ".json", json.dumps(report, indent=2, default=str) + "\n", force=True)
-    write_text_atomic(stem + ".md", markdown(report), force=True)
-    print(f"wrote {stem}.md and {stem}.json")
+    for path in run.write(report, markdown(report)):
+        print(f"wrote {path}")
     failed = [s for row in report["engines"] for s in row["steps"].values() if s["exit"] != 0]
     failed += [s for s in report["cpp"] if s["exit"] != 0]
     return 1 if failed else 0

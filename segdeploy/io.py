@@ -88,7 +88,7 @@ def check_destination(path: str | os.PathLike, force: bool = False, what: str = 
         if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
             raise ArtifactError(f"{path} is not a regular file (a device, pipe or socket); segdeploy replaces files "
                                 "only (use '-' for stdout where a command offers it)")
-        if not force and not _dead_unit_made(path):  # a dead writer's uncommitted file is the next writer's
+        if not force and not _uncommitted_made(path):  # a unit's uncommitted file: decided under the lock
             raise ArtifactError(f"{path} exists; pass --force to overwrite it")
     parent = os.path.dirname(os.path.abspath(path))
     existing = _first_existing(parent)
@@ -437,6 +437,17 @@ def _naming(folder: str, name: str) -> list[list[dict]]:
         if entries is not None and name in {e["name"] for e in entries}:
             found.append(entries)
     return found
+
+
+def _uncommitted_made(path: str) -> bool:
+    """True when ``path`` is what a writer's unit (live or dead) put in place before its commit point, as its journal
+    proves: a live writer may yet roll it back, a dead one's is the next writer's to remove, so whether it exists is
+    decided under the folder's lock. Reads only."""
+    path = os.path.abspath(path)
+    work = os.path.dirname(path)
+    rel = os.path.relpath(path, work)
+    return any(any(e["name"] == rel and _is(path, e["made"], e["since"]) for e in entries)
+               for entries in _naming(work, rel))
 
 
 def _dead_unit_made(path: str, work: str | None = None) -> bool:

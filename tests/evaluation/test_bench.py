@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -330,6 +331,8 @@ def _matrix_module():
     from pathlib import Path
 
     path = Path(__file__).parents[2] / "benchmarks" / "run_cpu_matrix.py"
+    if str(path.parent) not in sys.path:  # as when it runs as a script: record.py sits beside it
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("run_cpu_matrix", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -356,6 +359,7 @@ def test_matrix_ratios_use_the_faster_eager_layout():
 
 
 def test_matrix_resumes_and_skips_finished_pairs(tmp_path, monkeypatch):
+    """Each run writes a new results file; --resume keeps an earlier file's finished pairs, --redo runs them again."""
     matrix = _matrix_module()
     calls = []
 
@@ -365,16 +369,23 @@ def test_matrix_resumes_and_skips_finished_pairs(tmp_path, monkeypatch):
                 "results": [_row(model, backend, 1, 10.0, max_batch=True)]}
 
     monkeypatch.setattr(matrix, "run_pair", fake_pair)
-    args = ["--models", "segnext_t", "--backends", "torch,onnxruntime", "--out-dir", str(tmp_path), "--tag", "t"]
+    args = ["--models", "segnext_t", "--backends", "torch,onnxruntime", "--out-dir", str(tmp_path)]
     assert matrix.main(args) == 0
     assert calls == [("segnext_t", "torch"), ("segnext_t", "onnxruntime")]
-    report = json.loads((tmp_path / "t.json").read_text())
+    (first,) = tmp_path.glob("cpu_matrix-*.json")
+    report = json.loads(first.read_text())["results"]
     assert len(report["results"]) == 2 and report["summary"][0]["ort_over_eager"] == pytest.approx(1.0)
-    assert "Ratios per model" in (tmp_path / "t.md").read_text()
-    assert matrix.main(args) == 0 and len(calls) == 2  # resumed: nothing left to run
-    assert matrix.main(args + ["--redo", "--backends", "onnxruntime"]) == 0
+    assert "Ratios per model" in first.with_suffix(".md").read_text()
+    assert matrix.main(args + ["--resume", str(first)]) == 0 and len(calls) == 2  # nothing left to run
+    resumed = [p for p in tmp_path.glob("cpu_matrix-*.json") if p != first]
+    assert len(resumed) == 1 and json.loads(first.read_text())["results"] == report  # the first file is untouched
+    rows = json.loads(resumed[0].read_text())["results"]["results"]
+    assert [r["resumed_from"] for r in rows] == [first.name, first.name]
+    assert matrix.main(args + ["--resume", str(first), "--redo", "--backends", "onnxruntime"]) == 0
     assert calls[-1] == ("segnext_t", "onnxruntime") and len(calls) == 3
-    assert len(json.loads((tmp_path / "t.json").read_text())["results"]) == 2  # replaced, not appended
+    newest = max(tmp_path.glob("cpu_matrix-*.json"), key=lambda p: p.stat().st_mtime_ns)
+    rows = json.loads(newest.read_text())["results"]["results"]
+    assert len(rows) == 2 and [r.get("resumed_from") for r in rows] == [first.name, None]  # replaced, not appended
 
 
 def test_bench_on_a_corrupt_artifact_is_one_line(tmp_path, capsys):
