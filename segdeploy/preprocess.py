@@ -12,7 +12,6 @@ import sys
 import tempfile
 
 import numpy as np
-import torch
 
 from segdeploy.errors import InputError
 
@@ -158,6 +157,8 @@ def prepare(image_bgr: np.ndarray, spec, size: tuple[int, int] | None = None) ->
 def _source_index(out_size: int, in_size: int, align_corners: bool):
     """torch's bilinear sampling along one axis (upsample_bilinear2d on the CPU): for each output index the two
     source indices and their weights, computed in float32 as torch computes them."""
+    import torch
+
     dst = np.arange(out_size, dtype=np.float32)
     if align_corners:
         scale = np.float32((in_size - 1) / (out_size - 1)) if out_size > 1 else np.float32(0)
@@ -181,6 +182,8 @@ def logits_to_mask(logits, size: tuple[int, int], align_corners: bool = False,
     innermost so that the argmax reads contiguous memory; each band interpolates horizontally only the source rows
     it needs, then vertically.
     """
+    import torch
+
     t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
     n, k, h, w = t.shape
     height, width = int(size[0]), int(size[1])

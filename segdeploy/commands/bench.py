@@ -4,11 +4,6 @@ from __future__ import annotations
 from segdeploy.commands import common
 from segdeploy.console import print_table
 from segdeploy.errors import InputError, SegdeployError
-from segdeploy.evaluation.bench import reports
-from segdeploy.evaluation.bench.precision import flavour_notes
-from segdeploy.evaluation.bench.protocol import Protocol
-from segdeploy.evaluation.bench.request import BenchRequest, check_request, parse_batches
-from segdeploy.evaluation.bench.run import run_bench
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
 from segdeploy.export.trace import DEFAULT_OPSET
 from segdeploy.runtimes.registry import default_backend_for, fastest_cpu_backend, get_backend
@@ -32,7 +27,7 @@ def add_parser(subparsers) -> None:
                               epilog=EXAMPLES, formatter_class=common.HelpFormatter)
     what = p.add_argument_group("what to run")
     what.add_argument("--model", metavar="NAME[,NAME...]",
-                      help=f"registered model(s), comma-separated: {', '.join(common.model_names())}")
+                      help=f"registered model(s), comma-separated ({common.MODEL_NAMES_HINT})")
     what.add_argument("--artifact", metavar="FILE", help="an exported artifact (with --model NAME, checked "
                                                          "against its manifest)")
     common.add_backend(what, "comma-separated backends (default: the fastest CPU backend here; see `segdeploy "
@@ -82,7 +77,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run_command)
 
 
-def build_request(args) -> BenchRequest:
+def build_request(args):
+    from segdeploy.evaluation.bench.protocol import Protocol
+    from segdeploy.evaluation.bench.request import BenchRequest, parse_batches
+
     if args.artifact:  # an artifact runs on a backend of its kind
         from segdeploy.artifact.formats import format_of
 
@@ -131,6 +129,7 @@ def compares_precisions(args) -> bool:
 
 def run_precision_comparison(args) -> int:
     from segdeploy.evaluation.bench import precision as pb
+    from segdeploy.evaluation.bench.protocol import Protocol
     from segdeploy.hostinfo import cpu_info, int8_speed_note
     from segdeploy.runtimes.registry import backend_status, cpu_backends
 
@@ -176,6 +175,11 @@ def run_precision_comparison(args) -> int:
 
 
 def run_command(args) -> int:
+    from segdeploy.evaluation.bench import reports
+    from segdeploy.evaluation.bench.precision import flavour_notes
+    from segdeploy.evaluation.bench.request import check_request
+    from segdeploy.evaluation.bench.run import run_bench
+
     common.check_outputs(args.force, args.json, args.csv, args.md, args.plot, inputs=[args.artifact, args.checkpoint])
     if compares_precisions(args):
         return run_precision_comparison(args)

@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import TYPE_CHECKING
 
 from segdeploy import __version__
 from segdeploy.artifact.onnx_file import file_sha256, graph_sha256, load_onnx
 from segdeploy.artifact.reader import read_manifest
 from segdeploy.errors import ArtifactError
-from segdeploy.export.onnx import Progress, Verifier, export_onnx
 from segdeploy.export.trace import DEFAULT_OPSET
-from segdeploy.models.facts import check_manifest
+
+if TYPE_CHECKING:  # export.onnx builds models (PyTorch): imported when an export runs, not with the cache's names
+    from segdeploy.export.onnx import Progress, Verifier
 
 DEFAULT_CACHE_DIR = os.path.join("artifacts", "cache")
 
@@ -39,6 +41,8 @@ def cache_path(model: str, *, checkpoint=None, height: int, width: int, batch: i
 
 def stale_reason(path: str, request: dict) -> str | None:
     """Why the cached file at ``path`` cannot serve ``request`` (None: it can)."""
+    from segdeploy.models.facts import check_manifest
+
     try:
         model_proto = load_onnx(path)
         manifest = read_manifest(path, model_proto)
@@ -65,6 +69,8 @@ def cached_onnx(model: str, *, checkpoint=None, height: int, width: int, batch: 
                 progress: Progress | None = None, rebuild: bool = False) -> str:
     """The path of a cached ONNX export for this request, exporting (and verifying, when given ``verify``) it first
     when it is missing, stale or ``rebuild`` is set."""
+    from segdeploy.export.onnx import export_onnx
+
     say = progress or (lambda step: None)
     path, request = cache_path(model, checkpoint=checkpoint, height=height, width=width, batch=batch,
                                dynamic=dynamic, opset=opset, simplify=simplify, outputs=outputs,

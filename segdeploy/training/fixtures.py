@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-import torch
-
 from segdeploy import __version__
 from segdeploy.datasets import open_dataset
 from segdeploy.datasets.synthetic import GENERATOR_VERSION, STYLES, SynthConfig, dataset_meta, write_dataset
@@ -164,6 +162,8 @@ def load_fixture(recipe: FixtureRecipe, cache_dir: str) -> Fixture | None:
 
 
 def _checkpoint_bytes(state_dict: dict, meta: dict) -> bytes:
+    import torch
+
     buffer = io.BytesIO()
     torch.save({"meta": meta, "state_dict": state_dict}, buffer)
     return buffer.getvalue()
@@ -177,6 +177,8 @@ Evaluator = Callable[[str, str, str], dict]
 def make_fixture(recipe: FixtureRecipe, evaluate: Evaluator, *, cache_dir: str | None = None, force: bool = False,
                  log: Callable[[str], None] | None = print) -> Fixture:
     """The fixture's checkpoint from the cache, or trained, scored and cached now."""
+    import torch
+
     cache_dir = cache_dir or default_cache_dir()
     if not force:
         found = load_fixture(recipe, cache_dir)
