@@ -1,6 +1,6 @@
 """The segdeploy command line: only dispatch. Each command lives in segdeploy/commands/<name>.py, whose
 ``add_parser(subparsers)`` sets ``func``; ``func(args)`` returns the exit code. User errors (SegdeployError) are
-one line and exit 2; argparse's own errors too."""
+one line and exit 2 (1 where a graph is out of tolerance); argparse's own errors too."""
 from __future__ import annotations
 
 import argparse
@@ -73,13 +73,17 @@ def _terminate_cleanly():
 @contextlib.contextmanager
 def _warnings_as_notes(command: str):
     """Library warnings (torch, ONNX, OpenCV bindings) are not the user's business: they are dropped, unless
-    SEGDEPLOY_DEBUG is set; segdeploy's own warnings are one line each on stderr."""
+    SEGDEPLOY_DEBUG is set; segdeploy's own warnings are one line each on stderr, each said once (an artifact read
+    by two layers warns once)."""
     import warnings
+
+    said = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
         if os.environ.get("SEGDEPLOY_DEBUG"):
             sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-        elif os.sep + "segdeploy" + os.sep in filename:
+        elif os.sep + "segdeploy" + os.sep in filename and one_line(message) not in said:
+            said.add(one_line(message))
             print(f"segdeploy {command}: warning: {one_line(message)}", file=sys.stderr)
 
     with warnings.catch_warnings():
@@ -96,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _terminate_cleanly(), _warnings_as_notes(args.command):
             return int(args.func(args) or 0)
-    except SegdeployError as exc:
+    except SegdeployError as exc:  # bad input: 2; out of tolerance (ToleranceError): 1
         print(f"segdeploy {args.command}: error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except BrokenPipeError:  # output piped into head & co.
         return 0
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from segdeploy.artifact import manifest as mf
-from segdeploy.errors import InputError
+from segdeploy.errors import InputError, ToleranceError
 from segdeploy.export.passes import PassReport
 from segdeploy.export.precision.calibrate import (
     DEFAULT_COUNT,
@@ -217,8 +217,8 @@ def apply_precision(model_proto, options: PrecisionOptions, graph_input: GraphIn
                 accuracy["drop"] = round(reference - search["score"], 3)
                 accuracy["agreement"] = search.get("agreement")
             elif reference - score > options.max_drop:
-                raise InputError(f"the {options.mode} graph loses {reference - score:.2f} {evaluator.metric} points "
-                                 f"(> --max-drop {options.max_drop:g}); nothing was written")
+                raise ToleranceError(f"the {options.mode} graph loses {reference - score:.2f} {evaluator.metric} "
+                                     f"points (> --max-drop {options.max_drop:g}); nothing was written")
         details["accuracy"] = accuracy
     flavour = options.target if options.mode == "int8" else None
     verification = [] if images is None else \
