@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdeploy.artifact.engine_header import compatibility_problem, read_header
+from segdeploy.artifact.reader import caveats
 from segdeploy.errors import ArtifactError, InputError, SegdeployError
 from segdeploy.runtimes.base import Runner, TensorInfo, Timing
 
@@ -75,7 +76,7 @@ def preflight(path: str, tensorrt_version: str, compute_capability: str):
     problem = compatibility_problem(manifest.engine, tensorrt_version, compute_capability)
     if problem:
         raise ArtifactError(f"{path}: {problem}")
-    return manifest, offset, []
+    return manifest, offset, [f"{path} {note}" for note in caveats(manifest)]
 
 
 @dataclass(frozen=True)
