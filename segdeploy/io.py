@@ -419,6 +419,30 @@ def _commit_files(folder: str, paths: list[str], contents: list[bytes], force: b
             item.discard()
 
 
+def folder_holds(folder: str | os.PathLike, files: dict[str, bytes]) -> bool:
+    """True when ``folder`` holds exactly ``files`` (the same relative paths with the same bytes, nothing else), so
+    writing them again would change nothing: an export that made it reuses it instead of asking for --force."""
+    folder = os.path.abspath(os.fspath(folder))
+    settle(folder)
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        return False
+    found = set()
+    for root, dirs, names in os.walk(folder):
+        if any(os.path.islink(os.path.join(root, d)) for d in dirs):
+            return False
+        found.update(os.path.relpath(os.path.join(root, n), folder).replace(os.sep, "/") for n in names)
+    if found != set(files):
+        return False
+    for rel, data in files.items():
+        path = os.path.join(folder, *rel.split("/"))
+        if os.path.islink(path) or os.path.getsize(path) != len(data):
+            return False
+        with open(path, "rb") as f:
+            if f.read() != data:
+                return False
+    return True
+
+
 def write_folder_atomic(target: str | os.PathLike, files: dict[str, bytes], force: bool = False,
                         executable: tuple[str, ...] = ()) -> str:
     """Write a folder of files (relative paths -> bytes) as a unit: built as a hidden sibling, then renamed into

@@ -92,9 +92,20 @@ def test_export_with_the_python_api_writes_a_self_describing_engine(tmp_path):
         ("10.3.0", "NVIDIA Jetson AGX Orin", "8.7", "tensorrt-python")
     assert e.profiles == [{"input": {"min": [1, 3, 512, 512], "opt": [1, 3, 512, 512], "max": [1, 3, 512, 512]}}]
     assert manifest.model == read_manifest(onnx_path).model and manifest.format == "engine"
-    with pytest.raises(ArtifactError, match="exists"):
-        export_engine(onnx_path, BuildOptions(), host=host)
-    export_engine(onnx_path, BuildOptions(), host=host, force=True)
+    engine = open(result.path, "rb").read()
+    # the same build again: the engine is this build already (same ONNX, plan, TensorRT and GPU), so it is reused
+    again = export_engine(onnx_path, BuildOptions(), host=host)
+    assert again.path == result.path and any(n.startswith("reused") for n in again.notes)
+    assert open(result.path, "rb").read() == engine and again.manifest.to_dict() == manifest.to_dict()
+    # another build is refused without --force: another plan, another TensorRT release, another GPU
+    for options, other in ((BuildOptions(workspace_mb=256), host),
+                           (BuildOptions(), FakeHost(trt=fake_tensorrt("10.4.0"), gpu=host.gpu())),
+                           (BuildOptions(), FakeHost(trt=fake_tensorrt("10.3.0"), gpu=GpuInfo("NVIDIA A100", "8.0")))):
+        with pytest.raises(ArtifactError, match="exists and is another engine"):
+            export_engine(onnx_path, options, host=other)
+    assert open(result.path, "rb").read() == engine
+    export_engine(onnx_path, BuildOptions(workspace_mb=256), host=host, force=True)
+    assert read_header(result.path)[0].engine.workspace_mb == 256
 
 
 @needs_bash
@@ -128,7 +139,19 @@ def test_bundle_when_no_builder_is_present(tmp_path):
     result = export_engine(onnx_path, BuildOptions(), host=FakeHost())
     assert result.kind == "bundle" and result.path == str(tmp_path / "m_trt_bundle")
     assert os.path.isfile(os.path.join(result.path, "build_engine.sh"))
-    assert "segdeploy build-engine" in result.notes[-1]
+    assert "segdeploy build-engine" in result.notes[-1] and not any(n.startswith("reused") for n in result.notes)
+    # the same bundle again is kept as it is; another plan is refused without --force
+    stamp = os.stat(os.path.join(result.path, "build_plan.json")).st_mtime_ns
+    again = export_engine(onnx_path, BuildOptions(), host=FakeHost())
+    assert any(n.startswith("reused") for n in again.notes)
+    assert os.stat(os.path.join(result.path, "build_plan.json")).st_mtime_ns == stamp
+    with pytest.raises(ArtifactError, match="holds another bundle; pass --force"):
+        export_engine(onnx_path, BuildOptions(opt_level=5), host=FakeHost())
+    with open(os.path.join(result.path, "build_engine.sh"), "a") as f:
+        f.write("# edited\n")
+    with pytest.raises(ArtifactError, match="holds another bundle"):  # an edited bundle is not this bundle
+        export_engine(onnx_path, BuildOptions(), host=FakeHost())
+    assert export_engine(onnx_path, BuildOptions(opt_level=5), host=FakeHost(), force=True).kind == "bundle"
 
 
 def test_lint_errors_stop_the_export(tmp_path):
