@@ -122,9 +122,18 @@ def run(args) -> int:
 
     if args.artifact is None and args.model is None:
         raise InputError("nothing to evaluate: give an artifact or --model")
+    if args.artifact is not None and args.checkpoint is not None:
+        raise InputError("--checkpoint goes with --model; an artifact carries its own weights")
     common.check_outputs(args.force, args.json, args.md)  # before minutes of work, not after
     dataset = open_dataset(args.data, args.layout, args.split).head(args.limit)
     is_model = args.artifact is None
+    if is_model and args.checkpoint is None and dataset.num_classes is not None:
+        from segdeploy import models
+        from segdeploy.evaluation.eval import class_mismatch
+
+        classes = models.get_spec(args.model).num_classes  # the recipe weights': refused before any export
+        if classes != dataset.num_classes:
+            raise class_mismatch(f"{args.model} (recipe weights)", classes, dataset)
     target = args.model if is_model else args.artifact
     with common.status(f"loading {target}") as say:  # a model on an ONNX backend is exported first (a minute)
         predictor = build_predictor(target, is_model=is_model, backend=args.backend, checkpoint=args.checkpoint,
