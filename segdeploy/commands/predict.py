@@ -53,8 +53,6 @@ def run(args) -> int:
     import numpy as np
 
     from segdeploy import preprocess
-    from segdeploy.evaluation.segment import open_segmenter
-    from segdeploy.evaluation.validate import verify_graph
     from segdeploy.media import resolve_source, video_frames
 
     if not 0.0 <= args.alpha <= 1.0:
@@ -74,6 +72,9 @@ def run(args) -> int:
         first = np.empty((info["height"], info["width"], 0), np.uint8)
     elif args.output and os.path.isfile(args.output):
         raise InputError(f"--output {args.output} is a file; many images need a folder")
+    from segdeploy.evaluation.segment import open_segmenter  # PyTorch and the runtimes: after the cheap checks
+    from segdeploy.evaluation.validate import verify_graph
+
     with common.status("loading" + (f" {args.model}" if args.model else f" {args.artifact}")) as say:
         segmenter = open_segmenter(model=args.model, checkpoint=args.checkpoint, artifact=args.artifact,
                                    backend=args.backend, size=size, threads=args.threads, cache_dir=args.cache_dir,
