@@ -47,3 +47,7 @@ def test_the_quick_start_runs_as_written(tmp_path):
     assert "PASSED" in outputs[1] and "mIoU" in outputs[6]
     assert (tmp_path / "artifacts" / "triton" / "cgrseg_t" / "config.pbtxt").is_file()
     assert (tmp_path / "artifacts" / "cgrseg_t_256x256_int8_cpu.onnx").is_file()
+    # the INT8 export again (same weights, calibration images and held-out set): reused, not calibrated again
+    again = subprocess.run([sys.executable, "-m", "segdeploy", *shlex.split(quick_start()[5])[1:]], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=1800)
+    assert again.returncode == 0 and "reused artifacts/cgrseg_t_256x256_int8_cpu.onnx" in again.stdout, again.stderr

@@ -256,11 +256,13 @@ def reuse(args, path, height, width, precision, evaluator):
     from segdeploy.export.identity import export_request, reusable
 
     with common.status(f"checking {path} against this export") as say:
-        say("hashing the weights" + (" and the calibration images" if precision.calib else ""))
-        wanted = export_request(args.model, checkpoint=args.checkpoint, batch=args.batch, height=height, width=width,
-                                dynamic=args.dynamic, opset=args.opset, simplify=args.simplify, outputs=args.outputs,
-                                preprocess=args.preprocess, precision=precision, evaluator=evaluator,
-                                verify=args.validate)
+        def wanted():
+            say("hashing the weights" + (" and the calibration images" if precision.calib else ""))
+            return export_request(args.model, checkpoint=args.checkpoint, batch=args.batch, height=height,
+                                  width=width, dynamic=args.dynamic, opset=args.opset, simplify=args.simplify,
+                                  outputs=args.outputs, preprocess=args.preprocess, precision=precision,
+                                  evaluator=evaluator, verify=args.validate)
+
         manifest, why = reusable(path, wanted)
     if manifest is None:
         raise ArtifactError(f"{path} exists and is another export ({why}); pass --force to replace it, or choose "

@@ -33,7 +33,7 @@ class ExportRequest:
     precision: str
     flavour: str | None
     io_dtype: str
-    calibration: tuple | None  # (images_sha256, method, percentile or None)
+    calibration: tuple | None  # (images_sha256, method, percentile or None); FP16: (images_sha256, None, None)
     accuracy: tuple | None  # (held-out images_sha256, budget or None)
     verified: bool
     segdeploy: str = __version__
@@ -42,7 +42,9 @@ class ExportRequest:
     def of_manifest(cls, manifest) -> ExportRequest:
         """The request an artifact was made from, as its manifest records it."""
         details = manifest.precision.details or {}
-        calibration = details.get("calibration")
+        calibration = details.get("calibration")  # INT8's; FP16 records only where its ranges came from
+        if calibration is None and (details.get("ranges") or {}).get("images_sha256"):
+            calibration = {"images_sha256": details["ranges"]["images_sha256"]}
         accuracy = details.get("accuracy")
         validation = manifest.validation or {}
         return cls(
@@ -71,8 +73,9 @@ def export_request(model: str, *, checkpoint=None, batch: int, height: int, widt
     calibration = None
     if precision.mode != "fp32" and precision.calib:
         images = select_images(precision.calib, precision.calib_count)
-        calibration = (images.sha256, precision.calib_method,
-                       precision.percentile if precision.calib_method == "percentile" else None)
+        calibration = (images.sha256, None, None) if precision.mode == "fp16" else \
+            (images.sha256, precision.calib_method,
+             precision.percentile if precision.calib_method == "percentile" else None)  # FP16 takes min/max
     accuracy = None
     if evaluator is not None:
         accuracy = (evaluator.describe().get("images_sha256"), precision.max_drop)
@@ -115,9 +118,9 @@ def difference(found: ExportRequest, wanted: ExportRequest) -> str | None:
     return None
 
 
-def reusable(path: str, wanted: ExportRequest):
-    """(manifest, None) when the artifact at ``path`` and its sidecar are the export ``wanted``, intact; else
-    (None, why not)."""
+def reusable(path: str, wanted):
+    """(manifest, None) when the artifact at ``path`` and its sidecar are the export ``wanted`` (an ExportRequest,
+    or a function that makes it: called only once the artifact is found intact), intact; else (None, why not)."""
     import warnings
 
     from segdeploy.artifact.manifest import sidecar_path
@@ -136,6 +139,6 @@ def reusable(path: str, wanted: ExportRequest):
         check_graph_unchanged(model_proto, manifest, path)
     except ArtifactError as exc:
         return None, str(exc)
-    reason = difference(ExportRequest.of_manifest(manifest), wanted)
+    reason = difference(ExportRequest.of_manifest(manifest), wanted() if callable(wanted) else wanted)
     return (manifest, None) if reason is None else (None, reason)
 

@@ -47,6 +47,21 @@ def test_a_request_is_read_back_from_the_manifest_and_every_field_counts():
     assert difference(dataclasses.replace(found, accuracy=("b" * 64, 1.0)), found)
 
 
+def test_calibration_is_read_from_where_each_precision_records_it():
+    fp16 = sample_manifest(precision="fp16")
+    fp16.precision.details = {"ranges": {"source": "32 calibration images", "images_sha256": "c" * 64}}
+    assert ExportRequest.of_manifest(fp16).calibration == ("c" * 64, None, None)
+    fp16.precision.details = {"ranges": {"source": "4 seeded inputs"}}
+    assert ExportRequest.of_manifest(fp16).calibration is None
+    int8 = sample_manifest(precision="int8", flavour="cpu")
+    int8.precision.details = {"calibration": {"images_sha256": "c" * 64, "method": "percentile",
+                                              "percentile": 99.9, "count": 32},
+                              "accuracy": {"images_sha256": "d" * 64, "budget": 1.0, "metric": "mIoU"}}
+    found = ExportRequest.of_manifest(int8)
+    assert (found.calibration, found.accuracy, found.flavour) == (("c" * 64, "percentile", 99.9), ("d" * 64, 1.0),
+                                                                   "cpu")
+
+
 def export(capsys, tmp_path, *args):
     code = main(["export", "--model", MODEL, "--size", SIZE, "--threads", "2", *args])
     out, err = capsys.readouterr()
