@@ -200,8 +200,6 @@ def run(args) -> int:
         raise InputError(f"--fmt trt writes an engine: --output must end in .engine or .plan, not {args.output}")
     height, width = common.parse_size(args.size)
     precision = precision_options(args)
-    if precision.mode == "int8" and args.checkpoint is None and args.validate:
-        raise InputError(INT8_NEEDS_WEIGHTS)
     from segdeploy import models
     from segdeploy.export.onnx import artifact_path, check_export_shape
     from segdeploy.export.trace import check_opset
@@ -216,6 +214,12 @@ def run(args) -> int:
         check_options(build_options(args))  # refuse impossible flag combinations before the export runs
         check_final_destination(args, args.model, onnx_exists=os.path.exists(path))
     evaluator = accuracy_evaluator(args, height, width)
+    if precision.mode != "fp32":
+        from segdeploy.export.precision import prepare
+
+        prepare(precision, opset=args.opset, evaluator=evaluator)  # the calibration folder, the held-out set
+        if precision.mode == "int8" and args.checkpoint is None and args.validate:
+            raise InputError(INT8_NEEDS_WEIGHTS)
     if os.path.exists(path) and not args.force:
         manifest = reuse(args, path, height, width, precision, evaluator)
     else:

@@ -10,6 +10,7 @@ import os
 
 import onnx
 
+from goldens import IMAGES
 from hostile import answer_lines
 from manifests import sample_manifest
 from segdeploy import __version__
@@ -143,14 +144,21 @@ def test_no_validate_is_recorded_warned_and_not_taken_for_a_verified_export(tmp_
     assert len(answer_lines(err)) == 1  # refused, not used: no warning about using it
 
 
-def test_int8_without_trained_weights_is_refused_before_calibration(tmp_path, capsys):
-    calib = tmp_path / "calib"
-    calib.mkdir()  # empty: a calibration that started would fail on it; the refusal comes first
-    code, out, err = export(capsys, tmp_path, "--precision", "int8", "--calib", str(calib), "--output",
+def test_int8_without_trained_weights_is_refused_before_calibration(tmp_path, capsys, monkeypatch):
+    from segdeploy.export import precision
+
+    def calibrating(*args, **kwargs):
+        raise AssertionError("calibration started")
+
+    monkeypatch.setattr(precision, "calibrate", calibrating)
+    code, out, err = export(capsys, tmp_path, "--precision", "int8", "--calib", str(IMAGES), "--output",
                             str(tmp_path / "q.onnx"))
     assert code == 2 and "--precision int8 needs trained weights (--checkpoint)" in err
     assert "segdeploy fixtures --quick" in err and len(answer_lines(err)) == 1
-    assert os.listdir(tmp_path) == ["calib"]
+    assert os.listdir(tmp_path) == []
+    # the flags are checked first: a calibration folder that is not one is that error
+    code, out, err = export(capsys, tmp_path, "--precision", "int8", "--calib", str(tmp_path / "none"))
+    assert code == 2 and "--calib must be a folder" in err
 
 
 def test_a_graph_out_of_tolerance_exits_1(tmp_path, capsys, monkeypatch):

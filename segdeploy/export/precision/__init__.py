@@ -83,6 +83,8 @@ class PrecisionOptions:
         if self.max_drop is not None and self.max_drop < 0:
             raise InputError(f"--max-drop must be >= 0 points, not {self.max_drop}")
         target = self.target or (DEFAULT_TARGET if self.mode == "int8" else None)
+        if self.mode == "int8" and target != "tensorrt" and self.io_dtype != "float32":
+            raise InputError(f"the INT8 {target} flavour keeps float32 I/O (its float parts run in float32)")
         return PrecisionOptions(**{**self.__dict__, "target": target})
 
 
@@ -262,8 +264,6 @@ def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions):
         fp16_ranges = table.all_minmax()
         return lambda keep: quantize_tensorrt(model_proto, ranges, keep=keep, fp16_ranges=fp16_ranges,
                                               io_dtype=options.io_dtype)
-    if options.io_dtype != "float32":
-        raise InputError(f"the INT8 {options.target} flavour keeps float32 I/O (its float parts run in float32)")
     if options.target == "openvino":
         from segdeploy.export.passes.qdq_openvino import quantize_openvino
 
