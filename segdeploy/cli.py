@@ -22,6 +22,8 @@ EPILOG = """examples:
   segdeploy list
   segdeploy export --model cgrseg_t --fmt onnx --size 512x512
   segdeploy validate artifacts/cgrseg_t_512x512.onnx --images tests/data/images
+  segdeploy export --model cgrseg_t --fmt trt --size 512x512      # builds on (reuses) that ONNX export
+  segdeploy fixtures --quick                                       # trained weights to try INT8 and eval on
   segdeploy bench --model cgrseg_t --backend torch,onnxruntime
   segdeploy predict --model cgrseg_t --source photo.jpg --output mask.png
 

@@ -107,11 +107,15 @@ def build_request(args):
 
 
 def _progress():
-    """A rich progress bar with one task per row; a no-op without rich or a terminal."""
+    """A rich progress bar with one task per row on a terminal; timestamped lines in logs (console.StepLines)."""
+    from segdeploy.console import StepLines, stderr_is_terminal
+
     try:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     except ImportError:
-        return None, None
+        return None, StepLines("bench")
+    if not stderr_is_terminal():
+        return None, StepLines("bench")
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                    TimeElapsedColumn(), transient=True)
     task = bar.add_task("starting", total=1.0)
@@ -193,7 +197,7 @@ def run_command(args) -> int:
         with bar:
             report = run_bench(request, progress=update)
     else:
-        report = run_bench(request)
+        report = run_bench(request, progress=update)
     print_table(f"segdeploy bench: {request.height}x{request.width}, {request.precision}, latency in ms",
                 *reports.timing_table(report))
     print_table("against the papers (their GPU figures; the ratio is measured / paper)", *reports.paper_table(report))

@@ -51,7 +51,9 @@ def run(args) -> int:
     recipes = resolve(args.model or "all")
     common.check_outputs(args.force, args.json)
     cache_dir = args.cache_dir or default_cache_dir()
-    made = [make_fixture(recipe, evaluate_checkpoint, cache_dir=cache_dir, force=args.force) for recipe in recipes]
+    with common.status(f"fixtures in {cache_dir}") as say:
+        made = [make_fixture(recipe, evaluate_checkpoint, cache_dir=cache_dir, force=args.force, log=say)
+                for recipe in recipes]
     print_table(f"fixtures in {cache_dir}", ["fixture", "model", "classes", "val mIoU", "train s", "checkpoint"],
                 [[f.name, f.model, f.num_classes, f"{f.miou:.2f}", f.record.get("train_seconds", "-"), f.checkpoint]
                  for f in made])
