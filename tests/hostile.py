@@ -30,14 +30,14 @@ PHOTO = IMAGES / "grace_hopper.jpg"
 # ---------------------------------------------------------------------------------------------------------------
 # Running commands and judging their answer
 
-# Where stderr is not a terminal, long steps write timestamped progress lines there (segdeploy.console.log_line);
-# they are not part of a command's answer.
-PROGRESS_LINE = re.compile(r"^\d\d:\d\d:\d\d ")
+# Where stderr is not a terminal, long steps write timestamped progress lines there (segdeploy.console.log_line),
+# and an artifact's caveats are warning lines (an artifact never verified): neither is a command's answer.
+NOT_THE_ANSWER = re.compile(r"^(\d\d:\d\d:\d\d |segdeploy [\w-]+: warning: )")
 
 
 def answer_lines(stderr: str) -> list[str]:
-    """stderr's lines without the progress lines."""
-    return [line for line in stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
+    """stderr's lines without the progress and warning lines."""
+    return [line for line in stderr.splitlines() if line.strip() and not NOT_THE_ANSWER.match(line)]
 
 
 @dataclass

@@ -224,9 +224,9 @@ def run(args) -> int:
         manifest = reuse(args, path, height, width, precision, evaluator)
     else:
         manifest = export(args, path, height, width, precision, evaluator)
-    if not args.validate and manifest.validation.get("skipped"):
-        warnings.warn(f"{path} was not compared with PyTorch (--no-validate); its manifest says so and every "
-                      "command that reads it will warn; segdeploy validate compares it", stacklevel=1)
+        if not args.validate:
+            warnings.warn(f"{path} was not compared with PyTorch (--no-validate); its manifest says so and every "
+                          "command that reads it will warn; segdeploy validate compares it", stacklevel=1)
     print_summary(path, manifest)
     if args.fmt == "trt":
         export_trt(args, path)

@@ -11,6 +11,7 @@ from onnx import numpy_helper
 
 from exports import export
 from goldens import IMAGES
+from hostile import answer_lines
 from segdeploy import models
 from segdeploy.cli import main
 from segdeploy.errors import CheckpointError, SegdeployError
@@ -192,7 +193,12 @@ def test_validate_cli_on_seeded_inputs_and_a_real_image(artifact, capsys, tmp_pa
                                   str(report_path), "--threads", "2")
     assert code == 0, err
     assert "PASSED" in out
+    # the verdict: each criterion with the figure it is judged by and its requirement
+    assert "tolerance (fp32): each criterion, the figure it is judged by" in out
+    assert "label agreement, worst input" in out and ">= 99.9%" in out and "FAIL" not in out
     report = json.loads(report_path.read_text())
+    assert [c["criterion"] for c in report["checks"]] == ["max abs error / max(1, max|ref|), worst input",
+                                                          "label agreement, worst input"]
     for key in ("passed", "max_abs_err", "cosine", "mask_agreement", "miou_vs_reference"):
         assert key in report
     assert report["passed"] and report["max_abs_err"] < 1e-4 and report["mask_agreement"] >= 0.999
@@ -237,7 +243,7 @@ def test_bad_artifacts_and_arguments_give_one_line(artifact, capsys, tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"this is not a protobuf")
     code, _, err = run_validate(capsys, str(junk))
-    assert code == 2 and "not a readable ONNX model" in err and err.count("\n") == 1
+    assert code == 2 and "not a readable ONNX model" in err and len(answer_lines(err)) == 1
     code, _, err = run_validate(capsys, str(tmp_path / "missing.onnx"))
     assert code == 2 and "not found" in err
     code, _, err = run_validate(capsys, artifact, "--size", "100")
