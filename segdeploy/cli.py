@@ -1,6 +1,6 @@
 """The segdeploy command line: only dispatch. Each command lives in segdeploy/commands/<name>.py, whose
 ``add_parser(subparsers)`` sets ``func``; ``func(args)`` returns the exit code. User errors (SegdeployError) are
-one line and exit 2; argparse's own errors too."""
+one line and exit 2 (1 where a graph is out of tolerance); argparse's own errors too."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,8 @@ EPILOG = """examples:
   segdeploy list
   segdeploy export --model cgrseg_t --fmt onnx --size 512x512
   segdeploy validate artifacts/cgrseg_t_512x512.onnx --images tests/data/images
+  segdeploy export --model cgrseg_t --fmt trt --size 512x512      # builds on (reuses) that ONNX export
+  segdeploy fixtures --quick                                       # trained weights to try INT8 and eval on
   segdeploy bench --model cgrseg_t --backend torch,onnxruntime
   segdeploy predict --model cgrseg_t --source photo.jpg --output mask.png
 
@@ -73,7 +75,8 @@ def _terminate_cleanly():
 @contextlib.contextmanager
 def _warnings_as_notes(command: str):
     """Library warnings (torch, ONNX, OpenCV bindings) are not the user's business: they are dropped, unless
-    SEGDEPLOY_DEBUG is set; segdeploy's own warnings are one line each on stderr, each said once per command."""
+    SEGDEPLOY_DEBUG is set; segdeploy's own warnings are one line each on stderr, each said once per command (an
+    artifact read by two layers warns once)."""
     import warnings
 
     said = set()
@@ -99,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _terminate_cleanly(), _warnings_as_notes(args.command):
             return int(args.func(args) or 0)
-    except SegdeployError as exc:
+    except SegdeployError as exc:  # bad input: 2; out of tolerance (ToleranceError): 1
         print(f"segdeploy {args.command}: error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except BrokenPipeError:  # output piped into head & co.
         return 0
     except KeyboardInterrupt:

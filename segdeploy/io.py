@@ -506,9 +506,6 @@ def wait_for_writers(path: str | os.PathLike) -> None:
                                     "back)")
 
 
-settle = wait_for_writers  # the name readers used so far
-
-
 def _keep_aside(path: str, backup: str) -> None:
     """Keep the file at ``path`` as ``backup``: a hard link, so readers keep seeing ``path`` until the new file
     replaces it; a rename where the file system has no hard links."""
@@ -588,6 +585,30 @@ def _commit_files(folder: str, paths: list[str], contents: list[bytes], force: b
     finally:
         for item in pending:
             item.discard()
+
+
+def folder_holds(folder: str | os.PathLike, files: dict[str, bytes]) -> bool:
+    """True when ``folder`` holds exactly ``files`` (the same relative paths with the same bytes, nothing else), so
+    writing them again would change nothing: an export that made it reuses it instead of asking for --force."""
+    folder = os.path.abspath(os.fspath(folder))
+    wait_for_writers(folder)
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        return False
+    found = set()
+    for root, dirs, names in os.walk(folder):
+        if any(os.path.islink(os.path.join(root, d)) for d in dirs):
+            return False
+        found.update(os.path.relpath(os.path.join(root, n), folder).replace(os.sep, "/") for n in names)
+    if found != set(files):
+        return False
+    for rel, data in files.items():
+        path = os.path.join(folder, *rel.split("/"))
+        if os.path.islink(path) or os.path.getsize(path) != len(data):
+            return False
+        with open(path, "rb") as f:
+            if f.read() != data:
+                return False
+    return True
 
 
 def write_folder_atomic(target: str | os.PathLike, files: dict[str, bytes], force: bool = False,

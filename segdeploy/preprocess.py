@@ -10,11 +10,14 @@ import contextlib
 import os
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from segdeploy.errors import InputError
+
+if TYPE_CHECKING:  # imported where it runs: reading an image needs no PyTorch
+    import torch
 
 RESIZE_POLICY = "keep-ratio fit to (2048, 512), then each side rounded to the size multiple; bilinear"
 TEST_SCALE = (2048, 512)
@@ -172,6 +175,8 @@ def prepare(image_bgr: np.ndarray, spec, size: tuple[int, int] | None = None) ->
 def _source_index(out_size: int, in_size: int, align_corners: bool):
     """torch's bilinear sampling along one axis (upsample_bilinear2d on the CPU): for each output index the two
     source indices and their weights, computed in float32 as torch computes them."""
+    import torch
+
     dst = np.arange(out_size, dtype=np.float32)
     if align_corners:
         scale = np.float32((in_size - 1) / (out_size - 1)) if out_size > 1 else np.float32(0)
@@ -205,6 +210,8 @@ def logits_to_mask(logits, size: tuple[int, int], align_corners: bool = False,
     innermost so that the argmax reads contiguous memory; each band interpolates horizontally only the source rows
     it needs, then vertically.
     """
+    import torch
+
     t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
     n, k, h, w = t.shape
     height, width = int(size[0]), int(size[1])
@@ -242,6 +249,8 @@ def candidate_classes(logits: torch.Tensor) -> torch.Tensor:
     (its cell), so it lies between their minimum and maximum. In every cell some class j guarantees at least the
     largest of the per-class minima; a class whose maximum over the cell is below that cannot win there. A class
     is kept if it can win in some cell (with ``RULE_OUT_SLACK`` for rounding)."""
+    import torch
+
     k, h, w = logits.shape
     if k == 1:
         return torch.zeros(1, dtype=torch.long)

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,15 @@ PHOTO = IMAGES / "grace_hopper.jpg"
 # ---------------------------------------------------------------------------------------------------------------
 # Running commands and judging their answer
 
+# Where stderr is not a terminal, long steps write timestamped progress lines there (segdeploy.console.log_line),
+# and an artifact's caveats are warning lines (an artifact never verified): neither is a command's answer.
+NOT_THE_ANSWER = re.compile(r"^(\d\d:\d\d:\d\d |segdeploy [\w-]+: warning: )")
+
+
+def answer_lines(stderr: str) -> list[str]:
+    """stderr's lines without the progress and warning lines."""
+    return [line for line in stderr.splitlines() if line.strip() and not NOT_THE_ANSWER.match(line)]
+
 
 @dataclass
 class Outcome:
@@ -39,7 +49,7 @@ class Outcome:
 
     @property
     def err_lines(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.strip()]
+        return answer_lines(self.err)
 
     def refused(self, match: str | None = None, code: int = 2) -> str:
         """Assert the one-line refusal; returns the line."""

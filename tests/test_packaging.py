@@ -56,3 +56,34 @@ def test_the_dev_extra_installs_what_ci_runs():
     dev = {req.split(">")[0].split("[")[0] for req in extras["dev"]}
     assert {"openvino", "onnxsim", "matplotlib", "tritonclient", "hypothesis"} <= dev
     assert extras["openvino"] == ["openvino>=2024.0"]
+
+
+def _pyproject_version() -> str:
+    import tomllib
+
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["version"]
+
+
+def test_version_is_the_packages_version():
+    import subprocess
+    import sys
+
+    import segdeploy
+    from segdeploy.hostinfo import tool_versions
+
+    proc = subprocess.run([sys.executable, "-m", "segdeploy", "--version"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"segdeploy {_pyproject_version()}"
+    assert segdeploy.__version__ == _pyproject_version() == tool_versions()["segdeploy"]  # what manifests record
+
+
+def test_version_of_a_source_tree_that_was_never_installed(monkeypatch):
+    from importlib import metadata
+
+    import segdeploy
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    assert segdeploy._version() == _pyproject_version()

@@ -1,4 +1,8 @@
-"""One reader for every artifact kind: whoever needs an artifact's description calls :func:`read_manifest`."""
+"""One reader for every artifact kind: whoever needs an artifact's description calls :func:`read_manifest`.
+
+It also says, every time an artifact is read, what its manifest records that its user must hear (:func:`caveats`:
+an artifact exported without verification), as a Python warning of :class:`ArtifactWarning`, which the command line
+prints as one ``warning:`` line."""
 from __future__ import annotations
 
 import os
@@ -11,6 +15,26 @@ from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
 from segdeploy.errors import ArtifactError
 
 
+class ArtifactWarning(UserWarning):
+    """Something every user of an artifact must be told, whichever command reads it."""
+
+
+def caveats(manifest: Manifest) -> list[str]:
+    """What must be said each time this artifact is used, one sentence each (after its path)."""
+    notes = []
+    validation = manifest.validation or {}
+    if validation.get("skipped"):
+        why = f" ({validation['reason']})" if validation.get("reason") else ""
+        notes.append(f"was never compared with PyTorch{why}: nothing checked that it computes what the model does; "
+                     "segdeploy validate compares it")
+    return notes
+
+
+def warn_caveats(manifest: Manifest, path: str) -> None:
+    for note in caveats(manifest):
+        warnings.warn(f"{path} {note}", ArtifactWarning, stacklevel=3)
+
+
 def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bool = True) -> Manifest | None:
     """The manifest of an artifact: an ``.onnx`` (embedded copy, else its sidecar), an engine (its header), or a
     manifest ``.json`` itself. Where an ONNX file has both and they disagree, that is an error: the pair was not
@@ -18,7 +42,9 @@ def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bo
     path = os.fspath(artifact)
     kind = _kind(path) if model_proto is None else "onnx"
     if kind == "json":
-        return read_sidecar(path)
+        manifest = read_sidecar(path)
+        warn_caveats(manifest, path)
+        return manifest
     if kind == "engine":
         manifest, _ = read_header(path)
         if manifest is None:
@@ -26,10 +52,12 @@ def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bo
             # build bundle; the C++ library reads it the same way
             side = sidecar_path(path)
             if os.path.isfile(side):
-                return read_sidecar(side)
-            if required:
+                manifest = read_sidecar(side)
+            elif required:
                 raise ArtifactError(f"{path} has no segdeploy header (built by trtexec?) and no manifest {side} "
                                     "beside it; it carries no manifest")
+        if manifest is not None:
+            warn_caveats(manifest, path)
         return manifest
     if model_proto is None:
         model_proto = load_onnx(path)
@@ -49,6 +77,7 @@ def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bo
     if manifest.format != "onnx":
         raise ArtifactError(f"{path}: its manifest describes {manifest.format} artifact, not an ONNX graph")
     check_against_graph(manifest, model_proto, path)
+    warn_caveats(manifest, path)
     return manifest
 
 

@@ -4,11 +4,6 @@ from __future__ import annotations
 from segdeploy.commands import common
 from segdeploy.console import print_table
 from segdeploy.errors import InputError, SegdeployError
-from segdeploy.evaluation.bench import reports
-from segdeploy.evaluation.bench.precision import flavour_notes
-from segdeploy.evaluation.bench.protocol import Protocol
-from segdeploy.evaluation.bench.request import BenchRequest, check_request, parse_batches, parse_streams
-from segdeploy.evaluation.bench.run import run_bench
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
 from segdeploy.export.trace import DEFAULT_OPSET
 from segdeploy.runtimes.registry import default_backend_for, fastest_cpu_backend, get_backend
@@ -34,7 +29,7 @@ def add_parser(subparsers) -> None:
                               epilog=EXAMPLES, formatter_class=common.HelpFormatter)
     what = p.add_argument_group("what to run")
     what.add_argument("--model", metavar="NAME[,NAME...]",
-                      help=f"registered model(s), comma-separated: {', '.join(common.model_names())}")
+                      help=f"registered model(s), comma-separated ({common.MODEL_NAMES_HINT})")
     what.add_argument("--artifact", metavar="FILE", help="an exported artifact (with --model NAME, checked "
                                                          "against its manifest)")
     common.add_backend(what, "comma-separated backends (default: the fastest CPU backend here; see `segdeploy "
@@ -94,7 +89,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run_command)
 
 
-def build_request(args) -> BenchRequest:
+def build_request(args):
+    from segdeploy.evaluation.bench.protocol import Protocol
+    from segdeploy.evaluation.bench.request import BenchRequest, parse_batches, parse_streams
+
     if args.artifact:  # an artifact runs on a backend of its kind
         from segdeploy.artifact.formats import format_of
 
@@ -122,11 +120,15 @@ def build_request(args) -> BenchRequest:
 
 
 def _progress():
-    """A rich progress bar with one task per row; a no-op without rich or a terminal."""
+    """A rich progress bar with one task per row on a terminal; timestamped lines in logs (console.StepLines)."""
+    from segdeploy.console import StepLines, stderr_is_terminal
+
     try:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     except ImportError:
-        return None, None
+        return None, StepLines("bench")
+    if not stderr_is_terminal():
+        return None, StepLines("bench")
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                    TimeElapsedColumn(), transient=True)
     task = bar.add_task("starting", total=1.0)
@@ -144,6 +146,7 @@ def compares_precisions(args) -> bool:
 
 def run_precision_comparison(args) -> int:
     from segdeploy.evaluation.bench import precision as pb
+    from segdeploy.evaluation.bench.protocol import Protocol
     from segdeploy.hostinfo import cpu_info, int8_speed_note
     from segdeploy.runtimes.registry import backend_status, cpu_backends
 
@@ -195,6 +198,7 @@ def run_precision_comparison(args) -> int:
 
 def run_e2e_command(args) -> int:
     from segdeploy.evaluation.bench import e2e
+    from segdeploy.evaluation.bench.protocol import Protocol
 
     if args.artifact or args.csv or args.plot or args.data:
         raise InputError("bench --e2e takes --model (it exports both pipelines itself) and writes --json and --md")
@@ -224,6 +228,11 @@ def run_e2e_command(args) -> int:
 
 
 def run_command(args) -> int:
+    from segdeploy.evaluation.bench import reports
+    from segdeploy.evaluation.bench.precision import flavour_notes
+    from segdeploy.evaluation.bench.request import check_request
+    from segdeploy.evaluation.bench.run import run_bench
+
     common.check_outputs(args.force, args.json, args.csv, args.md, args.plot, inputs=[args.artifact, args.checkpoint])
     if args.e2e:
         return run_e2e_command(args)
@@ -239,7 +248,7 @@ def run_command(args) -> int:
         with bar:
             report = run_bench(request, progress=update)
     else:
-        report = run_bench(request)
+        report = run_bench(request, progress=update)
     print_table(f"segdeploy bench: {request.height}x{request.width}, {request.precision}, latency in ms",
                 *reports.timing_table(report))
     print_table("against the papers (their GPU figures; the ratio is measured / paper)", *reports.paper_table(report))

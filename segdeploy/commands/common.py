@@ -13,17 +13,13 @@ import time
 
 from segdeploy.errors import InputError
 
-
-def model_names() -> list[str]:
-    from segdeploy.models import list_models
-
-    return list_models()
+# Model names are not listed in --help: the registry builds every family (PyTorch) to know them, and --help must
+# answer at once; an unknown name is refused with the list.
+MODEL_NAMES_HINT = "`segdeploy list` names them, e.g. cgrseg_t"
 
 
 def add_model(parser, required: bool = True, help_text: str = "registered model") -> None:
-    names = model_names()
-    parser.add_argument("--model", required=required, metavar="NAME",
-                        help=f"{help_text}: {', '.join(names)}")
+    parser.add_argument("--model", required=required, metavar="NAME", help=f"{help_text} ({MODEL_NAMES_HINT})")
 
 
 def add_checkpoint(parser) -> None:
@@ -179,18 +175,20 @@ def progress_text(text: str, fraction: float | None = None, width: int = 24) -> 
 
 @contextlib.contextmanager
 def status(message: str):
-    """A spinner on stderr while a step runs (a no-op when stderr is not a terminal); yields a callback that
-    updates its text, with a progress bar when given a fraction: ``say("tracing")``, ``say("calibrating 3/32",
-    3 / 32)``."""
+    """The progress of a step on stderr: a spinner on a terminal, timestamped lines elsewhere (logs, CI, pipes; see
+    console.StepLines); yields a callback that updates its text, with a progress bar when given a fraction:
+    ``say("tracing")``, ``say("calibrating 3/32", 3 / 32)``."""
+    from segdeploy.console import StepLines, log_line, stderr_is_terminal
+
     try:
         from rich.console import Console
     except ImportError:
-        yield lambda text, *_: None
+        Console = None
+    if Console is None or not stderr_is_terminal():
+        log_line(message)
+        yield StepLines(message)
         return
     console = Console(stderr=True)
-    if not console.is_terminal:
-        yield lambda text, *_: None
-        return
     started = time.monotonic()
 
     def say(text, fraction=None, *_):

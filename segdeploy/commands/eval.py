@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 
 from segdeploy.commands import common
 from segdeploy.console import print_table
@@ -55,11 +54,8 @@ def _is_artifact(text: str) -> bool:
 
 
 def build_predictor(target: str, *, is_model: bool, backend: str | None, checkpoint, threads, cache_dir,
-                    model_hint: str | None = None):
+                    model_hint: str | None = None, log=None):
     from segdeploy.evaluation.eval import artifact_predictor, model_predictor
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr)
 
     if is_model:
         return model_predictor(target, checkpoint=checkpoint, backend=backend, threads=threads, cache_dir=cache_dir,
@@ -70,35 +66,19 @@ def build_predictor(target: str, *, is_model: bool, backend: str | None, checkpo
 
 
 class Progress:
-    """A live bar with images/s and the running mIoU on a terminal (stderr); a line every 10% on stdout elsewhere
-    (logs, CI), so that stderr holds nothing but a failure's one line."""
+    """The evaluation's progress on stderr (console.ProgressBar: a live bar on a terminal, timestamped lines in
+    logs), with images/s and the running mIoU."""
 
     def __init__(self, total: int, label: str):
-        self.total, self.label = total, label
-        self.live = None
-        self._next_line = 0.1
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from segdeploy.console import ProgressBar
 
-            self.live = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]:.1f} img/s  mIoU {task.fields[miou]}"),
-                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-            self.task = self.live.add_task(label, total=total, rate=0.0, miou="-")
-            self.live.start()
+        self.bar = ProgressBar(label, total, "images")
 
     def __call__(self, done: int, total: int, rate: float, miou: float) -> None:
-        text = "-" if math.isnan(miou) else f"{miou:.2f}"
-        if self.live is not None:
-            self.live.update(self.task, completed=done, rate=rate, miou=text)
-        elif done / total >= self._next_line or done == total:
-            print(f"{self.label}: {done}/{total} images, {rate:.1f} img/s, running mIoU {text}", flush=True)
-            while self._next_line <= done / total:
-                self._next_line += 0.1
+        self.bar.update(done, f"{rate:.1f} img/s, running mIoU {'-' if math.isnan(miou) else f'{miou:.2f}'}")
 
     def close(self) -> None:
-        if self.live is not None:
-            self.live.stop()
+        self.bar.close()
 
 
 def _pct(value, sign: bool = False) -> str:
@@ -144,6 +124,8 @@ def run(args) -> int:
 
     if args.artifact is None and args.model is None:
         raise InputError("nothing to evaluate: give an artifact or --model")
+    if args.artifact is not None and args.checkpoint is not None:
+        raise InputError("--checkpoint goes with --model; an artifact carries its own weights")
     whole = open_dataset(args.data, args.layout, args.split)
     dataset = whole.head(args.limit)
     if args.json and args.md and args.json != "-" and os.path.realpath(args.json) == os.path.realpath(args.md):
@@ -155,9 +137,17 @@ def run(args) -> int:
               *(path for sample in whole.samples for path in (sample.image, sample.label))]
     common.check_outputs(args.force, args.json, args.md, inputs=inputs)
     is_model = args.artifact is None
-    predictor = build_predictor(args.model if is_model else args.artifact, is_model=is_model, backend=args.backend,
-                                checkpoint=args.checkpoint, threads=args.threads, cache_dir=args.cache_dir,
-                                model_hint=args.model)
+    if is_model and args.checkpoint is None and dataset.num_classes is not None:
+        from segdeploy import models
+        from segdeploy.evaluation.eval import class_mismatch
+
+        classes = models.get_spec(args.model).num_classes  # the recipe weights': refused before any export
+        if classes != dataset.num_classes:
+            raise class_mismatch(f"{args.model} (recipe weights)", classes, dataset)
+    target = args.model if is_model else args.artifact
+    with common.status(f"loading {target}") as say:  # a model on an ONNX backend is exported first (a minute)
+        predictor = build_predictor(target, is_model=is_model, backend=args.backend, checkpoint=args.checkpoint,
+                                    threads=args.threads, cache_dir=args.cache_dir, model_hint=args.model, log=say)
     if predictor.segmenter.backend_reason:
         print(f"backend {predictor.segmenter.backend_reason}")
     reference = None
@@ -165,10 +155,12 @@ def run(args) -> int:
         if args.reference:
             ref_is_model = not _is_artifact(args.reference)
             # the reference stays on its documented backend, whatever the recorded fastest one is
-            reference = build_predictor(args.reference, is_model=ref_is_model,
-                                        backend=args.reference_backend or ("torch" if ref_is_model else "onnxruntime"),
-                                        checkpoint=(args.reference_checkpoint or args.checkpoint) if ref_is_model
-                                        else None, threads=args.threads, cache_dir=args.cache_dir)
+            with common.status(f"loading the reference {args.reference}") as say:
+                reference = build_predictor(args.reference, is_model=ref_is_model,
+                                            backend=args.reference_backend or ("torch" if ref_is_model
+                                                                               else "onnxruntime"),
+                                            checkpoint=(args.reference_checkpoint or args.checkpoint) if ref_is_model
+                                            else None, threads=args.threads, cache_dir=args.cache_dir, log=say)
         progress = Progress(len(dataset), predictor.label)
         try:
             report = evaluate(predictor, dataset, reference=reference, progress=progress)

@@ -20,10 +20,15 @@ EXAMPLES = """examples:
                                                                       # INT8 for ONNX Runtime (cpu flavour)
   segdeploy export --model cgrseg_t --checkpoint ck.pth --precision int8 --calib data/ --target openvino
                                                                       # INT8 for OpenVINO (symmetric, float32 elsewhere)
-  segdeploy export --model cgrseg_t --checkpoint ck.pth --precision int8 --calib data/ --eval-data data/ \
+  segdeploy export --model cgrseg_t --checkpoint ck.pth --precision int8 --calib data/ --eval-data data/ \\
       --max-drop 1                                                    # mixed precision: at most 1 mIoU point lost
-  segdeploy export --model cgrseg_t --fmt trt --precision int8 --calib data/   # TensorRT Q/DQ, float16 elsewhere
-  segdeploy export --model cgrseg_t --fmt triton --output repo/       # Triton model repository (ONNX Runtime)"""
+  segdeploy export --model cgrseg_t --checkpoint ck.pth --fmt trt --precision int8 --calib data/
+                                                                      # TensorRT Q/DQ, float16 elsewhere
+  segdeploy export --model cgrseg_t --fmt triton --output repo/       # Triton model repository (ONNX Runtime)
+  segdeploy export --fmt trt --from-onnx artifacts/cgrseg_t_512x512.onnx
+
+An export whose artifact exists already (the same model, weights, size and options, checked against its manifest) is
+reused, so --fmt trt and --fmt triton after an ONNX export build on that ONNX; --force exports again."""
 
 
 def add_parser(subparsers) -> None:
@@ -33,9 +38,14 @@ def add_parser(subparsers) -> None:
                               description="Trace a registered model to ONNX (standard ops only), simplify it, verify "
                                           "it against PyTorch and write it with its manifest (embedded and as a "
                                           "JSON sidecar); --fmt trt and triton build on that artifact. Nothing is "
-                                          "written unless every step succeeds.",
+                                          "written unless every step succeeds. Exit 0: written or reused; 1: the "
+                                          "graph is out of tolerance (nothing written); 2: bad input.",
                               epilog=EXAMPLES, formatter_class=common.HelpFormatter)
-    common.add_model(p)
+    what = p.add_mutually_exclusive_group(required=True)
+    common.add_model(what, required=False, help_text="registered model")
+    what.add_argument("--from-onnx", metavar="FILE",
+                      help="--fmt trt/triton: build from this ONNX artifact (its manifest says the model, size and "
+                           "precision) instead of exporting one")
     p.add_argument("--fmt", default="onnx", choices=sorted(FORMATS), help="artifact format (default onnx)")
     common.add_checkpoint(p)
     common.add_size(p, help_text="traced input size, height x width")
@@ -55,9 +65,13 @@ def add_parser(subparsers) -> None:
                    help="onnx: the artifact (default artifacts/<model>_<H>x<W>[_dynamic][_mask][_uint8].onnx); trt: "
                         "the engine (the ONNX goes beside it); triton: the repository folder (default "
                         "artifacts/triton)")
-    common.add_force(p, "the artifact and its sidecar (and the engine or repository)")
+    p.add_argument("--force", action="store_true",
+                   help="export (and build) again even when the artifact exists, overwriting it and its sidecar (and "
+                        "the engine or repository); without it an existing artifact is reused when it is this export "
+                        "and refused when it is another")
     p.add_argument("--no-validate", dest="validate", action="store_false",
-                   help="skip the comparison with PyTorch (the manifest then says so)")
+                   help="skip the comparison with PyTorch (the manifest then says so, and every command that reads "
+                        "the artifact warns)")
     common.add_threads(p)
     add_precision_arguments(p)
     add_engine_arguments(p)
@@ -131,7 +145,8 @@ def add_engine_arguments(p) -> None:
     t = p.add_argument_group("Triton (--fmt triton; --output is the model repository folder)")
     t.add_argument("--platform", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
                    help="onnxruntime_onnx (model.onnx) or tensorrt_plan (model.plan, built here)")
-    t.add_argument("--instance-kind", choices=("gpu", "cpu"), default="gpu", help="instance_group kind")
+    t.add_argument("--instance-kind", choices=("auto", "gpu", "cpu"), default="auto",
+                   help="instance_group kind: auto (default; Triton uses its GPUs, else the CPU), gpu or cpu")
     t.add_argument("--instances", type=common.int_range(1, MAX_INSTANCES), default=1,
                    help=f"instance_group count, 1-{MAX_INSTANCES}")
 
@@ -204,60 +219,75 @@ def check_trt_output(args) -> str:
     return kind
 
 
+# INT8 is judged against PyTorch on real images; the recipe weights' logits are near ties, which any quantizer
+# flips, so verification would fail after minutes of calibration. Said before any of it runs.
+INT8_NEEDS_WEIGHTS = ("--precision int8 needs trained weights (--checkpoint): the recipe weights' near-tied logits "
+                      "flip under any quantizer, so verification would fail. `segdeploy fixtures --quick` trains "
+                      "cgrseg_t on a small synthetic dataset in a couple of minutes and prints the export command "
+                      "to run with it (or pass --no-validate to export INT8 unverified, for timing only)")
+
+
 def run(args) -> int:
+    import warnings
+
     require_exportable(args.fmt)
+    if args.fmt == "trt":
+        args.trt_kind = check_trt_output(args)  # an engine (a file) here, else a bundle (a folder)
+    if args.from_onnx:
+        return run_from_onnx(args)
+    height, width = common.parse_size(args.size)
+    precision = precision_options(args)
+    from segdeploy import models
+    from segdeploy.export.onnx import artifact_path, check_export_shape
+    from segdeploy.export.trace import check_opset
+
+    check_export_shape(models.get_spec(args.model), args.batch, height, width, args.dynamic)
+    check_opset(args.opset)
+    path = artifact_path(args.model, _onnx_output(args), height=height, width=width, dynamic=args.dynamic,
+                         outputs=args.outputs, preprocess=args.preprocess, precision=precision)
     if args.fmt in ("trt", "triton"):
         from segdeploy.export.tensorrt.plan import check_options
 
         check_options(build_options(args))  # refuse impossible flag combinations before the export runs
-    from segdeploy.evaluation.validate import verify_graph
-    from segdeploy.export.onnx import export_onnx
-
-    height, width = common.parse_size(args.size)
-    precision = precision_options(args)
-    if args.fmt == "trt":
-        args.trt_kind = check_trt_output(args)  # an engine (a file) here, else a bundle (a folder)
-    if args.fmt in ("trt", "triton"):
-        check_final_destination(args)
+        check_final_destination(args, args.model, onnx_exists=os.path.exists(path))
     evaluator = accuracy_evaluator(args, height, width)
+    if precision.mode != "fp32":
+        from segdeploy.export.precision import prepare
 
-    def verify(graph, proto, shapes, **options):
-        return verify_graph(graph, proto, shapes, threads=args.threads, **options)
-
+        prepare(precision, opset=args.opset, evaluator=evaluator)  # the calibration folder, the held-out set
+        if precision.mode == "int8" and args.checkpoint is None and args.validate:
+            raise InputError(INT8_NEEDS_WEIGHTS)
     from segdeploy.artifact.manifest import sidecar_path
-    from segdeploy.export.onnx import default_output_path
 
-    onnx_path = _onnx_output(args) or default_output_path(args.model, height, width, args.dynamic, args.outputs,
-                                                          args.preprocess, args.precision)
-    existed = {os.path.abspath(p) for p in (onnx_path, sidecar_path(onnx_path)) if os.path.lexists(p)}
+    existed = {os.path.abspath(p) for p in (path, sidecar_path(path)) if os.path.lexists(p)}
     missing = []  # the folders the ONNX step will make, deepest first
-    folder = os.path.dirname(os.path.abspath(onnx_path))
+    folder = os.path.dirname(os.path.abspath(path))
     while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
         missing.append(folder)
         folder = os.path.dirname(folder)
-    with common.status(f"exporting {args.model}") as say:
-        result = export_onnx(args.model, _onnx_output(args), checkpoint=args.checkpoint, height=height, width=width,
-                             batch=args.batch, dynamic=args.dynamic, opset=args.opset, simplify=args.simplify,
-                             outputs=args.outputs, preprocess=args.preprocess, force=args.force,
-                             verify=verify if args.validate else None, progress=say, precision=precision,
-                             evaluator=evaluator, threads=args.threads)
-    print_summary(result.path, result.manifest)
+    if os.path.exists(path) and not args.force:
+        manifest = reuse(args, path, height, width, precision, evaluator)
+    else:
+        manifest = export(args, path, height, width, precision, evaluator)
+        if not args.validate:
+            warnings.warn(f"{path} was not compared with PyTorch (--no-validate); its manifest says so and every "
+                          "command that reads it will warn; segdeploy validate compares it", stacklevel=1)
+    print_summary(path, manifest)
     if args.fmt == "onnx":
         from segdeploy.runtimes.fastest import export_advice
 
-        p = result.manifest.precision
+        p = manifest.precision
         for line in export_advice(args.model, p.mode + (f"-{p.flavour}" if p.flavour else ""), args.threads):
             print(line)
     if args.fmt in ("trt", "triton"):
         from segdeploy.io import identities, remove_made, remove_unchanged
 
-        written = identities(*(p for p in (result.path, result.sidecar_path)
-                               if os.path.abspath(p) not in existed))
+        written = identities(*(p for p in (path, sidecar_path(path)) if os.path.abspath(p) not in existed))
         try:
             if args.fmt == "trt":
-                export_trt(args, result.path)
+                export_trt(args, path)
             else:
-                export_triton(args, result.path)
+                export_triton(args, path, manifest.model.name)
         except BaseException:
             remove_unchanged(written)  # a command that fails leaves nothing behind: not its ONNX step either
             remove_made(missing)
@@ -265,19 +295,93 @@ def run(args) -> int:
     return 0
 
 
-def check_final_destination(args) -> None:
+def export(args, path, height, width, precision, evaluator):
+    from segdeploy.evaluation.validate import verify_graph
+    from segdeploy.export.onnx import export_onnx
+
+    def verify(graph, proto, shapes, **options):
+        return verify_graph(graph, proto, shapes, threads=args.threads, **options)
+
+    with common.status(f"exporting {args.model}") as say:
+        result = export_onnx(args.model, path, checkpoint=args.checkpoint, height=height, width=width,
+                             batch=args.batch, dynamic=args.dynamic, opset=args.opset, simplify=args.simplify,
+                             outputs=args.outputs, preprocess=args.preprocess, force=args.force,
+                             verify=verify if args.validate else None, progress=say, precision=precision,
+                             evaluator=evaluator, threads=args.threads, unverified="exported with --no-validate")
+    return result.manifest
+
+
+def reuse(args, path, height, width, precision, evaluator):
+    """The manifest of the artifact at ``path`` when it is this export (checked against its manifest and graph
+    hash), announced as reused; one line and exit 2 when it is another export (it is never overwritten without
+    --force)."""
+    from segdeploy.artifact.reader import warn_caveats
+    from segdeploy.errors import ArtifactError
+    from segdeploy.export.identity import export_request, reusable
+
+    with common.status(f"checking {path} against this export") as say:
+        def wanted():
+            say("hashing the weights" + (" and the calibration images" if precision.calib else ""))
+            return export_request(args.model, checkpoint=args.checkpoint, batch=args.batch, height=height,
+                                  width=width, dynamic=args.dynamic, opset=args.opset, simplify=args.simplify,
+                                  outputs=args.outputs, preprocess=args.preprocess, precision=precision,
+                                  evaluator=evaluator, verify=args.validate)
+
+        manifest, why = reusable(path, wanted)
+    if manifest is None:
+        raise ArtifactError(f"{path} exists and is another export ({why}); pass --force to replace it, or choose "
+                            "another --output")
+    print(f"reused {path}: the same model, weights, size and options, and its graph still hashes to its manifest's "
+          "sha256 (--force exports it again)")
+    warn_caveats(manifest, path)
+    return manifest
+
+
+def run_from_onnx(args) -> int:
+    """--fmt trt/triton from an ONNX artifact segdeploy wrote: its manifest says what it is."""
+    from segdeploy.artifact.reader import read_runnable_manifest
+
+    if args.fmt == "onnx":
+        raise InputError("--from-onnx builds on an ONNX artifact: give --fmt trt or --fmt triton with it")
+    if args.checkpoint:
+        raise InputError("--checkpoint goes with --model; the ONNX artifact carries its weights")
+    path = args.from_onnx
+    if os.path.splitext(path)[1].lower() != ".onnx":
+        raise InputError(f"--from-onnx takes an ONNX artifact (.onnx), not {path}")
+    manifest = read_runnable_manifest(path)
+    if args.precision != "fp32" and args.precision != manifest.precision.mode:
+        raise InputError(f"{path} is {manifest.precision.mode}; the engine's precision is the graph's (leave "
+                         "--precision out, or export that precision first)")
+    args.precision = manifest.precision.mode
+    from segdeploy.export.tensorrt.plan import check_options
+
+    check_options(build_options(args))
+    check_final_destination(args, manifest.model.name, onnx_exists=True)
+    print(f"building on {path}: {manifest.model.name}, {manifest.profile.describe()}, "
+          f"{precision_line(manifest.precision)}")
+    if args.fmt == "trt":
+        export_trt(args, path)
+    else:
+        export_triton(args, path, manifest.model.name)
+    return 0
+
+
+def check_final_destination(args, model: str, onnx_exists: bool = False) -> None:
     """The engine, bundle or model repository --fmt trt/triton ends with must be writable before minutes of export
-    and build: an existing one without --force, a repository that is a file, a folder without permission."""
+    and build: a repository that is a file, a folder without permission, and an existing engine, bundle or model
+    folder without --force, unless the ONNX artifact exists (it may then be this very build, which is reused; the
+    build step decides)."""
     from segdeploy.io import check_destination
 
     if args.fmt == "trt" and args.output:
         if getattr(args, "trt_kind", "engine") == "engine":
-            check_destination(args.output, args.force, "engine")
+            if not (onnx_exists and os.path.exists(args.output)):
+                check_destination(args.output, args.force, "engine")
             return
         bundle = os.path.abspath(args.output)
         if os.path.exists(bundle) and not os.path.isdir(bundle):
             raise InputError(f"--output {args.output} is a file; without TensorRT --fmt trt writes a bundle folder")
-        if os.path.exists(bundle) and not args.force:
+        if os.path.exists(bundle) and not args.force and not onnx_exists:
             raise InputError(f"{args.output} exists; pass --force to replace the bundle")
         check_destination(os.path.join(os.path.dirname(bundle), f".{os.path.basename(bundle)}.probe"), True,
                           "build bundle")
@@ -286,12 +390,12 @@ def check_final_destination(args) -> None:
         repository = os.path.abspath(args.output or os.path.join("artifacts", "triton"))
         if os.path.exists(repository) and not os.path.isdir(repository):
             raise InputError(f"--output {args.output} is a file; --fmt triton writes a model repository folder")
-        target = os.path.join(repository, args.model)
-        if os.path.exists(target) and not args.force:
+        target = os.path.join(repository, model)
+        if os.path.exists(target) and not args.force and not onnx_exists:
             raise InputError(f"{target} exists; pass --force to replace the model")
-        check_destination(os.path.join(repository, f".{args.model}.probe"), True, "model repository")
+        check_destination(os.path.join(repository, f".{model}.probe"), True, "model repository")
         # the model is staged beside the repository (Triton loads every folder inside it)
-        check_destination(os.path.join(os.path.dirname(repository), f".{args.model}.probe"), True,
+        check_destination(os.path.join(os.path.dirname(repository), f".{model}.probe"), True,
                           "folder the model is staged in, beside the repository,")
 
 
@@ -311,13 +415,16 @@ def print_summary(path: str, m) -> None:
         ["graph sha256", m.graph_sha256[:12]],
     ]
     if v.get("skipped"):
-        rows.append(["verification", "skipped (--no-validate)"])
-    else:
-        numbers = [f"max abs err {v['max_abs_err']:.3g}, cosine {v['cosine']:.6f}"] \
-            if v.get("max_abs_err") is not None else []  # mask outputs have labels only
-        numbers.append(f"label agreement {v['mask_agreement']:.3%}")
-        rows.append(["verification", f"{'passed' if v['passed'] else 'FAILED'} on {v['cases']} inputs "
-                                     f"{v['shapes']}: " + ", ".join(numbers)])
+        rows.append(["verification", f"skipped ({v.get('reason') or 'not compared with PyTorch'})"])
+    elif v.get("checks") is not None:  # each criterion with the figure it is judged by
+        from segdeploy.evaluation.compare import required, shown
+
+        figures = [f"{c['criterion']} {shown(c['value'], c['unit'], c['op'])} ({required(c)}"
+                   f"{'' if c['passed'] else ': FAILED'})" for c in v["checks"]]
+        rows.append(["verification", f"{'passed' if v['passed'] else 'FAILED'} on {v['cases']} "
+                                     f"input{'s' if v['cases'] != 1 else ''} {v['shapes']}: " + "; ".join(figures)])
+    else:  # a manifest written before the checks were recorded
+        rows.append(["verification", f"{'passed' if v.get('passed') else 'FAILED'} on {v.get('cases')} inputs"])
     accuracy = m.precision.details.get("accuracy")
     if accuracy:
         rows.append(["accuracy", accuracy_line(accuracy, m.precision.mode)])
@@ -358,11 +465,12 @@ def export_trt(args, onnx_path: str):
     result = export_engine(onnx_path, build_options(args), args.output, force=args.force, log=print,
                            builders=builders, engine_format=args.engine_format)
     print_engine_result(result)
-    print(f"wrote {'the engine' if result.kind == 'engine' else 'the build bundle (a folder)'} {result.path}")
+    verb = "kept" if any(n.startswith("reused") for n in result.notes) else "wrote"
+    print(f"{verb} {'the engine' if result.kind == 'engine' else 'the build bundle (a folder)'} {result.path}")
     return result
 
 
-def export_triton(args, onnx_path: str):
+def export_triton(args, onnx_path: str, model: str):
     from segdeploy.export.triton import write_repository
 
     artifact = onnx_path
@@ -372,8 +480,11 @@ def export_triton(args, onnx_path: str):
         artifact = export_engine(onnx_path, build_options(args), force=args.force, log=print,
                                  builders=("tensorrt-python", "trtexec")).path
     repository = args.output or os.path.join("artifacts", "triton")
+    existed = os.path.exists(os.path.join(repository, model)) and not args.force
     folder = write_repository(artifact, repository, platform=args.platform, instance_kind=args.instance_kind,
                               instances=args.instances, force=args.force)
+    if existed:  # kept by write_repository: it holds exactly these files
+        print(f"reused {folder}: it holds this model, config and manifest already")
     from segdeploy.export.triton import serving_warnings
 
     for warning in serving_warnings(args.platform, args.version_compatible):

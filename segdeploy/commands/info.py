@@ -6,8 +6,6 @@ import json
 import os
 
 from segdeploy.commands import common
-from segdeploy.models import get_spec
-from segdeploy.models.complexity import measure
 
 EXAMPLES = """examples:
   segdeploy info cgrseg_t
@@ -27,6 +25,9 @@ def add_parser(subparsers) -> None:
 
 
 def describe(name: str) -> dict:
+    from segdeploy.models import get_spec
+    from segdeploy.models.complexity import measure
+
     spec = get_spec(name)
     m = measure(name, with_macs=False, cached=True)
     paper = spec.paper

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from segdeploy.commands import common
 from segdeploy.console import print_table
-from segdeploy.models import get_spec, list_models
-from segdeploy.models.complexity import measure
 
 
 def _fmt(value, spec="{:.1f}"):
@@ -26,6 +24,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from segdeploy.models import get_spec, list_models
+    from segdeploy.models.complexity import measure
+
     common.check_outputs(args.force, args.json)
     height, width = common.parse_size(args.size)
     names = list_models(args.family)

@@ -2,26 +2,20 @@
 
 A model runs, by default, on the backend segdeploy bench recorded as the fastest for it on this CPU, else on the
 fastest usable CPU backend (OpenVINO when installed, then ONNX Runtime, then PyTorch), and says which and why; for
-an artifact backend it is exported once and kept in the shared export cache (static at the size of a
-single image or a video's frames, dynamic for folders of mixed sizes). One image prints its class histogram and,
-with ``--output FILE``, writes its colour mask, as before; many images and videos write into ``--output DIR`` (or a
-video file) with a progress bar and a latency summary.
+an artifact backend it is exported once, as one dynamic graph kept in the shared export cache, that takes images of
+any shape (as eval does). One image prints its class histogram and, with ``--output FILE``, writes
+its colour mask; many images and videos write into ``--output DIR`` (or a video file) with a progress bar and a
+latency summary.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import time
 
-import numpy as np
-
-from segdeploy import preprocess
 from segdeploy.commands import common
 from segdeploy.errors import InputError
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
-from segdeploy.io import make_parents, remove_made
-from segdeploy.media import VideoOut, check_image_output, label_png, overlay, resolve_source, video_frames, write_image
 
 EXAMPLES = """examples:
   segdeploy predict --model cgrseg_t --source photo.jpg --output mask.png
@@ -35,7 +29,7 @@ def add_parser(subparsers) -> None:
                               description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
                               formatter_class=common.HelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model", metavar="NAME", help=f"registered model: {', '.join(common.model_names())}")
+    what.add_argument("--model", metavar="NAME", help=f"registered model ({common.MODEL_NAMES_HINT})")
     what.add_argument("--artifact", metavar="FILE", help="an artifact segdeploy exported (preprocessing from its "
                                                          "manifest)")
     p.add_argument("--source", "--image", dest="source", required=True, metavar="IMAGE|DIR|GLOB|VIDEO",
@@ -60,8 +54,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from segdeploy.evaluation.segment import open_segmenter
-    from segdeploy.evaluation.validate import verify_graph
+    import numpy as np
+
+    from segdeploy import preprocess
+    from segdeploy.media import VideoOut, check_image_output, resolve_source, video_frames
 
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha must be between 0 and 1, not {args.alpha}")
@@ -85,38 +81,39 @@ def run(args) -> int:
         first = np.empty((info["height"], info["width"], 0), np.uint8)
     elif args.output and os.path.isfile(args.output):
         raise InputError(f"--output {args.output} is a file; many images need a folder")
-    if size is None and first is not None and args.model and args.artifact is None:
-        from segdeploy import models
+    from segdeploy.evaluation.segment import open_segmenter  # PyTorch and the runtimes: after the cheap checks
+    from segdeploy.evaluation.validate import verify_graph
 
-        size = preprocess.fit_size(*first.shape[:2], multiple=models.get_spec(args.model).size_multiple)
     with common.status("loading" + (f" {args.model}" if args.model else f" {args.artifact}")) as say:
         segmenter = open_segmenter(model=args.model, checkpoint=args.checkpoint, artifact=args.artifact,
-                                   backend=args.backend, size=size, fixed_size=source.kind != "images",
-                                   threads=args.threads, cache_dir=args.cache_dir, simplify=args.simplify,
-                                   verify=verify_graph, progress=say)
+                                   backend=args.backend, size=size, threads=args.threads, cache_dir=args.cache_dir,
+                                   simplify=args.simplify, verify=verify_graph, progress=say)
     if segmenter.backend_reason:
         print(f"backend {segmenter.backend_reason}")
     if args.checkpoint is None and args.model:
         print("note: no --checkpoint given; using the deterministic golden-recipe weights, so the masks show the "
               "pipeline works, not what is in the images")
+    note = ResizeNote(segmenter, args.artifact)
     with segmenter:
         if source.kind == "image":
             segmenter.check_image(*first.shape[:2], source.paths[0])
             image, decode_ms = _decode(source.paths[0])  # again if the header had no size: timed as a user's call
-            return _one_image(args, segmenter, source.paths[0], image, decode_ms)
+            return _one_image(args, segmenter, source.paths[0], image, decode_ms, note)
         if source.kind == "video":
             segmenter.check_image(*first.shape[:2], source.paths[0])
-            return _video(args, segmenter, source.paths[0], frames, info)
-        return _images(args, segmenter, source.paths)
+            return _video(args, segmenter, source.paths[0], frames, info, note)
+        return _images(args, segmenter, source.paths, note)
 
 
-def _decode(path) -> tuple[np.ndarray, float]:
+def _decode(path):
+    from segdeploy import preprocess
+
     start = time.perf_counter()
     image = preprocess.read_image(path)
     return image, (time.perf_counter() - start) * 1e3
 
 
-def _colour(segmenter, labels, stages: dict) -> np.ndarray:
+def _colour(segmenter, labels, stages: dict):
     start = time.perf_counter()
     colour = segmenter.colour(labels)
     stages["mask"] = (time.perf_counter() - start) * 1e3
@@ -129,7 +126,32 @@ def _split_line(samples: list[dict]) -> str:
     return split_text(stage_split(samples))
 
 
-def _one_image(args, segmenter, path, image, decode_ms: float) -> int:
+class ResizeNote:
+    """Says once, at the first image it applies to, that a static artifact squeezes images to its own size."""
+
+    def __init__(self, segmenter, artifact: str | None):
+        profile = segmenter.profile
+        self.size = (profile.height.opt, profile.width.opt) if artifact and profile is not None and \
+            profile.static else None
+        self.artifact = artifact
+
+    def __call__(self, image_size) -> None:
+        if self.size is None or tuple(image_size) == self.size:
+            return
+        h, w = self.size
+        print(f"note: {os.path.basename(self.artifact)} is a static {h}x{w} artifact: every image is resized to "
+              f"{h}x{w} (HxW; its aspect ratio is not kept) and the mask back to the image's size; an artifact "
+              "exported with --dynamic keeps the aspect ratio")
+        self.size = None
+
+
+def _one_image(args, segmenter, path, image, decode_ms: float, note) -> int:
+    import numpy as np
+
+    from segdeploy import preprocess
+    from segdeploy.media import label_png, write_image
+
+    note(image.shape[:2])
     result = segmenter(image)
     mask = result.labels
     h, w = result.network_size
@@ -152,29 +174,24 @@ def _one_image(args, segmenter, path, image, decode_ms: float) -> int:
 
 
 def _overlay(args, image, mask, segmenter):
+    from segdeploy import preprocess
+    from segdeploy.media import overlay
+
     return overlay(image, preprocess.colorize(mask, segmenter.palette), args.alpha)
 
 
-def _progress(total: int | None, what: str):
-    try:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    except ImportError:
-        return None
-    columns = [TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn()]
-    bar = Progress(*columns, transient=True)
-    bar.add_task(what, total=total, rate="")
-    return bar
+def _summary(latencies: list[float], wall_s: float, count: int, unit: str) -> str:
+    import numpy as np
 
-
-def _summary(latencies: list[float], wall_s: float, count: int) -> str:
     a = np.asarray(latencies)
-    return (f"{count} {'frames' if count != 1 else 'frame'} in {wall_s:.1f} s ({count / wall_s:.2f}/s end to end); "
+    return (f"{count} {unit if count != 1 else unit[:-1]} in {wall_s:.1f} s ({count / wall_s:.2f}/s end to end); "
             f"network latency p50 {np.percentile(a, 50):.1f} ms, p90 {np.percentile(a, 90):.1f} ms, "
             f"mean {a.mean():.1f} ms")
 
 
-def _images(args, segmenter, paths) -> int:
+def _images(args, segmenter, paths, note) -> int:
+    from segdeploy.io import make_parents, remove_made
+
     out_dir = args.output
     made = []
     if out_dir:
@@ -186,20 +203,24 @@ def _images(args, segmenter, paths) -> int:
         common.check_outputs(args.force, *planned, inputs=paths)
         made = make_parents(os.path.abspath(out_dir))
     try:
-        return _segment_images(args, segmenter, paths, out_dir)
+        return _segment_images(args, segmenter, paths, out_dir, note)
     finally:
         remove_made(made)  # only where still empty: a run that failed before its first mask leaves no folder
 
 
-def _segment_images(args, segmenter, paths, out_dir) -> int:
+def _segment_images(args, segmenter, paths, out_dir, note) -> int:
+    from segdeploy import preprocess
+    from segdeploy.console import ProgressBar
+    from segdeploy.media import label_png, write_image
+
     latencies, samples, start = [], [], time.perf_counter()
-    bar = _progress(len(paths), "segmenting")
-    with bar or contextlib.nullcontext():
+    with ProgressBar("segmenting", len(paths), "images") as bar:
         for i, path in enumerate(paths):
             dims = preprocess.image_dimensions(path)
             if dims:
                 segmenter.check_image(*dims, path)
             image, decode_ms = _decode(path)
+            note(image.shape[:2])
             result = segmenter(image)
             latencies.append(result.latency_ms)
             samples.append({"decode": decode_ms, **result.stages_ms})
@@ -210,40 +231,37 @@ def _segment_images(args, segmenter, paths, out_dir) -> int:
                     write_image(stem + "_overlay.jpg", _overlay(args, image, result.labels, segmenter), args.force)
                 if args.labels:
                     write_image(stem + "_labels.png", label_png(result.labels), args.force)
-            if bar is not None:
-                rate = (i + 1) / (time.perf_counter() - start)
-                bar.update(bar.task_ids[0], completed=i + 1, rate=f"{rate:.2f} img/s")
-    print(f"{segmenter.description}: " + _summary(latencies, time.perf_counter() - start, len(paths)))
+            bar.update(i + 1, f"{(i + 1) / (time.perf_counter() - start):.2f} img/s")
+    print(f"{segmenter.description}: " + _summary(latencies, time.perf_counter() - start, len(paths), "images"))
     print(_split_line(samples))
     if out_dir:
         print(f"wrote {len(paths)} masks into {out_dir}")
     return 0
 
 
-def _video(args, segmenter, path, frames, info) -> int:
-    from segdeploy.media import video_shortfall
+def _video(args, segmenter, path, frames, info, note) -> int:
+    from segdeploy.console import ProgressBar
+    from segdeploy.media import VideoOut, overlay, video_shortfall
 
     out = VideoOut(args.output, info["fps"], (info["height"], info["width"]), args.force) if args.output else None
     latencies, samples, start, ok = [], [], time.perf_counter(), False
-    bar = _progress(info["frames"] or None, "segmenting frames")
     frames = iter(frames)
     try:
-        with bar or contextlib.nullcontext():
+        with ProgressBar("segmenting", info["frames"] or None, "frames") as bar:
             for i in itertools.count():
                 decode_start = time.perf_counter()
                 frame = next(frames, None)
                 if frame is None:
                     break
                 decode_ms = (time.perf_counter() - decode_start) * 1e3
+                note(frame.shape[:2])
                 result = segmenter(frame)
                 latencies.append(result.latency_ms)
                 samples.append({"decode": decode_ms, **result.stages_ms})
                 if out is not None:
                     colour = _colour(segmenter, result.labels, samples[-1])
                     out.write(overlay(frame, colour, args.alpha) if args.overlay else colour)
-                if bar is not None:
-                    bar.update(bar.task_ids[0], completed=i + 1,
-                               rate=f"{(i + 1) / (time.perf_counter() - start):.2f} fps")
+                bar.update(i + 1, f"{(i + 1) / (time.perf_counter() - start):.2f} fps")
         lost = video_shortfall(path, info, len(latencies))
         ok = bool(latencies) and lost is None
     finally:
@@ -253,9 +271,8 @@ def _video(args, segmenter, path, frames, info) -> int:
         raise InputError(f"{path} has no frames OpenCV can decode")
     if lost:
         raise InputError(f"{lost}; nothing was written")
-    print(f"{segmenter.description}: " + _summary(latencies, time.perf_counter() - start, len(latencies)))
+    print(f"{segmenter.description}: " + _summary(latencies, time.perf_counter() - start, len(latencies), "frames"))
     print(_split_line(samples))
     if out is not None:
         print(f"wrote {args.output} ({out.frames} frames)")
     return 0
-

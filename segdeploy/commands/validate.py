@@ -65,21 +65,29 @@ def run(args) -> int:
                                    n=args.n, seed=args.seed, shapes=shapes, locate=args.locate,
                                    threads=args.threads, backend=args.backend, providers=args.providers,
                                    progress=say, data=args.data, limit=args.limit)
+    from segdeploy.evaluation.compare import required, shown
+
     rows = [[f"{o.name} ({o.kind})", o.cases, _fmt(o.max_abs_err, ".3g"), _fmt(o.max_rel_err, ".3g"),
              _fmt(o.mean_abs_err, ".3g"), _fmt(o.cosine, ".6f"), _fmt(o.mask_agreement, ".3%"),
-             _fmt(o.miou_vs_reference, ".4f"), "ok" if o.passed else "FAIL"] for o in report.outputs.values()]
+             _fmt(o.miou_vs_reference, ".4f")] for o in report.outputs.values()]
     shapes_seen = sorted({tuple(c["input_shape"]) for c in report.cases})
     print_table(f"{report.model}: {report.artifact} on {report.candidate.get('backend')} vs PyTorch, "
                 f"{len(report.cases)} inputs {[list(s) for s in shapes_seen]}",
-                ["output", "cases", "max abs", "max rel", "mean abs", "cosine", "labels", "mIoU", "status"], rows)
-    print("labels: pixel label agreement; mIoU: of the artifact's masks, taking the reference's as ground truth")
+                ["output", "cases", "max abs", "max rel", "mean abs", "cosine", "labels", "mIoU"], rows)
+    print("over all inputs: max/mean abs error, max rel (max abs error / max |ref|), cosine (the worst input's), "
+          "labels (pixel label agreement) and mIoU (of the artifact's masks, the reference's taken as ground truth)")
     if report.dataset is not None:
         d = report.dataset
         line = f"held-out set ({d['data']}): label agreement with PyTorch {d['agreement']:.3f}%"
         if "miou_delta" in d:
             line += f"; mIoU {d['miou']:.2f} vs PyTorch {d['miou_reference']:.2f} ({d['miou_delta']:+.2f} points)"
-        print(line + ("" if d["passed"] else " (out of tolerance)"))
-    print(f"tolerance ({report.tolerance.precision}): {report.tolerance.describe()}")
+        print(line)
+    checks = report.checks()
+    print_table(f"tolerance ({report.tolerance.precision}): each criterion, the figure it is judged by",
+                ["output", "criterion", "measured", "required", "status"],
+                [[c["output"], c["criterion"], shown(c["value"], c["unit"], c["op"]), required(c),
+                  "ok" if c["passed"] else ("FAIL" + (f" ({c['failed']} of {report.outputs[c['output']].cases})"
+                                                      if c["failed"] else ""))] for c in checks])
     if report.graph_unchanged is False:
         print("note: the graph's SHA-256 differs from the one recorded at export: it was edited since")
     if report.locate is not None:

@@ -31,6 +31,16 @@ class HeldOut:
     def labelled(self) -> bool:
         return self.dataset is not None
 
+    def sha256(self) -> str:
+        """The set's content: its images' bytes and, when labelled, its labels', in order (what an export that
+        was judged on it records, so that another set is not mistaken for it)."""
+        import hashlib
+
+        from segdeploy.artifact.onnx_file import file_sha256
+
+        files = list(self.image_paths) + ([s.label for s in self.dataset.samples] if self.dataset else [])
+        return hashlib.sha256("\n".join(file_sha256(f) for f in files).encode()).hexdigest()
+
     @property
     def metric(self) -> str:
         return "mIoU" if self.labelled else "agreement"
@@ -123,10 +133,13 @@ class GraphAccuracy:
         self.size, self.uint8_input, self.batch, self.threads = size, uint8_input, batch, threads
         self._reference: list[np.ndarray] | None = None
         self._classes: int | None = None
+        self._sha256: str | None = None
         self.last: dict = {}
 
     def describe(self) -> dict:
-        return {"images": len(self.image_paths), "data": self.held.source}
+        if self._sha256 is None:
+            self._sha256 = self.held.sha256()
+        return {"images": len(self.image_paths), "data": self.held.source, "images_sha256": self._sha256}
 
     def reference(self, model_proto) -> float:
         self._reference = self._predict(model_proto)

@@ -117,8 +117,23 @@ class OutputReport:
     confusion: np.ndarray | None = field(default=None, repr=False)
     image_confusion: np.ndarray | None = field(default=None, repr=False)  # real images only (not seeded inputs)
     errors: list[str] = field(default_factory=list)
+    # the figures each per-input criterion is judged by, at their worst, and on how many inputs each failed
+    worst_bound_ratio: float | None = None  # max abs error / max(1, max|ref|)
+    worst_agreement: float | None = None
+    failed_by: dict[str, int] = field(default_factory=dict)
     _abs_sum: float = field(default=0.0, repr=False)
     _count: int = field(default=0, repr=False)
+    _real_images: int = field(default=0, repr=False)
+
+    def add_image(self, conf: np.ndarray) -> None:
+        """Count a real image's confusion (what an all-inputs agreement is judged over when there are any)."""
+        self.image_confusion = conf if self.image_confusion is None else self.image_confusion + conf
+        self._real_images += 1
+
+    def _judge(self, criterion: str, ok: bool) -> bool:
+        if not ok:
+            self.failed_by[criterion] = self.failed_by.get(criterion, 0) + 1
+        return ok
 
     def fail(self, error: str) -> bool:
         """Count a case the candidate could not be compared on (it did not run, gave another shape, or NaN)."""
@@ -146,10 +161,12 @@ class OutputReport:
             self._abs_sum += stats["mean_abs_err"] * reference.size
             self._count += reference.size
             self.mean_abs_err = self._abs_sum / self._count
+            ratio = stats["max_abs_err"] / max(1.0, stats["max_abs_ref"])
+            self.worst_bound_ratio = max(self.worst_bound_ratio or 0.0, ratio)
             if tol.max_rel is not None:
-                passed = stats["max_abs_err"] <= bound(reference, tol.max_rel)
+                passed = self._judge("max_abs", stats["max_abs_err"] <= bound(reference, tol.max_rel))
             if tol.min_cosine is not None:
-                passed = passed and stats["cosine"] >= tol.min_cosine
+                passed = self._judge("cosine", stats["cosine"] >= tol.min_cosine) and passed
             ref_labels = preprocess.logits_to_mask(reference, input_size, align_corners)
             labels = preprocess.logits_to_mask(actual, input_size, align_corners)
         else:
@@ -157,9 +174,12 @@ class OutputReport:
         conf = confusion(ref_labels, labels, self.num_classes)
         self.confusion = conf if self.confusion is None else self.confusion + conf
         if image:
-            self.image_confusion = conf if self.image_confusion is None else self.image_confusion + conf
+            self.add_image(conf)
+        case_agreement = agreement(conf)
+        self.worst_agreement = case_agreement if self.worst_agreement is None else \
+            min(self.worst_agreement, case_agreement)
         if tol.agreement_per_case:
-            passed = passed and agreement(conf) >= tol.min_agreement
+            passed = self._judge("agreement", case_agreement >= tol.min_agreement) and passed
         self.cases += 1
         self.failed_cases += not passed
         return passed
@@ -183,6 +203,30 @@ class OutputReport:
         overall = self.tolerance.agreement_per_case or self.judged_agreement is None or \
             self.judged_agreement >= self.tolerance.min_agreement
         return self.cases > 0 and self.failed_cases == 0 and overall
+
+    def checks(self) -> list[dict]:
+        """The tolerance, criterion by criterion (see :func:`check`): each with the figure it is judged by (the
+        worst input's, or the pooled agreement an all-inputs criterion judges) and on how many inputs it failed."""
+        tol = self.tolerance
+        rows = []
+        if self.errors:
+            rows.append(check(self.name, "inputs it ran on", self.cases - len(self.errors), "", ">=", self.cases,
+                              failed=len(self.errors)))
+        if self.kind == "logits" and tol.max_rel is not None and self.worst_bound_ratio is not None:
+            rows.append(check(self.name, "max abs error / max(1, max|ref|), worst input", self.worst_bound_ratio, "",
+                              "<=", tol.max_rel, failed=self.failed_by.get("max_abs", 0)))
+        if self.kind == "logits" and tol.min_cosine is not None and self.cosine is not None:
+            rows.append(check(self.name, "cosine of the logits, worst input", self.cosine, "", ">=", tol.min_cosine,
+                              failed=self.failed_by.get("cosine", 0)))
+        if tol.agreement_per_case and self.worst_agreement is not None:
+            rows.append(check(self.name, "label agreement, worst input", self.worst_agreement, "%", ">=",
+                              tol.min_agreement, failed=self.failed_by.get("agreement", 0)))
+        elif not tol.agreement_per_case and self.judged_agreement is not None:
+            where = f"over the {self._real_images} real images" if self.image_confusion is not None else \
+                f"over all {self.cases - len(self.errors)} inputs (no real images)"
+            rows.append(check(self.name, f"label agreement {where}", self.judged_agreement, "%", ">=",
+                              tol.min_agreement))
+        return rows
 
     def as_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "cases": self.cases, "failed_cases": self.failed_cases,
@@ -229,6 +273,7 @@ class ValidationReport:
                 "shapes": [list(s) for s in sorted({tuple(c["input_shape"]) for c in self.cases})],
                 **({"held_out": self.dataset} if self.dataset is not None else {}),
                 "cases": len(self.cases), "tolerance": self.tolerance.describe(),
+                "checks": [{**c, "value": toward_failing(c["value"], c["op"])} for c in self.checks()],
                 "reference": self.reference.get("backend"), "runtime": self.candidate.get("backend")}
 
     def as_dict(self) -> dict:
@@ -239,31 +284,82 @@ class ValidationReport:
                     "notes": list(self.notes)})
         return out
 
+    def checks(self) -> list[dict]:
+        """Every criterion of the tolerance with the figure it is judged by (see OutputReport.checks), the
+        held-out set's too."""
+        rows = [row for o in self.outputs.values() for row in o.checks()]
+        d, tol = self.dataset, self.tolerance
+        if d is not None:
+            rows.append(check("held-out set", f"label agreement over {d['images']} images", d["agreement"] / 100, "%",
+                              ">=", tol.min_agreement))
+            if "miou_delta" in d and tol.max_miou_drop is not None:
+                rows.append(check("held-out set", f"mIoU drop ({d['miou_reference']:.2f} -> {d['miou']:.2f})",
+                                  -d["miou_delta"], "points", "<=", tol.max_miou_drop))
+        return rows
+
     def failure_line(self) -> str:
-        bad = [o for o in self.outputs.values() if not o.passed]
+        """What failed, criterion by criterion, with the figure, the requirement and on how many inputs."""
+        cases = {o.name: o.cases for o in self.outputs.values()}
         parts = []
-        if self.dataset is not None and not self.dataset.get("passed", True):
-            d = self.dataset
-            text = f"held-out set: label agreement {d['agreement']:.3f}%"
-            if "miou_delta" in d:
-                text += f", mIoU {d['miou_reference']:.2f} -> {d['miou']:.2f} ({d['miou_delta']:+.2f})"
-            parts.append(text + f" ({self.tolerance.describe()})")
-        for o in bad:
-            text = f"{o.name}: {o.failed_cases}/{o.cases} cases out of tolerance"
-            if o.max_abs_err is not None:
-                text += f", max abs err {o.max_abs_err:.3g} (max |ref| {o.max_abs_ref:.3g})"
-            if o.cosine is not None and o.tolerance.min_cosine is not None:
-                text += f", cosine {o.cosine:.5f}"
-            if o.mask_agreement is not None:
-                text += f", label agreement {o.mask_agreement:.4%}"
-                judged = o.judged_agreement
-                if not o.tolerance.agreement_per_case and judged < o.tolerance.min_agreement:
-                    where = "the real images" if o.image_confusion is not None else "all inputs"
-                    text += f" ({judged:.4%} over {where}, < {o.tolerance.min_agreement:.1%})"
-            if o.errors:
-                text += f", {len(o.errors)} not comparable (first: {o.errors[0]})"
+        for c in self.checks():
+            if c["passed"]:
+                continue
+            text = f"{c['output']}: {c['criterion']} {shown(c['value'], c['unit'], c['op'])}, needs {required(c)}"
+            if c["failed"]:
+                text += f" (failed on {c['failed']} of {cases.get(c['output'])} inputs)"
             parts.append(text)
+        errors = [o for o in self.outputs.values() if o.errors]
+        if errors:
+            parts.append(f"first input it did not run on: {errors[0].errors[0]}")
+        if not parts and not self.passed:
+            parts.append("no outputs compared" if not self.outputs else "out of tolerance")
         return "; ".join(parts) or "no outputs compared"
+
+
+def check(output: str, criterion: str, value: float, unit: str, op: str, limit: float, failed: int | None = None
+          ) -> dict:
+    """One criterion of a tolerance: ``value`` (the figure it is judged by) ``op`` (">=" or "<=") ``limit``;
+    ``passed`` is exactly that comparison, so a table never marks a figure ok that misses its requirement.
+    ``unit``: "%" (a fraction shown as percent), "points" or "" (a number); ``failed``: on how many inputs."""
+    passed = value >= limit if op == ">=" else value <= limit
+    return {"output": output, "criterion": criterion, "value": float(value), "unit": unit, "op": op,
+            "limit": limit, "passed": bool(passed), "failed": failed}
+
+
+def shown(value: float, unit: str, op: str | None = None) -> str:
+    """A check's figure as printed; given its ``op``, rounded toward failing, so that a figure that misses its
+    requirement is never printed as one that meets it (99.896% is '99.89%' under '>= 99.9%', not '99.90%')."""
+    import math
+
+    def directed(x: float, decimals: int) -> float:
+        if op is None or not math.isfinite(x):
+            return x
+        scale = 10 ** decimals
+        return (math.floor if op == ">=" else math.ceil)(round(x * scale, 6)) / scale
+
+    if unit == "%":
+        return f"{directed(value * 100, 2):.2f}%"
+    if unit == "points":
+        return f"{directed(value, 2):.2f} points"
+    return f"{toward_failing(value, op) if op else value:.4g}"
+
+
+def required(c: dict) -> str:
+    limit = f"{c['limit']:.1%}" if c["unit"] == "%" else shown(c["limit"], c["unit"])
+    return f"{c['op']} {limit}"
+
+
+def toward_failing(value: float, op: str, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant digits, rounded toward failing (down for >=, up for <=), so that a
+    figure recorded in a manifest meets a requirement of up to that many digits exactly when the figure did (and
+    manifests stay byte-reproducible)."""
+    import math
+
+    if value == 0 or not math.isfinite(value):
+        return value
+    scale = 10 ** (digits - 1 - math.floor(math.log10(abs(value))))
+    rounded = (math.floor if op == ">=" else math.ceil)(value * scale) / scale
+    return float(f"{rounded:.{digits}g}")
 
 
 def compare_runners(reference: Runner, candidate: Runner, feeds: list[tuple[str, dict]], *, num_classes: int,

@@ -83,8 +83,10 @@ def model_predictor(model: str, *, checkpoint=None, backend: str | None = None, 
         from segdeploy.errors import CheckpointError
 
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
+    from segdeploy.evaluation.validate import verify_graph
+
     segmenter = open_segmenter(model=model, checkpoint=checkpoint, backend=backend, threads=threads,
-                               cache_dir=cache_dir or DEFAULT_CACHE_DIR, progress=log)
+                               cache_dir=cache_dir or DEFAULT_CACHE_DIR, verify=verify_graph, progress=log)
     segmenter.backend_reason = reason
     return Predictor(segmenter, segmenter.description)
 
@@ -149,10 +151,21 @@ class EvalReport:
 def check_classes(predictor: Predictor, dataset: Dataset) -> int:
     """The class count both sides agree on (a 150-class model cannot be scored on a 16-class dataset)."""
     if dataset.num_classes is not None and dataset.num_classes != predictor.num_classes:
-        where = "dataset.json" if dataset.meta else f"the {dataset.layout} layout"
-        raise InputError(f"{predictor.label} predicts {predictor.num_classes} classes but the dataset has "
-                         f"{dataset.num_classes} ({where}); evaluate a model trained on this dataset")
+        raise class_mismatch(predictor.label, predictor.num_classes, dataset)
     return predictor.num_classes
+
+
+def class_mismatch(label: str, model_classes: int, dataset: Dataset) -> InputError:
+    """A model that predicts other classes than the dataset labels cannot be scored on it: say where to get one
+    that does."""
+    where = "dataset.json" if dataset.meta else f"the {dataset.layout} layout"
+    hint = "evaluate weights trained on these classes: --checkpoint FILE (or an artifact exported from it)"
+    if model_classes > dataset.num_classes:
+        hint += ("; `segdeploy fixtures --quick` trains cgrseg_t on a synthetic 8-class dataset in a couple of "
+                 "minutes and prints the commands that export and evaluate it, and `segdeploy fixtures` trains "
+                 "every T variant on 16 classes")
+    return InputError(f"{label} predicts {model_classes} classes but the dataset has {dataset.num_classes} "
+                      f"({where}); {hint}")
 
 
 def warm_up(predictors, dataset: Dataset) -> None:

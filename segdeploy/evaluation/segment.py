@@ -18,6 +18,7 @@ from segdeploy.artifact.reader import read_runnable_manifest
 from segdeploy.errors import InputError
 from segdeploy.evaluation.feeds import image_feed, network_size
 from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
+from segdeploy.export.describe import DYNAMIC_SIZE
 from segdeploy.hostinfo import memory_available_bytes
 from segdeploy.models import footprint
 from segdeploy.runtimes import fastest
@@ -164,13 +165,14 @@ def model_preprocessing(spec) -> mf.Preprocessing:
 
 
 def open_segmenter(*, model: str | None = None, checkpoint=None, artifact: str | None = None,
-                   backend: str | None = None, size: tuple[int, int] | None = None, fixed_size: bool = False,
+                   backend: str | None = None, size: tuple[int, int] | None = None,
                    threads: int | None = None, cache_dir: str = DEFAULT_CACHE_DIR, simplify: bool = True,
                    verify=None, progress=None, model_hint: str | None = None) -> Segmenter:
     """A segmenter for a model (on the model backend, or exported on the fly and cached for an artifact backend)
-    or for an artifact. ``fixed_size``: every image has the same size (a video), so a static export at that size
-    serves; otherwise an artifact backend gets a dynamic export that takes every size the policy gives. A foreign
-    ONNX file (no manifest) is prepared as ``model_hint``'s spec says."""
+    or for an artifact. An artifact backend runs a model as one dynamic export, made once, that takes every image
+    at the size the resize policy gives it (clamped to the profile), whatever its shape; only a ``size`` outside the
+    dynamic profile gets a static export of its own. A foreign ONNX file (no manifest) is prepared as
+    ``model_hint``'s spec says."""
     if (model is None) == (artifact is None):
         raise InputError("give a model (--model) or an artifact, not both")
     if artifact is not None:
@@ -180,13 +182,13 @@ def open_segmenter(*, model: str | None = None, checkpoint=None, artifact: str |
     if backend is None:
         choice = fastest.choose(model, "fp32", ("model", "onnx"), threads)
         backend, reason = choice.backend, choice.reason
-    segmenter = _model_segmenter(model, spec, checkpoint, backend, size, fixed_size, threads, cache_dir, simplify,
-                                 verify, progress)
+    segmenter = _model_segmenter(model, spec, checkpoint, backend, size, threads, cache_dir, simplify, verify,
+                                 progress)
     segmenter.backend_reason = reason
     return segmenter
 
 
-def _model_segmenter(model, spec, checkpoint, backend, size, fixed_size, threads, cache_dir, simplify, verify,
+def _model_segmenter(model, spec, checkpoint, backend, size, threads, cache_dir, simplify, verify,
                      progress) -> Segmenter:
     record = get_backend(backend)
     weights = "recipe weights" if checkpoint is None else os.path.basename(os.fspath(checkpoint))
@@ -198,9 +200,8 @@ def _model_segmenter(model, spec, checkpoint, backend, size, fixed_size, threads
                          f"{model} ({weights}) on {backend}", model=model)
     if record.consumes != "onnx":
         raise InputError(f"backend {backend} runs {record.consumes}s; export one first and pass it as the artifact")
-    if size is not None or fixed_size:
-        height, width = size or (512, 512)
-        path = cached_onnx(model, checkpoint=checkpoint, height=height, width=width, simplify=simplify,
+    if size is not None and not all(DYNAMIC_SIZE[0] <= side <= DYNAMIC_SIZE[1] for side in size):
+        path = cached_onnx(model, checkpoint=checkpoint, height=size[0], width=size[1], simplify=simplify,
                            cache_dir=cache_dir, verify=verify, progress=progress)
     else:
         path = cached_onnx(model, checkpoint=checkpoint, height=512, width=512, dynamic=True, simplify=simplify,

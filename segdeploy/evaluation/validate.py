@@ -166,8 +166,7 @@ def held_out_comparison(reference, candidate, held, manifest, num_classes: int, 
     output = report.outputs.get(name)
     if output is not None:
         for e, a in zip(expected, actual):
-            conf = confusion(e, a, num_classes)
-            output.image_confusion = conf if output.image_confusion is None else output.image_confusion + conf
+            output.add_image(confusion(e, a, num_classes))
     passed = result["agreement"] >= 100 * tolerance.min_agreement
     if held.labelled:
         result["miou_reference"] = round(miou(held, expected, num_classes), 3)

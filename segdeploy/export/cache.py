@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
+from typing import TYPE_CHECKING
 
 from segdeploy import __version__
 from segdeploy.artifact.onnx_file import file_sha256, graph_sha256, load_onnx
-from segdeploy.artifact.reader import read_manifest
+from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 from segdeploy.errors import ArtifactError
-from segdeploy.export.onnx import Progress, Verifier, export_onnx
 from segdeploy.export.trace import DEFAULT_OPSET
-from segdeploy.models.facts import check_manifest
+
+if TYPE_CHECKING:  # export.onnx builds models (PyTorch): imported when an export runs, not with the cache's names
+    from segdeploy.export.onnx import Progress, Verifier
 
 DEFAULT_CACHE_DIR = os.path.join("artifacts", "cache")
 
@@ -37,11 +40,16 @@ def cache_path(model: str, *, checkpoint=None, height: int, width: int, batch: i
     return os.path.join(cache_dir, f"{model}_{shape}_{_key(request)}.onnx"), request
 
 
-def stale_reason(path: str, request: dict) -> str | None:
-    """Why the cached file at ``path`` cannot serve ``request`` (None: it can)."""
+def stale_reason(path: str, request: dict, verified: bool = False) -> str | None:
+    """Why the cached file at ``path`` cannot serve ``request`` (None: it can); ``verified``: the request wants a
+    graph verified against PyTorch, which an entry exported for timing only is not."""
+    from segdeploy.models.facts import check_manifest
+
     try:
         model_proto = load_onnx(path)
-        manifest = read_manifest(path, model_proto)
+        with warnings.catch_warnings():  # an unverified entry is refused below, or served where that was asked for
+            warnings.simplefilter("ignore", ArtifactWarning)
+            manifest = read_manifest(path, model_proto)
         check_manifest(manifest, path)
     except ArtifactError as exc:
         return str(exc)
@@ -56,6 +64,8 @@ def stale_reason(path: str, request: dict) -> str | None:
         return f"its manifest says {', '.join(f'{k}={expected[k]!r}' for k in wrong)}, not what was asked"
     if (manifest.weights.source == "recipe") != (request["weights"] == "recipe"):
         return f"it was exported from {manifest.weights.source} weights"
+    if verified and manifest.validation.get("skipped"):
+        return "it was exported without verification (for timing) and this use verifies"
     return None
 
 
@@ -79,12 +89,14 @@ def cached_onnx(model: str, *, checkpoint=None, height: int, width: int, batch: 
                 progress: Progress | None = None, rebuild: bool = False) -> str:
     """The path of a cached ONNX export for this request, exporting (and verifying, when given ``verify``) it first
     when it is missing, stale or ``rebuild`` is set."""
+    from segdeploy.export.onnx import export_onnx
+
     say = progress or (lambda step: None)
     options = dict(checkpoint=checkpoint, height=height, width=width, batch=batch, dynamic=dynamic, opset=opset,
                    simplify=simplify, outputs=outputs, preprocess=preprocess)
     path, request = cache_path(model, **options, cache_dir=cache_dir)
     if os.path.exists(path) and not rebuild:
-        reason = stale_reason(path, request)
+        reason = stale_reason(path, request, verified=verify is not None)
         if reason is None:
             return path
         say(f"rebuilding the cached export {path}: {reason}")

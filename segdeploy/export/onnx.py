@@ -18,7 +18,7 @@ import torch
 from segdeploy import models
 from segdeploy.artifact import manifest as mf
 from segdeploy.artifact.onnx_file import graph_sha256
-from segdeploy.errors import CheckpointError, InputError, SegdeployError
+from segdeploy.errors import CheckpointError, InputError, ToleranceError
 from segdeploy.export.describe import DYNAMIC_BATCH, DYNAMIC_SIZE, describe
 from segdeploy.export.passes import PassReport
 from segdeploy.export.precision import Evaluator, GraphInput, PrecisionOptions, apply_precision, prepare
@@ -64,6 +64,19 @@ def default_output_path(model_name: str, height: int, width: int, dynamic: bool 
     return os.path.join("artifacts", f"{model_name}_{height}x{width}{suffix}.onnx")
 
 
+def artifact_path(model_name: str, output=None, *, height: int, width: int, dynamic: bool = False,
+                  outputs: str = "logits", preprocess: bool = False, precision: PrecisionOptions | None = None) -> str:
+    """Where an export writes its ONNX artifact: ``output``, else the default name for its model, size, options and
+    precision (``precision`` checked)."""
+    precision = precision or PrecisionOptions()
+    label = precision.mode + (f"_{precision.target}" if precision.mode == "int8" else "")
+    path = os.fspath(output) if output is not None else default_output_path(model_name, height, width, dynamic,
+                                                                            outputs, preprocess, label)
+    if not path.endswith(".onnx"):
+        raise InputError(f"an ONNX artifact's name must end in .onnx: {path}")
+    return path
+
+
 def check_export_shape(spec, batch: int, height: int, width: int, dynamic: bool) -> None:
     multiple = spec.size_multiple
     if batch < 1 or height < 1 or width < 1:
@@ -101,12 +114,13 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
                 simplify: bool = True, simplifiers=None, outputs: str = "logits", preprocess: bool = False,
                 force: bool = False, verify: Verifier | None = None, progress: Progress | None = None,
                 precision: PrecisionOptions | None = None, evaluator: Evaluator | None = None,
-                threads: int | None = None) -> ExportResult:
+                threads: int | None = None, unverified: str = "exported without verification") -> ExportResult:
     """Export ``model_name`` to ONNX with its manifest; see the module docstring and the README.
 
     ``precision`` (default FP32) converts the simplified graph (export/precision); ``evaluator`` measures the
-    accuracy the manifest records and a ``max_drop`` budget is held to. Writes nothing unless every step (trace, op
-    check, simplification, precision, verification) succeeded.
+    accuracy the manifest records and a ``max_drop`` budget is held to. Without ``verify`` the manifest records
+    that the graph was not verified and why (``unverified``), and every reader warns. Writes nothing unless every
+    step (trace, op check, simplification, precision, verification) succeeded.
     """
     say = progress or (lambda step, *_: None)
     spec = models.get_spec(model_name)
@@ -114,10 +128,8 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
     check_opset(opset)
     precision = (precision or PrecisionOptions()).checked()
     label = precision.mode + (f"_{precision.target}" if precision.mode == "int8" else "")
-    path = os.fspath(output) if output is not None else default_output_path(model_name, height, width, dynamic,
-                                                                            outputs, preprocess, label)
-    if not path.endswith(".onnx"):
-        raise InputError(f"an ONNX artifact's name must end in .onnx: {path}")
+    path = artifact_path(model_name, output, height=height, width=width, dynamic=dynamic, outputs=outputs,
+                         preprocess=preprocess, precision=precision)
     side = mf.sidecar_path(path)
     if checkpoint is not None and os.path.exists(checkpoint) and any(
             os.path.exists(p) and os.path.samefile(checkpoint, p) for p in (path, side)):
@@ -149,7 +161,7 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
                                     evaluator=evaluator, threads=threads, progress=say, images=calibration_images)
         model_proto = converted.model
         reports = reports + converted.reports
-    validation = {"skipped": True}
+    validation = {"skipped": True, "reason": unverified}
     if verify is not None:
         shapes = validation_shapes(batch, height, width, dynamic)
         say(f"verifying against PyTorch at {', '.join('x'.join(map(str, s)) for s in shapes)}")
@@ -161,7 +173,7 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
             # the recipe weights' logits sit near ties, so a lossy graph flips labels that trained weights keep
             hint = "; the recipe weights' near-tied logits are no fair test of a lossy graph: give a trained " \
                    "--checkpoint" if precision.mode != "fp32" and checkpoint is None else ""
-            raise SegdeployError(f"{model_name}: the exported {what} does not match PyTorch within the {precision.mode}"
+            raise ToleranceError(f"{model_name}: the exported {what} does not match PyTorch within the {precision.mode}"
                                  f" tolerance ({report.failure_line()}); nothing was written{hint}")
     manifest = describe(graph, model_proto, batch=batch, height=height, width=width, dynamic=dynamic, opset=opset,
                         simplify=simplify, weights=weights, reports=reports, validation=validation,

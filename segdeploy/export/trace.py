@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import io
 import warnings
-
-import onnx
-import torch
+from typing import TYPE_CHECKING
 
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.export.passes import PassReport
 from segdeploy.export.passes.check_ops import MIN_OPSET, check_standard_ops
-from segdeploy.export.passes.fold_scales import fold_scales
 from segdeploy.export.passes.simplify import SIMPLIFIERS
 from segdeploy.export.passes.simplify import simplify as simplify_pass
+
+if TYPE_CHECKING:  # onnx (and torch) load when a graph is made, not when the exporter's names are read
+    import onnx
 
 DEFAULT_OPSET = 20
 MAX_OPSET = 20  # the TorchScript exporter's last opset, and TensorRT 10.x's
@@ -48,6 +48,9 @@ def trace(graph, batch: int, height: int, width: int, dynamic: bool = False,
           opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Trace ``graph`` (a DeployGraph) at (batch, height, width) into an ONNX model (static, or with dynamic
     batch/H/W axes)."""
+    import onnx
+    import torch
+
     check_opset(opset)
     example = graph.example_input(batch, height, width)
     buffer = io.BytesIO()
@@ -73,6 +76,9 @@ def trace(graph, batch: int, height: int, width: int, dynamic: bool = False,
 def build_onnx(graph, batch: int, height: int, width: int, *, dynamic: bool = False, opset: int = DEFAULT_OPSET,
                simplify: bool = True, simplifiers=SIMPLIFIERS) -> tuple[onnx.ModelProto, list[PassReport]]:
     """trace -> check_standard_ops -> simplify (-> check again): the graph an artifact holds, minus its manifest."""
+    import onnx
+    import torch
+
     model = trace(graph, batch, height, width, dynamic, opset)
     reports = [PassReport("trace", 0, len(model.graph.node), f"torch {torch.__version__}")]
     model, report = check_standard_ops(model)
@@ -82,6 +88,8 @@ def build_onnx(graph, batch: int, height: int, width: int, *, dynamic: bool = Fa
         reports.append(report)
         model, report = check_standard_ops(model)  # a simplifier must not introduce contrib ops either
         reports.append(report)
+        from segdeploy.export.passes.fold_scales import fold_scales  # ONNX: loaded where it runs
+
         model, report = fold_scales(model)
         reports.append(report)
     onnx.checker.check_model(model)

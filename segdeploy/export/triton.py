@@ -23,11 +23,13 @@ import warnings
 from dataclasses import dataclass, field
 
 from segdeploy.errors import ArtifactError, SegdeployError
-from segdeploy.io import write_folder_atomic
+from segdeploy.io import folder_holds, write_folder_atomic
 
 PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
 MAX_INSTANCES = 64  # instances of one model on one device; more is a typo, and each holds a copy of the model
-INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+# auto: Triton places the instances itself, on the GPUs it finds, else on the CPU (what an artifact exported on a
+# machine without a GPU must say); gpu and cpu pin them
+INSTANCE_KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 TRITON_TYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8", "int32": "TYPE_INT32",
                 "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64"}
 MANIFEST_FILE = "segdeploy_manifest.json"
@@ -56,7 +58,7 @@ class ModelConfig:
     max_batch_size: int
     inputs: list[TensorConfig]
     outputs: list[TensorConfig]
-    instance_kind: str = "KIND_GPU"
+    instance_kind: str = "KIND_AUTO"
     instance_count: int = 1
     max_queue_delay_us: int = 100
     comments: list[str] = field(default_factory=list)
@@ -97,14 +99,14 @@ def tensor_config(tensor, batched: bool) -> TensorConfig:
     return TensorConfig(tensor.name, triton_type(tensor.dtype, tensor.name), dims[1:] if batched else dims)
 
 
-def model_config(manifest, *, name: str, platform: str = "onnxruntime", instance_kind: str = "gpu",
+def model_config(manifest, *, name: str, platform: str = "onnxruntime", instance_kind: str = "auto",
                  instances: int = 1, max_queue_delay_us: int = 100) -> ModelConfig:
     if platform not in PLATFORMS:
         raise SegdeployError(f"unknown Triton platform {platform!r}; one of {', '.join(PLATFORMS)}")
     if instance_kind not in INSTANCE_KINDS:
         raise SegdeployError(f"unknown instance kind {instance_kind!r}; one of {', '.join(INSTANCE_KINDS)}")
-    if platform == "tensorrt" and instance_kind != "gpu":
-        raise SegdeployError("a TensorRT plan runs on the GPU only: use --instance-kind gpu")
+    if platform == "tensorrt" and instance_kind == "cpu":
+        raise SegdeployError("a TensorRT plan runs on the GPU only: use --instance-kind gpu (or auto)")
     if not (isinstance(instances, int) and 1 <= instances <= MAX_INSTANCES):
         raise SegdeployError(f"--instances must be 1-{MAX_INSTANCES}, not {instances}")
     mbs = max_batch_size(manifest)
@@ -142,6 +144,9 @@ def _model_bytes(artifact: str, platform: str):
             raise ArtifactError(f"{artifact} has no segdeploy header, so its I/O table is unknown; build it with "
                                 "segdeploy build-engine")
         check_manifest(manifest, artifact)
+        from segdeploy.artifact.reader import warn_caveats
+
+        warn_caveats(manifest, artifact)
         try:
             with open(artifact, "rb") as f:
                 f.seek(offset)
@@ -164,13 +169,13 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def write_repository(artifact, repository, *, model_name: str | None = None, platform: str = "onnxruntime",
-                     instance_kind: str = "gpu", instances: int = 1, max_queue_delay_us: int = 100,
+                     instance_kind: str = "auto", instances: int = 1, max_queue_delay_us: int = 100,
                      force: bool = False) -> str:
     """Write ``<repository>/<model>`` for ``artifact`` as one unit (segdeploy.io.write_folder_atomic): staged beside
     the repository, never inside it (Triton loads every folder of a repository, a half-written one included), and
-    swapped into place in one step. An existing model folder is replaced only with ``force``, and then only
-    segdeploy's files in it (config.pbtxt, the manifest, version 1's model): other version folders and the user's
-    files are kept. Returns the model folder."""
+    swapped into place in one step. An existing model folder is kept when it already holds exactly these files;
+    otherwise it is replaced only with ``force``, and then only segdeploy's files in it (config.pbtxt, the manifest,
+    version 1's model): other version folders and the user's files are kept. Returns the model folder."""
     artifact = os.fspath(artifact)
     manifest, data = _model_bytes(artifact, platform)
     name = model_name or manifest.model.name
@@ -183,12 +188,13 @@ def write_repository(artifact, repository, *, model_name: str | None = None, pla
     if os.path.exists(repository) and not os.path.isdir(repository):
         raise ArtifactError(f"the Triton repository {repository} is a file, not a folder")
     target = os.path.join(repository, name)
+    files = {f"1/{PLATFORMS[platform][1]}": data, "config.pbtxt": config.text().encode("utf-8"),
+             MANIFEST_FILE: manifest.to_json().encode("utf-8")}
+    if not force and folder_holds(target, files):
+        return target
     others = sorted(v for v in (os.listdir(target) if os.path.isdir(target) else ())
                     if v.isdigit() and v != "1" and os.path.isdir(os.path.join(target, v)))
-    folder = write_folder_atomic(target, {f"1/{PLATFORMS[platform][1]}": data,
-                                          "config.pbtxt": config.text().encode("utf-8"),
-                                          MANIFEST_FILE: manifest.to_json().encode("utf-8")},
-                                 force=force, stage_in=os.path.dirname(repository), keep_others=True)
+    folder = write_folder_atomic(target, files, force=force, stage_in=os.path.dirname(repository), keep_others=True)
     if others and max(int(v) for v in others) > 1:
         warnings.warn(f"{target} also holds version(s) {', '.join(others)}, kept as they were; Triton serves the "
                       "latest version by default, not the version 1 written now", stacklevel=2)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdeploy.artifact.engine_header import compatibility_problem, read_header
+from segdeploy.artifact.reader import caveats
 from segdeploy.errors import ArtifactError, InputError, SegdeployError
 from segdeploy.runtimes.base import LayerProfile, LayerTime, Runner, TensorInfo, Timing
 from segdeploy.tensorrt_host import host_platform, unsupported_release, version_tuple
@@ -85,7 +86,7 @@ def preflight(path: str, tensorrt_version: str, compute_capability: str, platfor
     problem = compatibility_problem(manifest.engine, tensorrt_version, compute_capability, platform)
     if problem:
         raise ArtifactError(f"{path}: {problem}")
-    return manifest, offset, []
+    return manifest, offset, [f"{path} {note}" for note in caveats(manifest)]
 
 
 @dataclass(frozen=True)

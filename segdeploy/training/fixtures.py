@@ -20,13 +20,18 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-import torch
-
 from segdeploy import __version__
 from segdeploy.datasets import open_dataset
 from segdeploy.datasets.synthetic import GENERATOR_VERSION, STYLES, SynthConfig, dataset_meta, write_dataset
 from segdeploy.errors import InputError
-from segdeploy.io import folder_lock, user_cache_dir, write_bytes_atomic, write_text_atomic
+from segdeploy.io import (
+    folder_holds,
+    folder_lock,
+    user_cache_dir,
+    write_bytes_atomic,
+    write_folder_atomic,
+    write_text_atomic,
+)
 from segdeploy.training.trainer import TrainConfig, train
 
 TRAINER_VERSION = 1
@@ -70,9 +75,14 @@ FIXTURES: dict[str, FixtureRecipe] = {r.name: r for r in (
                   "low-margin fixture: briefly trained on noisy, cluttered scenes of 24 classes (about 40% mIoU), "
                   "where a lossy graph loses points"),
 )}
-TEST_FIXTURE = FixtureRecipe("cgrseg_t_tiny8", "cgrseg_t", TINY8,
-                             TrainConfig(iterations=80, batch=8, crop=128, lr=3e-3, warmup=10),
-                             "the test suite's own fixture: small and quick to train")
+# The quick fixture (`segdeploy fixtures --quick`): trained weights and a labelled dataset in a couple of minutes on
+# two cores (the training itself about 20 s), for a first INT8 export and eval; the test suite trains the same.
+QUICK_FIXTURE = FixtureRecipe("cgrseg_t_tiny8", "cgrseg_t", TINY8,
+                              TrainConfig(iterations=80, batch=8, crop=128, lr=3e-3, warmup=10),
+                              "the quick fixture (and the test suite's): small and quick to train")
+TEST_FIXTURE = QUICK_FIXTURE
+# where `segdeploy fixtures --quick` puts a copy of its checkpoint and dataset, under names that do not change
+QUICK_OUTPUT = os.path.join("artifacts", "quick")
 DEFAULT_FIXTURES = tuple(FIXTURES)
 
 
@@ -169,6 +179,8 @@ def load_fixture(recipe: FixtureRecipe, cache_dir: str) -> Fixture | None:
 
 
 def _checkpoint_bytes(state_dict: dict, meta: dict) -> bytes:
+    import torch
+
     buffer = io.BytesIO()
     torch.save({"meta": meta, "state_dict": state_dict}, buffer)
     return buffer.getvalue()
@@ -195,6 +207,8 @@ def make_fixture(recipe: FixtureRecipe, evaluate: Evaluator, *, cache_dir: str |
 
 
 def _make(recipe: FixtureRecipe, evaluate: Evaluator, cache_dir: str, log: Callable[[str], None] | None) -> Fixture:
+    import torch
+
     data = ensure_dataset(recipe.data, cache_dir, log)
     if log is not None:
         log(f"training {recipe.name}: {recipe.model}, {recipe.train.iterations} iterations of batch "
@@ -224,6 +238,27 @@ def _make(recipe: FixtureRecipe, evaluate: Evaluator, cache_dir: str, log: Calla
             f"checkpoint {checkpoint}")
     return Fixture(recipe.name, recipe.model, checkpoint, data, recipe.data.num_classes, fixture["val"]["miou"],
                    fixture)
+
+
+def place(fixture: Fixture, folder: str, force: bool = False) -> tuple[str, str, bool]:
+    """Copy a fixture's checkpoint and dataset into ``folder`` as one unit (``<name>.pth`` and ``synth<K>/``), so
+    that commands can name them; a folder that holds exactly them already is kept, any other is replaced only with
+    ``force``. Returns (checkpoint, dataset folder, kept)."""
+    data_name = f"synth{fixture.num_classes}"
+    with open(fixture.checkpoint, "rb") as f:
+        files = {f"{fixture.name}.pth": f.read()}
+    for root, _, names in os.walk(fixture.dataset_dir):
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[f"{data_name}/{os.path.relpath(path, fixture.dataset_dir).replace(os.sep, '/')}"] = f.read()
+    kept = folder_holds(folder, files)
+    if not kept:
+        if os.path.exists(folder) and not force:
+            raise InputError(f"{folder} exists and holds something else; pass --force to replace it, or choose "
+                             "another --output")
+        write_folder_atomic(folder, files, force=force)
+    return os.path.join(folder, f"{fixture.name}.pth"), os.path.join(folder, data_name), kept
 
 
 def with_iterations(recipe: FixtureRecipe, iterations: int) -> FixtureRecipe:

@@ -17,13 +17,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from segdeploy import models, preprocess
+from segdeploy import preprocess
 from segdeploy.datasets import Dataset
+
+if TYPE_CHECKING:  # PyTorch is imported by train(), not with the configs the fixture recipes (and --help) read
+    import torch
 
 IGNORE_INDEX = 255
 
@@ -98,6 +100,8 @@ class CropSampler:
         return x_norm.transpose(2, 0, 1), label.astype(np.int64)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         xs, ys = zip(*(self.sample() for _ in range(size)))
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
@@ -112,6 +116,11 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 def train(model_name: str, dataset: Dataset, config: TrainConfig, *, num_classes: int | None = None,
           log: Callable[[str], None] | None = None, log_every: int = 25) -> TrainResult:
     """Train ``model_name`` from PyTorch's default initialisation on ``dataset`` (its training split)."""
+    import torch
+    import torch.nn.functional as F
+
+    from segdeploy import models
+
     torch.manual_seed(config.seed)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.threads)

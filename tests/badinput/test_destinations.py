@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from hostile import PHOTO, ROOT, Tree, assert_unchanged, cli_env, copy_artifact, run_cli
+from hostile import PHOTO, ROOT, Tree, answer_lines, assert_unchanged, cli_env, copy_artifact, run_cli
 
 OUTPUT_FLAGS = {  # command -> (argv before the output flag, the flag)
     "export": (("export", "--model", "segnext_t", "--size", "256", "--no-validate"), "--output"),
@@ -125,7 +125,7 @@ def _in_namespace(workdir, mounts: str, *argv, after: str = "true") -> subproces
 
 
 def _one_line(done, command: str, match: str) -> None:
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    lines = answer_lines(done.stderr)
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith(f"segdeploy {command}: error:") and match in lines[0], lines[0]
     assert "Traceback" not in done.stderr

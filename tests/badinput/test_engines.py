@@ -201,8 +201,9 @@ def test_triton_writer_refuses_and_replaces_whole(artifact, workdir):
     source = copy_artifact(artifact, workdir / "src")
     folder = write_repository(source, workdir / "repo", platform="onnxruntime", force=False)
     before = Tree.of(workdir / "repo")
-    with pytest.raises(ArtifactError, match="exists"):
-        write_repository(source, workdir / "repo", platform="onnxruntime")
+    assert write_repository(source, workdir / "repo", platform="onnxruntime") == folder  # the same: kept
+    with pytest.raises(ArtifactError, match="exists"):  # another (its config): refused
+        write_repository(source, workdir / "repo", platform="onnxruntime", instance_kind="cpu")
     assert_unchanged(before, workdir / "repo")
     assert write_repository(source, workdir / "repo", platform="onnxruntime", force=True) == folder
     assert not Tree.of(workdir / "repo").hidden()

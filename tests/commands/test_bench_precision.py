@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from hostile import answer_lines
 from segdeploy.cli import main
 from segdeploy.evaluation.bench import precision as pb
 
@@ -43,5 +44,5 @@ def test_precision_comparison_refusals_come_first(tmp_path, capsys):
     for extra, message in cases:
         code = main(["bench", *extra])
         err = capsys.readouterr().err
-        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)
+        assert code == 2 and message in err and len(answer_lines(err)) == 1, (extra, err)
     assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ import pytest
 
 from exports import export
 from goldens import IMAGES
+from hostile import answer_lines
 from segdeploy.cli import main
 from segdeploy.media import resolve_source
 
@@ -46,7 +47,7 @@ def test_a_folder_writes_masks_overlays_and_labels(photos, tmp_path, capsys):
     code, stdout, err = run(capsys, "--model", "segnext_t", "--source", str(photos), "--backend", "torch",
                             "--output", str(out), "--overlay", "--labels")
     assert code == 0, err
-    assert "3 frames" in stdout and "latency p50" in stdout
+    assert "3 images in" in stdout and "frames" not in stdout and "latency p50" in stdout
     names = sorted(os.listdir(out))
     assert names == sorted(f"{s}_{k}" for s in "abc" for k in ("mask.png", "overlay.jpg", "labels.png"))
     for stem, (w, h) in (("a", (320, 256)), ("b", (200, 300))):
@@ -77,6 +78,22 @@ def test_an_artifact_segments_as_its_manifest_says(tmp_path, capsys):
                             "--output", str(out))
     assert code == 0, err
     assert cv2.imread(str(out)).shape == PHOTO.shape and "m.onnx on " in stdout  # the fastest ONNX backend here
+    # a static artifact squeezes the photo to its own size: it says so
+    assert "m.onnx is a static 256x256 artifact: every image is resized to 256x256" in stdout
+
+
+def test_a_static_artifact_says_once_that_it_resizes(photos, tmp_path, capsys):
+    artifact = export("segnext_t", tmp_path / "s.onnx", height=256, width=256, verify=False).path
+    code, stdout, err = run(capsys, "--artifact", artifact, "--source", str(photos), "--output", str(tmp_path / "o"))
+    assert code == 0, err
+    assert stdout.count("is a static 256x256 artifact") == 1  # three photos, two of another size: one note
+    # an artifact exported without verification is used, with a warning, once
+    assert err.count("was never compared with PyTorch") == 1 and "warning:" in err
+    square = tmp_path / "square"
+    square.mkdir()
+    cv2.imwrite(str(square / "a.jpg"), cv2.resize(PHOTO, (256, 256)))
+    code, stdout, _ = run(capsys, "--artifact", artifact, "--source", str(square / "a.jpg"))
+    assert code == 0 and "is a static" not in stdout  # nothing to say: it is the artifact's size
 
 
 def test_a_video_gives_a_video(video, tmp_path, capsys):
@@ -103,7 +120,7 @@ def test_bad_sources_are_one_line(tmp_path, capsys, source, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     code, _, err = run(capsys, "--model", "segnext_t", "--source", source.format(tmp=tmp_path), "--backend", "torch")
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert code == 2 and message in err and len(answer_lines(err)) == 1, err
 
 
 def test_sources_resolve_by_kind(photos, video):

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from hostile import answer_lines
 from segdeploy.cli import main
 from segdeploy.runtimes.registry import backend_status
 
@@ -23,10 +24,12 @@ def make_pairs(root, n=2, size=(48, 64), value=3):
 
 
 def eval_error(capsys, *args):
+    capsys.readouterr()
     code = main(["eval", *args])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith("segdeploy eval: error: ") and err.count("\n") == 1, err
+    lines = answer_lines(err)  # an error found while evaluating follows the progress lines of what ran before it
+    assert len(lines) == 1 and lines[0].startswith("segdeploy eval: error: "), err
     return err
 
 
@@ -56,6 +59,16 @@ def test_bad_datasets_are_one_line_and_exit_2(tmp_path, capsys, case):
     elif case == "nothing to evaluate":
         args = ["--data", str(root)]
     assert expected in eval_error(capsys, *args)
+
+
+def test_a_class_mismatch_says_where_to_get_matching_weights(tmp_path, capsys):
+    root = make_pairs(tmp_path / "d")
+    (root / "dataset.json").write_text(json.dumps({"classes": ["a", "b"]}))
+    err = eval_error(capsys, "--model", "cgrseg_t", "--data", str(root), "--backend", "onnxruntime",
+                     "--cache-dir", str(tmp_path / "cache"))
+    assert "cgrseg_t (recipe weights) predicts 150 classes but the dataset has 2" in err
+    assert "--checkpoint FILE" in err and "`segdeploy fixtures --quick`" in err
+    assert not (tmp_path / "cache").exists()  # refused before a minute of export, not after
 
 
 def test_recipe_weights_run_end_to_end_and_reports_refuse_to_overwrite(tmp_path, capsys):

@@ -11,6 +11,7 @@ from onnx import numpy_helper
 
 from exports import export
 from goldens import IMAGES
+from hostile import answer_lines
 from segdeploy import models
 from segdeploy.cli import main
 from segdeploy.errors import CheckpointError, SegdeployError
@@ -107,8 +108,67 @@ def test_compare_runners_passes_equal_backends_and_fails_perturbed_ones():
     good = compare_runners(ArrayRunner(), ArrayRunner(), feeds, num_classes=4)
     assert good.passed and good.summary()["max_abs_err"] == 0 and good.summary()["mask_agreement"] == 1.0
     bad = compare_runners(ArrayRunner(), ArrayRunner(noise=0.5), feeds, num_classes=4)
-    assert not bad.passed and "3/3 cases out of tolerance" in bad.failure_line()
+    assert not bad.passed and "(failed on 3 of 3 inputs)" in bad.failure_line()
+    assert bad.failure_line().startswith("logits: max abs error / max(1, max|ref|), worst input ")
     assert bad.summary()["cosine"] < 1.0
+
+
+def _labels(agreeing: float, size: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    reference = np.zeros((1, size), np.int64)
+    actual = reference.copy()
+    actual[0, int(round(agreeing * size)):] = 1
+    return reference, actual
+
+
+def test_int8_agreement_is_shown_as_judged_over_the_real_images():
+    """The INT8 table once printed the agreement over every input (93%) as 'ok' under a '>= 95%' line, because
+    INT8 judges it over the real images only; every check now shows the figure it is judged by."""
+    report = OutputReport("mask", "mask", 2, TOLERANCES["int8"])
+    for _ in range(3):  # seeded noise inputs agree less
+        report.add(*_labels(0.85), (1, 100), False)
+    for _ in range(2):
+        report.add(*_labels(0.98), (1, 100), False, image=True)
+    assert report.mask_agreement < 0.95 and report.passed  # pooled 90.2%, real images 98%
+    [check] = report.checks()
+    assert check["criterion"] == "label agreement over the 2 real images"
+    assert check["value"] == pytest.approx(0.98) and check["passed"] and check["op"] == ">="
+
+    failing = OutputReport("mask", "mask", 2, TOLERANCES["int8"])
+    for _ in range(9):
+        failing.add(*_labels(0.93), (1, 100), False, image=True)
+    assert failing.failed_cases == 0 and not failing.passed  # no input fails alone; together they do
+    from segdeploy.evaluation.compare import ValidationReport
+
+    line = ValidationReport({"mask": failing}, [], {}, {}, TOLERANCES["int8"]).failure_line()
+    assert line == "mask: label agreement over the 9 real images 93.00%, needs >= 95.0%"
+    assert "0/9" not in line
+
+
+def test_every_check_passes_exactly_when_its_figure_meets_its_requirement():
+    from segdeploy.evaluation.compare import check, required, shown, toward_failing
+
+    rng = np.random.default_rng(1)
+    for precision, tolerance in TOLERANCES.items():
+        for _ in range(20):
+            noise = float(rng.uniform(0, 0.3))
+            ref = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+            out = OutputReport("logits", "logits", 4, tolerance)
+            out.add(ref, ref + noise * rng.standard_normal(ref.shape).astype(np.float32), (64, 64), False,
+                    image=True)
+            rows = out.checks()
+            assert rows and out.passed == all(c["passed"] for c in rows), precision
+            for c in rows:
+                meets = c["value"] >= c["limit"] if c["op"] == ">=" else c["value"] <= c["limit"]
+                assert c["passed"] == meets
+                # what a manifest records meets the requirement exactly when the figure did
+                recorded = toward_failing(c["value"], c["op"])
+                assert (recorded >= c["limit"] if c["op"] == ">=" else recorded <= c["limit"]) == meets
+    row = check("x", "label agreement", 0.99949, "%", ">=", 0.999)
+    assert (shown(row["value"], row["unit"], ">="), required(row), row["passed"]) == ("99.94%", ">= 99.9%", True)
+    row = check("x", "label agreement", 0.99896, "%", ">=", 0.999)
+    assert (shown(row["value"], row["unit"], ">="), row["passed"]) == ("99.89%", False)  # not '99.90%'
+    assert shown(1.00004e-4, "", "<=") == "0.0001001" and shown(0.93, "%", ">=") == "93.00%"
+    assert toward_failing(0.98995, ">=") == 0.9899 and toward_failing(1.00004e-4, "<=") == 1.001e-4
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -133,7 +193,12 @@ def test_validate_cli_on_seeded_inputs_and_a_real_image(artifact, capsys, tmp_pa
                                   str(report_path), "--threads", "2")
     assert code == 0, err
     assert "PASSED" in out
+    # the verdict: each criterion with the figure it is judged by and its requirement
+    assert "tolerance (fp32): each criterion, the figure it is judged by" in out
+    assert "label agreement, worst input" in out and ">= 99.9%" in out and "FAIL" not in out
     report = json.loads(report_path.read_text())
+    assert [c["criterion"] for c in report["checks"]] == ["max abs error / max(1, max|ref|), worst input",
+                                                          "label agreement, worst input"]
     for key in ("passed", "max_abs_err", "cosine", "mask_agreement", "miou_vs_reference"):
         assert key in report
     assert report["passed"] and report["max_abs_err"] < 1e-4 and report["mask_agreement"] >= 0.999
@@ -178,7 +243,7 @@ def test_bad_artifacts_and_arguments_give_one_line(artifact, capsys, tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"this is not a protobuf")
     code, _, err = run_validate(capsys, str(junk))
-    assert code == 2 and "not a readable ONNX model" in err and err.count("\n") == 1
+    assert code == 2 and "not a readable ONNX model" in err and len(answer_lines(err)) == 1
     code, _, err = run_validate(capsys, str(tmp_path / "missing.onnx"))
     assert code == 2 and "not found" in err
     code, _, err = run_validate(capsys, artifact, "--size", "100")

@@ -8,6 +8,7 @@ import shutil
 import onnx
 from onnx import numpy_helper
 
+from exports import verifier
 from segdeploy.artifact import manifest as mf
 from segdeploy.export.cache import cache_path, cached_onnx, stale_reason
 from segdeploy.export.onnx import export_onnx
@@ -21,6 +22,14 @@ def test_a_hit_is_reused_and_a_bad_entry_rebuilt(tmp_path):
     first = os.stat(path).st_mtime_ns
     assert cached_onnx("segnext_t", cache_dir=str(tmp_path), **SIZE) == path
     assert os.stat(path).st_mtime_ns == first  # not exported again
+    # bench's entries are exported for timing, unverified; a use that verifies (predict, eval) makes it verify
+    request = cache_path("segnext_t", cache_dir=str(tmp_path), **SIZE)[1]
+    assert "without verification" in stale_reason(path, request, verified=True)
+    said.clear()
+    assert cached_onnx("segnext_t", cache_dir=str(tmp_path), progress=said.append, verify=verifier(), **SIZE) == path
+    assert any("without verification" in line for line in said)
+    assert mf.read_sidecar(mf.sidecar_path(path)).validation["passed"]
+    assert stale_reason(path, request, verified=True) is None
 
     with open(path, "r+b") as f:  # corrupt
         f.truncate(1000)

@@ -259,7 +259,7 @@ def test_existing_file_is_not_overwritten_without_force(capsys, tmp_path):
     target = tmp_path / "taken.onnx"
     target.write_bytes(b"keep me")
     code, _, err = run_export(capsys, "--model", "segnext_t", "--output", str(target))
-    assert code == 2 and "exists; pass --force" in err
+    assert code == 2 and "taken.onnx exists and is another export" in err and "pass --force" in err
     assert target.read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == ["taken.onnx"]
 
 

@@ -43,7 +43,12 @@ def test_dynamic_batch_from_one_means_batching():
     assert [(t.name, list(t.dims)) for t in config.output] == [("logits", [4, -1, -1])]
     assert config.input[0].data_type == model_config_pb2.TYPE_FP32
     assert config.HasField("dynamic_batching") and config.dynamic_batching.max_queue_delay_microseconds == 100
-    assert [(g.count, g.kind) for g in config.instance_group] == [(1, model_config_pb2.ModelInstanceGroup.KIND_GPU)]
+    # Triton places the instances (its GPUs, else the CPU): an export made on a machine without a GPU says nothing
+    # about where it will be served
+    assert [(g.count, g.kind) for g in config.instance_group] == \
+        [(1, model_config_pb2.ModelInstanceGroup.KIND_AUTO)]
+    gpu = parse(model_config(manifest, name="cgrseg_t", instance_kind="gpu").text())
+    assert [g.kind for g in gpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
 
 
 def test_fixed_batch_means_max_batch_size_zero_and_full_dims():
@@ -70,6 +75,7 @@ def test_batch_that_cannot_take_one_is_not_batched():
 def test_refusals():
     with pytest.raises(SegdeployError, match="GPU only"):
         model_config(sample_manifest(), name="m", platform="tensorrt", instance_kind="cpu")
+    assert "KIND_AUTO" in model_config(sample_manifest(), name="m", platform="tensorrt").text()
     with pytest.raises(SegdeployError, match="unknown Triton platform"):
         model_config(sample_manifest(), name="m", platform="tflite")
     with pytest.raises(SegdeployError, match="1-64"):
@@ -86,8 +92,12 @@ def test_onnxruntime_repository(tmp_path):
     assert os.listdir(os.path.join(folder, "1")) == ["model.onnx"]
     assert open(os.path.join(folder, "1", "model.onnx"), "rb").read() == open(artifact, "rb").read()
     parse(open(os.path.join(folder, "config.pbtxt")).read())
+    # the same model folder again is kept as it is; another one (another instance kind) is refused without --force
+    stamp = os.stat(os.path.join(folder, "config.pbtxt")).st_mtime_ns
+    assert write_repository(artifact, tmp_path / "repo") == folder
+    assert os.stat(os.path.join(folder, "config.pbtxt")).st_mtime_ns == stamp
     with pytest.raises(ArtifactError, match="exists; pass --force"):
-        write_repository(artifact, tmp_path / "repo")
+        write_repository(artifact, tmp_path / "repo", instance_kind="cpu")
     write_repository(artifact, tmp_path / "repo", force=True, model_name="seg")
     write_repository(artifact, tmp_path / "repo", force=True)
     assert sorted(os.listdir(tmp_path / "repo")) == ["cgrseg_t", "seg"]  # nothing half-written left behind

@@ -9,11 +9,13 @@ import contextlib
 import os
 import sys
 import tempfile
-
-import onnx
+from typing import TYPE_CHECKING
 
 from segdeploy.errors import ArtifactError
 from segdeploy.export.passes import PassReport, op_counts
+
+if TYPE_CHECKING:  # onnx loads when a graph is simplified, not when the simplifier names are read
+    import onnx
 
 SIMPLIFIERS = ("onnxslim", "onnxsim")
 
@@ -21,6 +23,8 @@ SIMPLIFIERS = ("onnxslim", "onnxsim")
 def simplify(model: onnx.ModelProto, tools: tuple[str, ...] = SIMPLIFIERS
              ) -> tuple[onnx.ModelProto, PassReport]:
     """Simplify with the first of ``tools`` that succeeds; raise ArtifactError when none does."""
+    import onnx
+
     before = len(model.graph.node)
     failures = []
     for tool in tools:
@@ -75,6 +79,7 @@ def _onnxsim(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _onnxslim(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnx
     import onnxslim
 
     copy = onnx.ModelProto()

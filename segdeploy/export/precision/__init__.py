@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from segdeploy.artifact import manifest as mf
-from segdeploy.errors import InputError
+from segdeploy.errors import InputError, ToleranceError
 from segdeploy.export.passes import PassReport
 from segdeploy.export.precision.calibrate import (
     DEFAULT_COUNT,
@@ -83,6 +83,8 @@ class PrecisionOptions:
         if self.max_drop is not None and not 0 <= self.max_drop <= 100:  # NaN fails both comparisons
             raise InputError(f"--max-drop must be 0-100 points, not {self.max_drop}")
         target = self.target or (DEFAULT_TARGET if self.mode == "int8" else None)
+        if self.mode == "int8" and target != "tensorrt" and self.io_dtype != "float32":
+            raise InputError(f"the INT8 {target} flavour keeps float32 I/O (its float parts run in float32)")
         return PrecisionOptions(**{**self.__dict__, "target": target})
 
 
@@ -217,8 +219,8 @@ def apply_precision(model_proto, options: PrecisionOptions, graph_input: GraphIn
                 accuracy["drop"] = round(reference - search["score"], 3)
                 accuracy["agreement"] = search.get("agreement")
             elif reference - score > options.max_drop:
-                raise InputError(f"the {options.mode} graph loses {reference - score:.2f} {evaluator.metric} points "
-                                 f"(> --max-drop {options.max_drop:g}); nothing was written")
+                raise ToleranceError(f"the {options.mode} graph loses {reference - score:.2f} {evaluator.metric} "
+                                     f"points (> --max-drop {options.max_drop:g}); nothing was written")
         details["accuracy"] = accuracy
     flavour = options.target if options.mode == "int8" else None
     verification = [] if images is None else \
@@ -262,8 +264,6 @@ def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions):
         fp16_ranges = table.all_minmax()
         return lambda keep: quantize_tensorrt(model_proto, ranges, keep=keep, fp16_ranges=fp16_ranges,
                                               io_dtype=options.io_dtype)
-    if options.io_dtype != "float32":
-        raise InputError(f"the INT8 {options.target} flavour keeps float32 I/O (its float parts run in float32)")
     if options.target == "openvino":
         from segdeploy.export.passes.qdq_openvino import quantize_openvino
 

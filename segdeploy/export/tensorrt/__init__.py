@@ -125,8 +125,10 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
     builder, trt, trtexec, version, notes = _choose_builder(host, builders)
     kind = "bundle" if builder == "bundle" else "engine"
     output = os.fspath(output) if output else default_output(onnx_path, kind, engine_format)
-    if os.path.exists(output) and not force:
-        raise ArtifactError(f"{output} exists; pass --force to overwrite it")
+    existed = os.path.exists(output) and not force
+    if existed and kind == "engine" and engine_format == "plan":
+        raise ArtifactError(f"{output} exists (a bare plan carries nothing to check it against this build); pass "
+                            "--force to overwrite it")
     if version:
         plan.check_version(version)  # before the lint, which knows only releases segdeploy builds with
     findings = _lint(model, [version] if version else list(BUNDLE_LINT_TARGETS), onnx_path, lint)
@@ -135,6 +137,8 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
 
         path = write_bundle(onnx_path, manifest, plan, output, onnx_sha256=onnx_sha,
                             lint_notes=[f.line() for f in findings], force=force)
+        if existed:  # write_bundle kept it: it holds exactly this bundle
+            notes.append(f"reused {path}: it holds this bundle already (the same ONNX and build plan)")
         notes.append("no TensorRT here: build the engine on the target with `segdeploy build-engine "
                      f"{path}` (or ./build_engine.sh there)")
         return EngineResult(path, "bundle", builder, plan, findings=findings, notes=notes + list(plan.notes))
@@ -146,6 +150,14 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
     if gpu is None:
         raise SegdeployError("cannot tell this GPU's name and compute capability (no CUDA torch, no nvidia-smi, "
                              "not a Jetson), which the engine header records")
+    if existed:
+        kept = _same_engine(output, manifest, plan, version, gpu, onnx_sha, platform.name)
+        if kept is None:
+            raise ArtifactError(f"{output} exists and is another engine (not built from this ONNX with this plan, "
+                                "TensorRT release and GPU); pass --force to overwrite it")
+        return EngineResult(output, "engine", kept.engine.builder, plan, version, kept, findings, None,
+                            notes + [f"reused {output}: built from this ONNX with this plan, TensorRT {version} "
+                                     f"and GPU (SM {gpu.compute_capability}) already"] + list(plan.notes))
     command = None
     log(f"building with {builder} (TensorRT {version}) on {gpu.name} (SM {gpu.compute_capability})")
     if builder == "tensorrt-python":
@@ -193,6 +205,29 @@ def _onnx_sha256(path: str) -> str:
         return file_sha256(path)
     except OSError as exc:
         raise ArtifactError(f"cannot read {path}: {os_reason(exc)}") from None
+
+
+def _same_engine(path: str, manifest, plan: BuildPlan, version: str, gpu, onnx_sha: str, platform: str):
+    """The header manifest of the engine at ``path`` when it is the engine this build would make (the same ONNX,
+    plan, TensorRT release and GPU, its plan intact); else None."""
+    from segdeploy.artifact.engine_header import read_header
+
+    try:
+        found, offset = read_header(path)
+        if found is None or found.engine is None:
+            return None
+        with open(path, "rb") as f:
+            f.seek(offset)
+            plan_bytes = f.read()
+    except (ArtifactError, OSError):
+        return None
+    e = found.engine
+    if e.plan_sha256 != hashlib.sha256(plan_bytes).hexdigest():
+        return None
+    expected = engine_manifest(manifest, plan, tensorrt_version=version, gpu=gpu, builder=e.builder,
+                               onnx_sha256=onnx_sha, plan_bytes=plan_bytes, strongly_typed=e.strongly_typed,
+                               platform=platform)
+    return found if expected.to_dict() == found.to_dict() else None
 
 
 def _choose_builder(host: Host, builders):

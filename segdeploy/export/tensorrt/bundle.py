@@ -14,7 +14,7 @@ import os
 from segdeploy.errors import ArtifactError
 from segdeploy.export.tensorrt.plan import DLA_RELEASES, SAME_CC_SINCE, BuildPlan
 from segdeploy.export.tensorrt.trtexec import command_line, trtexec_command
-from segdeploy.io import os_reason, write_folder_atomic
+from segdeploy.io import folder_holds, os_reason, write_folder_atomic
 
 BUNDLE_VERSION = 1
 PLAN_FILE = "build_plan.json"
@@ -106,11 +106,9 @@ esac
 
 def write_bundle(onnx_path: str, manifest, plan: BuildPlan, folder: str, *, onnx_sha256: str, lint_notes=(),
                  force: bool = False) -> str:
-    """Write the bundle folder atomically (built beside it, then renamed); refuse an existing one without
-    ``force``."""
+    """Write the bundle folder atomically (built beside it, then renamed); keep an existing one that holds exactly
+    this bundle, refuse any other without ``force``."""
     folder = os.path.abspath(os.fspath(folder))
-    if os.path.exists(folder) and not force:
-        raise ArtifactError(f"{folder} exists; pass --force to replace it")
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
     onnx_name, plan_name = f"{stem}.onnx", f"{stem}.plan"
     bundle_plan = plan
@@ -131,6 +129,10 @@ def write_bundle(onnx_path: str, manifest, plan: BuildPlan, folder: str, *, onnx
     files = {onnx_name: onnx_bytes, f"{stem}.json": manifest.to_json().encode("utf-8"),
              PLAN_FILE: (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8"),
              SCRIPT_FILE: build_script(bundle_plan, onnx_name, plan_name).encode("utf-8")}
+    if not force and folder_holds(folder, files):
+        return folder
+    if os.path.exists(folder) and not force:
+        raise ArtifactError(f"{folder} exists and holds another bundle; pass --force to replace it")
     return write_folder_atomic(folder, files, force=force, executable=(SCRIPT_FILE,))
 
 

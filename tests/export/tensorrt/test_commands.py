@@ -49,8 +49,15 @@ def test_bundle_then_build_engine_then_info(tmp_path, machine, capsys, monkeypat
     assert manifest.engine.tensorrt_version == release and manifest.engine.workspace_mb == 512
     assert manifest.engine.platform == "jetson" and not manifest.engine.tf32
     capsys.readouterr()
-    assert main(["build-engine", bundle]) == 2
-    assert "exists; pass --force" in capsys.readouterr().err
+    stamp = os.stat(engine).st_mtime_ns
+    assert main(["build-engine", bundle]) == 0  # the same build again: that engine is it already
+    assert f"reused {engine}" in capsys.readouterr().out and os.stat(engine).st_mtime_ns == stamp
+    foreign = os.path.join(bundle, "other.engine")
+    with open(foreign, "wb") as f:
+        f.write(b"not this build")
+    capsys.readouterr()
+    assert main(["build-engine", bundle, "--output", foreign]) == 2
+    assert "exists and is another engine" in capsys.readouterr().err
 
     assert main(["info", engine]) == 0
     out = capsys.readouterr().out

@@ -141,8 +141,21 @@ def test_export_with_the_python_api_writes_a_self_describing_engine(real_trt, tm
         (real_trt.__version__, "NVIDIA Jetson AGX Orin", "8.7", "tensorrt-python", "jetson", False)
     assert e.profiles == [{"input": {"min": [1, 3, 512, 512], "opt": [1, 3, 512, 512], "max": [1, 3, 512, 512]}}]
     assert manifest.model == read_manifest(onnx_path).model and manifest.format == "engine"
-    with pytest.raises(ArtifactError, match="exists"):
-        export_engine(onnx_path, BuildOptions(), host=host)
+    engine = open(result.path, "rb").read()
+    # the same build again: the engine is this build already (same ONNX, plan, TensorRT and GPU), so it is reused
+    again = export_engine(onnx_path, BuildOptions(), host=host)
+    assert again.path == result.path and any(n.startswith("reused") for n in again.notes)
+    assert open(result.path, "rb").read() == engine and again.manifest.to_dict() == manifest.to_dict()
+    # another build is refused without --force: another plan, another TensorRT release, another GPU
+    other_release = recording_tensorrt(real_trt)
+    other_release.__version__ = "10.99.0"
+    for options, other in ((BuildOptions(workspace_mb=256), host),
+                           (BuildOptions(), FakeHost(trt=other_release, gpu=ORIN, jetson=True)),
+                           (BuildOptions(), FakeHost(trt=recording_tensorrt(real_trt), gpu=GpuInfo("NVIDIA A100",
+                                                                                                      "8.0")))):
+        with pytest.raises(ArtifactError, match="exists and is another engine"):
+            export_engine(onnx_path, options, host=other)
+    assert open(result.path, "rb").read() == engine
     result = export_engine(onnx_path, BuildOptions(tf32=True), host=FakeHost(trt=recording_tensorrt(real_trt)),
                            force=True)
     assert result.manifest.engine.tf32 and result.manifest.engine.platform == "x86_64"
@@ -212,7 +225,19 @@ def test_bundle_when_no_builder_is_present(tmp_path):
     result = export_engine(onnx_path, BuildOptions(), host=FakeHost())
     assert result.kind == "bundle" and result.path == str(tmp_path / "m_trt_bundle")
     assert os.path.isfile(os.path.join(result.path, "build_engine.sh"))
-    assert "segdeploy build-engine" in result.notes[-1]
+    assert "segdeploy build-engine" in result.notes[-1] and not any(n.startswith("reused") for n in result.notes)
+    # the same bundle again is kept as it is; another plan is refused without --force
+    stamp = os.stat(os.path.join(result.path, "build_plan.json")).st_mtime_ns
+    again = export_engine(onnx_path, BuildOptions(), host=FakeHost())
+    assert any(n.startswith("reused") for n in again.notes)
+    assert os.stat(os.path.join(result.path, "build_plan.json")).st_mtime_ns == stamp
+    with pytest.raises(ArtifactError, match="holds another bundle; pass --force"):
+        export_engine(onnx_path, BuildOptions(opt_level=5), host=FakeHost())
+    with open(os.path.join(result.path, "build_engine.sh"), "a") as f:
+        f.write("# edited\n")
+    with pytest.raises(ArtifactError, match="holds another bundle"):  # an edited bundle is not this bundle
+        export_engine(onnx_path, BuildOptions(), host=FakeHost())
+    assert export_engine(onnx_path, BuildOptions(opt_level=5), host=FakeHost(), force=True).kind == "bundle"
 
 
 def test_lint_errors_stop_the_export(real_trt, tmp_path):

@@ -1,0 +1,137 @@
+"""How long `segdeploy --help`, `--version`, every `COMMAND --help` and argument errors take, and how much memory,
+in fresh interpreters: wall time, peak RSS and the import time Python itself reports (`python -X importtime`).
+
+    python benchmarks/startup.py [--repeat 7] [--tag startup-2026-12-08]
+
+Each case runs --repeat times, interleaved (case 1..n, then again), so that the load of a shared machine hits all
+alike; the report gives medians (and the spread) next to the bare interpreter's (`python -c pass`). It also lists
+the heavy modules (PyTorch, ONNX, ONNX Runtime, OpenVINO, NumPy) each case imported; tests/test_startup.py asserts
+that the first four stay out. Results: benchmarks/results/<tag>.{json,md}, with the command line, the commit, the
+CPU and the versions.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+HEAVY = ("torch", "onnx", "onnxruntime", "openvino", "numpy")
+TARGET_S, TARGET_MB = 0.5, 60
+IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)")
+
+
+def cases() -> list[list[str]]:
+    sys.path.insert(0, ROOT)
+    from segdeploy.cli import COMMANDS
+
+    return ([["--version"], ["--help"]] + [[c.replace("_", "-"), "--help"] for c in COMMANDS]
+            + [["export"], ["export", "--model", "cgrseg_t", "--batch", "0"], ["predict", "--model", "cgrseg_t"]])
+
+
+def run_once(argv: list[str]) -> dict:
+    """One fresh interpreter: wall seconds, peak RSS (MB), total import seconds and the heavy modules imported."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    stderr = proc.stderr.read().decode("utf-8", "replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    imports_us, modules = 0, set()
+    for line in stderr.splitlines():
+        found = IMPORT_LINE.match(line)
+        if found:
+            modules.add(found.group(4).split(".")[0])
+            if not found.group(3):  # a top-level import: its cumulative time covers everything below it
+                imports_us += int(found.group(2))
+    return {"code": proc.returncode, "wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "imports_s": imports_us / 1e6,
+            "heavy": sorted(m for m in HEAVY if m in modules)}
+
+
+def summarise(runs: list[dict]) -> dict:
+    def stat(key):
+        values = [r[key] for r in runs]
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    return {"wall_s": stat("wall_s"), "rss_mb": stat("rss_mb"), "imports_s": stat("imports_s"),
+            "codes": sorted({r["code"] for r in runs}), "heavy": runs[0]["heavy"]}
+
+
+def commit() -> str:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return head + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"# Start-up: {report['tag']}", "",
+             f"`{report['command']}` at commit {report['commit']}, {report['date']}. CPU: {m['cpu']}; load average "
+             f"{m['load_average']} at the start. Python {m['python']}, segdeploy {m['segdeploy']}. Each case ran "
+             f"{report['repeat']} times in fresh interpreters, interleaved; medians (min-max). Targets: under "
+             f"{TARGET_S} s and {TARGET_MB} MB.", ""]
+    if report.get("note"):
+        lines += [report["note"], ""]
+    lines += ["| command | wall s | peak RSS MB | imports s | exit | heavy modules imported |",
+              "|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        w, r, i = row["wall_s"], row["rss_mb"], row["imports_s"]
+        lines.append(f"| `{row['command']}` | {w['median']:.3f} ({w['min']:.3f}-{w['max']:.3f}) | "
+                     f"{r['median']:.1f} ({r['min']:.1f}-{r['max']:.1f}) | {i['median']:.3f} | "
+                     f"{','.join(map(str, row['codes']))} | {', '.join(row['heavy']) or 'none'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--tag", default=f"startup-{_dt.date.today().isoformat()}")
+    parser.add_argument("--note", default="", help="a sentence for the report (e.g. what else ran on the machine)")
+    args = parser.parse_args()
+    sys.path.insert(0, ROOT)
+    import segdeploy
+    from segdeploy.hostinfo import cpu_info
+
+    argvs = [["-c", "pass"]] + [["-m", "segdeploy", *argv] for argv in cases()]
+    runs: dict[int, list[dict]] = {i: [] for i in range(len(argvs))}
+    for _ in range(args.repeat):
+        for i, argv in enumerate(argvs):
+            runs[i].append(run_once(argv))
+    rows = [{"command": "python -c pass" if argv[0] == "-c" else "segdeploy " + " ".join(argv[2:]),
+             **summarise(runs[i])} for i, argv in enumerate(argvs)]
+    cpu = cpu_info()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    report = {"tag": args.tag, "date": _dt.datetime.now().isoformat(timespec="seconds"),
+              "command": "python benchmarks/startup.py " + " ".join(sys.argv[1:]), "commit": commit(),
+              "repeat": args.repeat, "note": args.note, "targets": {"wall_s": TARGET_S, "rss_mb": TARGET_MB},
+              "machine": {"cpu": f"{cpu.get('model')}, {cpu.get('usable_cores')} usable cores, flags "
+                                 f"{' '.join(cpu.get('isa') or []) or 'unknown'}",
+                          "python": platform.python_version(), "segdeploy": segdeploy.__version__,
+                          "os": platform.platform(), "load_average": None if load is None else
+                          [round(v, 2) for v in load]},
+              "rows": rows}
+    out = os.path.join(HERE, "results", args.tag)
+    with open(out + ".json", "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    with open(out + ".md", "w", encoding="utf-8") as f:
+        f.write(markdown(report))
+    print(markdown(report))
+    print(f"wrote {out}.json and {out}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
