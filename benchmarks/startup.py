@@ -1,19 +1,17 @@
 """How long `segdeploy --help`, `--version`, every `COMMAND --help` and argument errors take, and how much memory,
 in fresh interpreters: wall time, peak RSS and the import time Python itself reports (`python -X importtime`).
 
-    python benchmarks/startup.py [--repeat 7] [--tag startup-2026-12-08]
+    python benchmarks/startup.py [--repeat 7] [--note "what else ran"]
 
 Each case runs --repeat times, interleaved (case 1..n, then again), so that the load of a shared machine hits all
 alike; the report gives medians (and the spread) next to the bare interpreter's (`python -c pass`). It also lists
 the heavy modules (PyTorch, ONNX, ONNX Runtime, OpenVINO, NumPy) each case imported; tests/test_startup.py asserts
-that the first four stay out. Results: benchmarks/results/<tag>.{json,md}, with the command line, the commit, the
-CPU and the versions.
+that the first four stay out. Results: a new benchmarks/results/startup-<date>-<host>-<run id>.{json,md} per run
+(benchmarks/record.py: the command line, the commit, the CPU and its flags, the versions, the load).
 """
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import os
 import platform
 import re
@@ -67,21 +65,11 @@ def summarise(runs: list[dict]) -> dict:
             "codes": sorted({r["code"] for r in runs}), "heavy": runs[0]["heavy"]}
 
 
-def commit() -> str:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return head + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"# Start-up: {report['tag']}", "",
-             f"`{report['command']}` at commit {report['commit']}, {report['date']}. CPU: {m['cpu']}; load average "
-             f"{m['load_average']} at the start. Python {m['python']}, segdeploy {m['segdeploy']}. Each case ran "
-             f"{report['repeat']} times in fresh interpreters, interleaved; medians (min-max). Targets: under "
-             f"{TARGET_S} s and {TARGET_MB} MB.", ""]
+    lines = ["# Start-up", "",
+             f"Python {m['python']}, segdeploy {m['segdeploy']}. Each case ran {report['repeat']} times in fresh "
+             f"interpreters, interleaved; medians (min-max). Targets: under {TARGET_S} s and {TARGET_MB} MB.", ""]
     if report.get("note"):
         lines += [report["note"], ""]
     lines += ["| command | wall s | peak RSS MB | imports s | exit | heavy modules imported |",
@@ -97,12 +85,14 @@ def markdown(report: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--tag", default=f"startup-{_dt.date.today().isoformat()}")
+    parser.add_argument("--out", default=os.path.join(HERE, "results"), help="folder of the results files")
     parser.add_argument("--note", default="", help="a sentence for the report (e.g. what else ran on the machine)")
     args = parser.parse_args()
     sys.path.insert(0, ROOT)
+    import record
     import segdeploy
-    from segdeploy.hostinfo import cpu_info
+
+    run = record.start("startup", args, out_dir=args.out)
 
     argvs = [["-c", "pass"]] + [["-m", "segdeploy", *argv] for argv in cases()]
     runs: dict[int, list[dict]] = {i: [] for i in range(len(argvs))}
@@ -111,25 +101,13 @@ def main() -> int:
             runs[i].append(run_once(argv))
     rows = [{"command": "python -c pass" if argv[0] == "-c" else "segdeploy " + " ".join(argv[2:]),
              **summarise(runs[i])} for i, argv in enumerate(argvs)]
-    cpu = cpu_info()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    report = {"tag": args.tag, "date": _dt.datetime.now().isoformat(timespec="seconds"),
-              "command": "python benchmarks/startup.py " + " ".join(sys.argv[1:]), "commit": commit(),
-              "repeat": args.repeat, "note": args.note, "targets": {"wall_s": TARGET_S, "rss_mb": TARGET_MB},
-              "machine": {"cpu": f"{cpu.get('model')}, {cpu.get('usable_cores')} usable cores, flags "
-                                 f"{' '.join(cpu.get('isa') or []) or 'unknown'}",
-                          "python": platform.python_version(), "segdeploy": segdeploy.__version__,
-                          "os": platform.platform(), "load_average": None if load is None else
-                          [round(v, 2) for v in load]},
-              "rows": rows}
-    out = os.path.join(HERE, "results", args.tag)
-    with open(out + ".json", "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    with open(out + ".md", "w", encoding="utf-8") as f:
-        f.write(markdown(report))
+    report = {"repeat": args.repeat, "note": args.note, "targets": {"wall_s": TARGET_S, "rss_mb": TARGET_MB},
+              "machine": {"python": platform.python_version(), "segdeploy": segdeploy.__version__,
+                          "os": platform.platform()},
+              "rows": rows, "samples": {rows[i]["command"]: runs[i] for i in runs}}
     print(markdown(report))
-    print(f"wrote {out}.json and {out}.md")
+    for path in run.write(report, markdown(report)):
+        print(f"wrote {path}")
     return 0
 
 

@@ -36,8 +36,9 @@ def run(args) -> int:
     output = args.output or document["engine"]  # the user's path, else the bundle's own engine name, inside it
     if args.engine_format == "plan" and not args.output:
         output = os.path.splitext(output)[0] + ".plan"
-    common.check_outputs(args.force, output, inputs=[onnx_path, os.path.join(args.bundle, PLAN_FILE),
-                                                     os.path.join(args.bundle, SCRIPT_FILE)])
+    # an existing engine is export_engine's to judge: kept when it is this very build, else refused without --force
+    inputs = [onnx_path, os.path.join(args.bundle, PLAN_FILE), os.path.join(args.bundle, SCRIPT_FILE)]
+    common.check_outputs(args.force or os.path.exists(output), output, inputs=inputs)
     result = export_engine(onnx_path, plan, output, force=args.force, builders=("tensorrt-python", "trtexec"),
                            lint=args.lint, log=print, onnx_sha256=document["onnx_sha256"],
                            engine_format=args.engine_format)

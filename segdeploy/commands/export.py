@@ -231,8 +231,6 @@ def run(args) -> int:
     import warnings
 
     require_exportable(args.fmt)
-    if args.fmt == "trt":
-        args.trt_kind = check_trt_output(args)  # an engine (a file) here, else a bundle (a folder)
     if args.from_onnx:
         return run_from_onnx(args)
     height, width = common.parse_size(args.size)
@@ -249,6 +247,8 @@ def run(args) -> int:
         from segdeploy.export.tensorrt.plan import check_options
 
         check_options(build_options(args))  # refuse impossible flag combinations before the export runs
+        if args.fmt == "trt":
+            args.trt_kind = check_trt_output(args)  # an engine (a file) here, else a bundle (a folder)
         check_final_destination(args, args.model, onnx_exists=os.path.exists(path))
     evaluator = accuracy_evaluator(args, height, width)
     if precision.mode != "fp32":
@@ -356,6 +356,8 @@ def run_from_onnx(args) -> int:
     from segdeploy.export.tensorrt.plan import check_options
 
     check_options(build_options(args))
+    if args.fmt == "trt":
+        args.trt_kind = check_trt_output(args)  # an engine (a file) here, else a bundle (a folder)
     check_final_destination(args, manifest.model.name, onnx_exists=True)
     print(f"building on {path}: {manifest.model.name}, {manifest.profile.describe()}, "
           f"{precision_line(manifest.precision)}")

@@ -81,6 +81,10 @@ def run(args) -> int:
         depth=args.depth, statistic=args.statistic, protocol=Protocol(warmup_s=1.0, min_s=args.min_s, min_iters=10),
         cache_dir=args.cache_dir or DEFAULT_CACHE_DIR, force_export=args.force_export,
         measure_peak=not args.no_peak)
+    if request.model is not None:
+        from segdeploy.models import get_spec
+
+        get_spec(request.model)  # an unknown model: one line, before any progress line
     with common.status(f"profiling {args.target}") as say:
         report = profile(request, progress=say)
     print_table(rp.title(report), *rp.module_table(report, args.sort, args.top))

@@ -57,7 +57,7 @@ def test_a_failed_validation_warns_on_every_use(artifact, workdir, capfd):
                                     "--min-s", "0", "--min-iters", "1", "--no-peak")):
         outcome = run_cli(capfd, *argv)
         assert outcome.code == 0, outcome.describe()
-        warnings = [line for line in outcome.err_lines if "warning:" in line]
+        warnings = [line for line in outcome.err.splitlines() if "warning:" in line]
         assert len(warnings) == 1 and "FAILED" in warnings[0] and str(path) in warnings[0], outcome.describe()
 
 
@@ -174,5 +174,9 @@ def test_trt_output_without_tensorrt(workdir, capfd):
     outcome.succeeded()
     assert (workdir / "x_bundle" / "build_plan.json").is_file()
     assert "wrote the build bundle (a folder)" in outcome.out
-    run_cli(capfd, "export", "--model", "segnext_t", "--fmt", "trt", "--size", "64", "--no-validate", "--output",
-            "x_bundle").refused("exists; pass --force")
+    again = run_cli(capfd, "export", "--model", "segnext_t", "--fmt", "trt", "--size", "64", "--no-validate",
+                    "--output", "x_bundle")
+    again.succeeded()  # the same export and build again: the ONNX artifact and the bundle are kept, not rewritten
+    assert "kept the build bundle (a folder)" in again.out
+    run_cli(capfd, "export", "--model", "segnext_t", "--fmt", "trt", "--size", "96", "--no-validate", "--output",
+            "x_bundle").refused("exists and is another export")

@@ -95,7 +95,7 @@ def test_mask_output_and_uint8_preprocessing_in_the_graph(tmp_path, capsys):
     code = main(["export", "--model", "segnext_t", "--size", f"{CI_SIZE[0]}x{CI_SIZE[1]}", "--outputs", "mask",
                  "--preprocess", "--output", str(path), "--threads", "2"])
     out = capsys.readouterr().out
-    assert code == 0 and "passed on 1 inputs" in out and "label agreement" in out
+    assert code == 0 and "passed on 1 input " in out and "label agreement" in out
     manifest = read_manifest(path)
     assert manifest.validation["passed"] and manifest.output.dtype == "uint8" and manifest.output.kind == "mask"
     runner = OnnxRuntimeRunner(str(path), threads=2)

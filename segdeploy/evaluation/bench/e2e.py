@@ -154,6 +154,10 @@ def check(request: E2ERequest) -> None:
         if get_backend(backend).consumes not in ("onnx", "model"):
             raise InputError(f"bench --e2e runs ONNX backends and the model backend, not {backend}")
         require_backend(backend)
+    if request.images:
+        from segdeploy.media import resolve_source
+
+        resolve_source(request.images)  # a source that is not there: refused before the models load
 
 
 def run_e2e(request: E2ERequest, progress: Progress | None = None) -> dict:

@@ -155,8 +155,12 @@ def test_bundle_folder(onnx_artifact, tmp_path):
     from segdeploy.artifact import read_manifest
 
     assert read_manifest(onnx_path) == manifest  # the sidecar agrees with the embedded manifest
-    with pytest.raises(ArtifactError, match="exists"):
-        write_bundle(path, manifest, plan, folder, onnx_sha256="0" * 64)
+    before = {n: os.stat(os.path.join(folder, n)).st_mtime_ns for n in os.listdir(folder)}
+    assert write_bundle(path, manifest, plan, folder, onnx_sha256="0" * 64) == folder  # this bundle already: kept
+    assert {n: os.stat(os.path.join(folder, n)).st_mtime_ns for n in os.listdir(folder)} == before
+    other = make_plan(manifest, BuildOptions(workspace_mb=256))
+    with pytest.raises(ArtifactError, match="exists and holds another bundle"):
+        write_bundle(path, manifest, other, folder, onnx_sha256="0" * 64)
     write_bundle(path, manifest, plan, folder, onnx_sha256="0" * 64, force=True)
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".bundle")]
 
