@@ -35,16 +35,34 @@ def cases() -> list[list[str]]:
             + [["export"], ["export", "--model", "cgrseg_t", "--batch", "0"], ["predict", "--model", "cgrseg_t"]])
 
 
+# The child reports its own peak RSS (VmHWM of the memory map exec gave it) as it exits. The rusage of a child
+# is no measure on Linux: a forked child's high-water mark starts at its parent's RSS and survives exec.
+PEAK_PROBE = """import atexit, sys
+def _peak():
+    with open('/proc/self/status') as f:
+        sys.stderr.write(''.join('STARTUP-PEAK ' + l.split()[1] + chr(10) for l in f if l.startswith('VmHWM:')))
+atexit.register(_peak)
+"""
+PEAK_LINE = re.compile(r"^STARTUP-PEAK (\d+)$", re.M)
+
+
+def child_code(argv: list[str]) -> str:
+    """``python -c pass`` or ``python -m segdeploy ARGS`` run behind the peak probe."""
+    if argv[0] == "-c":
+        return PEAK_PROBE + argv[1]
+    return PEAK_PROBE + f"import runpy; sys.argv = {['segdeploy', *argv[2:]]!r}; " \
+                        "runpy.run_module('segdeploy', run_name='__main__', alter_sys=True)"
+
+
 def run_once(argv: list[str]) -> dict:
     """One fresh interpreter: wall seconds, peak RSS (MB), total import seconds and the heavy modules imported."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-X", "importtime", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env, cwd=ROOT)
-    stderr = proc.stderr.read().decode("utf-8", "replace")
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", child_code(argv)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env=env, cwd=ROOT)
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.decode("utf-8", "replace")
+    peak = PEAK_LINE.search(stderr)
     imports_us, modules = 0, set()
     for line in stderr.splitlines():
         found = IMPORT_LINE.match(line)
@@ -52,7 +70,8 @@ def run_once(argv: list[str]) -> dict:
             modules.add(found.group(4).split(".")[0])
             if not found.group(3):  # a top-level import: its cumulative time covers everything below it
                 imports_us += int(found.group(2))
-    return {"code": proc.returncode, "wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "imports_s": imports_us / 1e6,
+    return {"code": proc.returncode, "wall_s": wall, "rss_mb": int(peak.group(1)) / 1024 if peak else None,
+            "imports_s": imports_us / 1e6,
             "heavy": sorted(m for m in HEAVY if m in modules)}
 
 
