@@ -92,8 +92,26 @@ def make_test(files: list[str]) -> str:
             f"(`{os.path.basename(files[0])}`, exit {results['exit_code']}).\n")
 
 
+def startup(files: list[str]) -> str:
+    """The sentence on start-up time and memory, from benchmarks/startup.py's run."""
+    if not files:
+        return "No run of `python benchmarks/startup.py` is recorded yet.\n"
+    data = load(files[0])
+    run, rows = data["run"], data["results"]["rows"]
+    commands = [r for r in rows if r["command"].startswith("segdeploy ")]
+    slowest = max(commands, key=lambda r: r["wall_s"]["median"])
+    largest = max(commands, key=lambda r: r["rss_mb"]["median"])
+    bare = next(r for r in rows if r["command"] == "python -c pass")
+    return (f"On {run['host']} ({run['cpu']['model']}, load average {run['machine']['load_average'][0]:.1f} at the "
+            f"start), the slowest of `--version`, `--help`, every `COMMAND --help` and the argument errors took "
+            f"{slowest['wall_s']['median']:.2f} s (`{slowest['command']}`, median of {data['results']['repeat']} "
+            f"fresh interpreters; `python -c pass` {bare['wall_s']['median']:.2f} s) and at most "
+            f"{largest['rss_mb']['median']:.0f} MB peak RSS (`{os.path.basename(files[0])}`).\n")
+
+
 GENERATORS = {"precision-speedups": (precision_speedups, "precision_matrix-*.json"),
-              "make-test": (make_test, "make_test_time-*.json")}
+              "make-test": (make_test, "make_test_time-*.json"),
+              "startup": (startup, "startup-*.json")}
 
 
 def resolve(spec: str) -> tuple[str, list[str]]:
