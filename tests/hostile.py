@@ -414,3 +414,26 @@ def pair_state(folder: Path) -> dict:
             data = path.read_bytes()
             out[name] = data[:3].decode()
     return out
+
+
+def json_paths(document, prefix=()):
+    """Every path (a tuple of keys and indexes) into a JSON document, the root's () first."""
+    yield prefix
+    if isinstance(document, dict):
+        for key, value in document.items():
+            yield from json_paths(value, (*prefix, key))
+    elif isinstance(document, list):
+        for i, value in enumerate(document):
+            yield from json_paths(value, (*prefix, i))
+
+
+def unshare_works() -> bool:
+    """Whether user and mount namespaces are allowed here (read-only folders and full disks are made in one)."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return False
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+                          capture_output=True)
+    return done.returncode == 0
+

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hostile import Tree, assert_unchanged, run_cli
+from hostile import Tree, assert_unchanged, json_paths, run_cli
 from manifests import sample_manifest
 from segdeploy.errors import SegdeployError
 from tensorrt_fakes import write_fake_trtexec, write_onnx_artifact
@@ -237,20 +237,10 @@ json_values = st.recursive(
     max_leaves=10)
 
 
-def _paths(document, prefix=()):
-    yield prefix
-    if isinstance(document, dict):
-        for key, value in document.items():
-            yield from _paths(value, (*prefix, key))
-    elif isinstance(document, list):
-        for i, value in enumerate(document):
-            yield from _paths(value, (*prefix, i))
-
-
 @st.composite
 def edited_plans(draw, document):
     document = copy.deepcopy(document)
-    paths = [p for p in _paths(document) if p and p[0] not in ("lint", "commands")]
+    paths = [p for p in json_paths(document) if p and p[0] not in ("lint", "commands")]
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(paths))
         parent = document

@@ -4,12 +4,11 @@ read-only file system and a full disk (in a private mount namespace where unshar
 before the work, with one line, leaving the folder as it was and no folder made for nothing."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 
-from hostile import PHOTO, ROOT, Tree, answer_lines, assert_unchanged, cli_env, copy_artifact, run_cli
+from hostile import PHOTO, ROOT, Tree, answer_lines, assert_unchanged, cli_env, copy_artifact, run_cli, unshare_works
 
 OUTPUT_FLAGS = {  # command -> (argv before the output flag, the flag)
     "export": (("export", "--model", "segnext_t", "--size", "256", "--no-validate"), "--output"),
@@ -100,15 +99,7 @@ def test_a_failed_predict_leaves_no_output_folder(workdir, capfd):
 # Read-only file systems and full disks, in a private mount namespace
 
 
-def _unshare_works() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    done = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
-                          capture_output=True)
-    return done.returncode == 0
-
-
-needs_unshare = pytest.mark.skipif(not _unshare_works(), reason="needs unshare -rm and tmpfs mounts (user and "
+needs_unshare = pytest.mark.skipif(not unshare_works(), reason="needs unshare -rm and tmpfs mounts (user and "
                                                                 "mount namespaces), which this machine does not "
                                                                 "allow")
 

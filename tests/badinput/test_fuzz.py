@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hostile import run_cli, small_checkpoint_bytes
+from hostile import json_paths, run_cli, small_checkpoint_bytes
 from manifests import SHA, sample_manifest
 from segdeploy.artifact import EngineInfo
 from segdeploy.artifact.engine_header import pack, read_header, split
@@ -88,17 +88,7 @@ json_values = st.recursive(
     max_leaves=12)
 
 
-def _paths(document, prefix=()):
-    yield prefix
-    if isinstance(document, dict):
-        for key, value in document.items():
-            yield from _paths(value, (*prefix, key))
-    elif isinstance(document, list):
-        for i, value in enumerate(document):
-            yield from _paths(value, (*prefix, i))
-
-
-PATHS = [p for p in _paths(DOCUMENT) if p]
+PATHS = [p for p in json_paths(DOCUMENT) if p]
 
 
 @st.composite

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from hostile import PHOTO, ROOT, Tree, assert_unchanged, cli_env, copy_artifact, run_cli
+from hostile import PHOTO, ROOT, Tree, assert_unchanged, cli_env, copy_artifact, run_cli, unshare_works
 
 
 @pytest.fixture(scope="module")
@@ -131,15 +131,7 @@ def test_a_truncated_video_is_refused_not_half_segmented(workdir, capfd):
     assert "(12 frames)" in outcome.out
 
 
-def _unshare_works() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    done = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
-                          capture_output=True)
-    return done.returncode == 0
-
-
-@pytest.mark.skipif(not _unshare_works(), reason="needs unshare -rm and tmpfs mounts (user and mount namespaces), "
+@pytest.mark.skipif(not unshare_works(), reason="needs unshare -rm and tmpfs mounts (user and mount namespaces), "
                                                  "which this machine does not allow")
 def test_predict_works_from_a_read_only_folder(workdir):
     """The issue: predict --model could not run from a read-only folder (the default cache is ./artifacts/cache);
