@@ -11,6 +11,8 @@ import platform
 import socket
 import sys
 
+from segdeploy import flavours
+
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
              "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp", "i8mm", "sve", "sve2")
 # CPU features with int8 dot-product instructions: without one of them, int8 GEMMs emulate the dot product with
@@ -92,8 +94,10 @@ def cpu_info() -> dict:
 def int8_speed_note(cpu: dict) -> str:
     """Whether INT8 can be expected to beat FP32 on this CPU, in one sentence."""
     if cpu.get("int8_dot_product"):
+        cpu_flavours = ", ".join(f"--target {f.name} for {f.fast_on[0]}" for f in flavours.FLAVOURS.values()
+                                 if not f.builds_engine)
         return (f"int8 dot-product instructions present ({', '.join(cpu['int8_dot_product'])}): INT8 can be faster "
-                "in the flavour made for the runtime (--target cpu for ONNX Runtime, --target openvino for OpenVINO)")
+                f"in the flavour made for the runtime ({cpu_flavours})")
     return ("no int8 dot-product instructions (no AVX-512 VNNI, AVX-VNNI, AMX or Arm dot product): INT8 runs no "
             "faster than FP32 here; use it for size, not speed")
 

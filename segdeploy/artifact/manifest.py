@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from segdeploy import flavours
 from segdeploy.errors import ArtifactError
 
 SCHEMA_VERSION = 2
@@ -30,7 +31,7 @@ LEGACY_METADATA_KEY = "segdeploy_metadata_version"
 ONNX_METADATA_KEY = "segdeploy.manifest"
 
 PRECISIONS = ("fp32", "fp16", "int8")
-INT8_FLAVOURS = ("tensorrt", "cpu", "openvino")
+INT8_FLAVOURS = flavours.NAMES
 FORMATS = ("onnx", "engine")
 
 

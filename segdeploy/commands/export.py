@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from segdeploy import flavours
 from segdeploy.artifact.formats import FORMATS, require_exportable
 from segdeploy.commands import common
 from segdeploy.console import print_table
@@ -87,10 +88,8 @@ def add_precision_arguments(p) -> None:
                    help="fp32 (default); fp16: float16 with float32 islands (normalisations, Softmax, SegNeXt's "
                         "NMF, overflowing tensors); int8: explicit Q/DQ (see --target)")
     g.add_argument("--target", choices=TARGETS,
-                   help="INT8 flavour, for where the graph will run: tensorrt (symmetric int8 where TensorRT fuses "
-                        "it, float16 elsewhere; the default with --fmt trt), cpu (uint8 activations, int8 weights, "
-                        "the form ONNX Runtime fuses; the default otherwise) or openvino (symmetric int8 on the "
-                        "compute layers, float32 elsewhere: the fastest INT8 on OpenVINO)")
+                   help="INT8 flavour, for where the graph will run: "
+                        + "; ".join(flavours.get(name).help for name in TARGETS))
     g.add_argument("--io-dtype", choices=("float32", "float16"), default="float32",
                    help="dtype of the float input and outputs of fp16/int8-tensorrt graphs (default float32)")
     g.add_argument("--calib", metavar="DIR",
@@ -179,10 +178,10 @@ def precision_options(args):
 
     target = args.target
     if args.precision == "int8" and target is None:
-        target = "tensorrt" if builds_engine(args) else "cpu"
-    if builds_engine(args) and target in ("cpu", "openvino"):
-        raise InputError(f"TensorRT builds the tensorrt INT8 flavour (symmetric Q/DQ, float16 elsewhere); --target "
-                         f"{target} is for {'ONNX Runtime' if target == 'cpu' else 'OpenVINO'}")
+        target = flavours.FOR_ENGINES if builds_engine(args) else flavours.DEFAULT
+    if builds_engine(args) and target in flavours.FLAVOURS and not flavours.get(target).builds_engine:
+        raise InputError(f"TensorRT builds the {flavours.FOR_ENGINES} INT8 flavour (symmetric Q/DQ, float16 "
+                         f"elsewhere); --target {target} is for {flavours.get(target).fast_on[0]}")
     return PrecisionOptions(args.precision, target, args.io_dtype, args.calib, args.calib_count,
                             args.calib_method, args.percentile, args.max_drop).checked()
 
@@ -277,7 +276,7 @@ def run(args) -> int:
         from segdeploy.runtimes.fastest import export_advice
 
         p = manifest.precision
-        for line in export_advice(args.model, p.mode + (f"-{p.flavour}" if p.flavour else ""), args.threads):
+        for line in export_advice(args.model, flavours.label(p.mode, p.flavour), args.threads):
             print(line)
     if args.fmt in ("trt", "triton"):
         from segdeploy.io import identities, remove_made, remove_unchanged

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from segdeploy import models, preprocess
+from segdeploy import flavours, models, preprocess
 from segdeploy.artifact import manifest as mf
 from segdeploy.artifact.formats import format_of
 from segdeploy.artifact.reader import read_runnable_manifest
@@ -243,7 +243,7 @@ def _artifact_segmenter(artifact: str, backend, size, threads, model_hint) -> Se
 
 def precision_label(precision) -> str:
     """A manifest's precision as the bench and the backend cache name it: fp32, fp16, int8-cpu, int8-openvino..."""
-    return precision.mode + (f"-{precision.flavour}" if precision.flavour else "")
+    return flavours.label(precision.mode, precision.flavour)
 
 
 def _open_artifact(artifact: str, backend, size, threads, model_hint) -> Segmenter:

@@ -20,7 +20,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from segdeploy import __version__
+from segdeploy import __version__, flavours
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.bench.protocol import Progress, Protocol, time_runner
 from segdeploy.hostinfo import int8_speed_note, machine_info
@@ -28,9 +28,11 @@ from segdeploy.runtimes.base import random_feed
 from segdeploy.runtimes.registry import create_runner, get_backend
 
 SCHEMA = "segdeploy.bench.precision/1"
-PRECISIONS = {"fp32": ("fp32", None), "fp16": ("fp16", None), "int8": ("int8", "cpu"), "int8-cpu": ("int8", "cpu"),
-              "int8-openvino": ("int8", "openvino"), "int8-tensorrt": ("int8", "tensorrt")}
-INT8_FOR_BACKEND = {"onnxruntime": "int8-cpu", "openvino": "int8-openvino", "tensorrt": "int8-tensorrt"}
+# the CPU flavours first, then the one for engines
+_INT8 = sorted(flavours.FLAVOURS.values(), key=lambda f: f.builds_engine)
+PRECISIONS = {"fp32": ("fp32", None), "fp16": ("fp16", None), "int8": ("int8", flavours.DEFAULT),
+              **{f.label: ("int8", f.name) for f in _INT8}}
+INT8_FOR_BACKEND = {backend: f.label for f in _INT8 for backend in f.fast_on}
 SPEED_TARGET = 1.3  # CPU INT8 (cpu or openvino flavour) over the best FP32 CPU path, on CPUs with int8 dot products
 
 
@@ -63,7 +65,8 @@ def parse_precisions(text: str, backends=("onnxruntime",)) -> list[str]:
     canonical = []
     for name in names:
         if name == "int8":
-            canonical += [INT8_FOR_BACKEND[b] for b in backends if b in INT8_FOR_BACKEND] or ["int8-cpu"]
+            canonical += [INT8_FOR_BACKEND[b] for b in backends if b in INT8_FOR_BACKEND] or \
+                [flavours.get(flavours.DEFAULT).label]
         else:
             canonical.append(name)
     return list(dict.fromkeys(canonical))
@@ -257,7 +260,8 @@ def within_tolerance(row: dict) -> bool | None:
     """The precision's tolerance on the held-out set: label agreement with FP32, and the mIoU drop where labelled."""
     from segdeploy.evaluation.compare import tolerance_for
 
-    tolerance = tolerance_for(PRECISIONS[row["precision"]][0])
+    mode, flavour = PRECISIONS[row["precision"]]
+    tolerance = tolerance_for(flavours.get(flavour).tolerance if flavour else mode)
     if row.get("agreement") is None:
         return None
     ok = row["agreement"] >= 100 * tolerance.min_agreement

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, replace
 
+from segdeploy import flavours
 from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.bench.memory import RssSampler, available_memory, current_rss, release_free_memory
@@ -126,7 +127,7 @@ def _measure_row(target: _Target, batch: int, machine: dict, peak: dict | None, 
             runner = target.runner(batch, progress)
             if runner.manifest is not None:  # an artifact runs the precision its graph carries
                 p = runner.manifest.precision
-                row["precision"] = p.mode + (f"-{p.flavour}" if p.flavour else "")
+                row["precision"] = flavours.label(p.mode, p.flavour)
             feed = random_feed(runner, batch, r.height, r.width)
             info = runner.inputs()[0]
             fed_batch, fed_height, fed_width = image_dims(info, feed[info.name].shape)

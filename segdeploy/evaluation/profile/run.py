@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from segdeploy import flavours
 from segdeploy.artifact.formats import format_of
 from segdeploy.artifact.reader import read_runnable_manifest
 from segdeploy.errors import InputError
@@ -118,7 +119,8 @@ def export_label(request: ProfileRequest, backend: str) -> str:
         if backend != "openvino":
             raise InputError("bf16 is OpenVINO's inference precision; on onnxruntime export fp16 or int8 instead")
         return "fp32"
-    label = INT8_FOR_BACKEND.get(backend, "int8-cpu") if request.precision == "int8" else request.precision
+    label = INT8_FOR_BACKEND.get(backend, flavours.get(flavours.DEFAULT).label) if request.precision == "int8" \
+        else request.precision
     if label not in PRECISIONS:
         raise InputError(f"--precision takes fp32, fp16, bf16 (openvino), int8 or one of "
                          f"{', '.join(p for p in PRECISIONS if p.startswith('int8-'))}, not {request.precision!r}")
@@ -208,7 +210,7 @@ def profile(request: ProfileRequest, progress: Progress | None = None) -> dict:
         _rates(row, peak)
     layer_ms = sum(layer["ms"] for layer in layers)
     run_mean = statistic(layer_profile.run_ms)
-    precision = manifest.precision.mode + (f"-{manifest.precision.flavour}" if manifest.precision.flavour else "") \
+    precision = flavours.label(manifest.precision.mode, manifest.precision.flavour) \
         if manifest is not None else "as stored"
     return {
         "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -16,6 +16,7 @@ against them.
 """
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
+from segdeploy import flavours
 from segdeploy.artifact import manifest as mf
 from segdeploy.errors import InputError, ToleranceError
 from segdeploy.export.passes import PassReport
@@ -40,16 +42,14 @@ from segdeploy.export.precision.calibrate import (
 )
 
 MODES = mf.PRECISIONS
-TARGETS = mf.INT8_FLAVOURS
-DEFAULT_TARGET = "cpu"  # ONNX artifacts run on ONNX Runtime by default; engines default to "tensorrt"
-FLOAT_KIND = {"tensorrt": "float16", "cpu": "float32", "openvino": "float32"}  # what an INT8 graph's float parts are
+TARGETS = flavours.NAMES
 REFERENCE_INPUTS = 4  # seeded inputs of the FP16 reference run when no calibration images are given
 
 
 @dataclass
 class PrecisionOptions:
     mode: str = "fp32"
-    target: str | None = None  # int8: "tensorrt", "cpu" (the default) or "openvino"
+    target: str | None = None  # int8: a flavour's name (segdeploy.flavours; flavours.DEFAULT when None)
     io_dtype: str = "float32"
     calib: str | None = None  # folder of images or dataset folder
     calib_count: int = DEFAULT_COUNT
@@ -82,8 +82,8 @@ class PrecisionOptions:
             raise InputError("--calib and --max-drop go with --precision fp16 or int8")
         if self.max_drop is not None and not 0 <= self.max_drop <= 100:  # NaN fails both comparisons
             raise InputError(f"--max-drop must be 0-100 points, not {self.max_drop}")
-        target = self.target or (DEFAULT_TARGET if self.mode == "int8" else None)
-        if self.mode == "int8" and target != "tensorrt" and self.io_dtype != "float32":
+        target = self.target or (flavours.DEFAULT if self.mode == "int8" else None)
+        if self.mode == "int8" and self.io_dtype not in flavours.get(target).io_dtypes:
             raise InputError(f"the INT8 {target} flavour keeps float32 I/O (its float parts run in float32)")
         return PrecisionOptions(**{**self.__dict__, "target": target})
 
@@ -158,12 +158,11 @@ def prepare(options: PrecisionOptions, *, opset: int, evaluator: Evaluator | Non
             ) -> CalibrationImages | None:
     """What can be refused before any tracing: the flavour's opset, the calibration folder, and calibration images
     that are also evaluation images. Returns the chosen calibration images."""
-    from segdeploy.export.passes.qdq_tensorrt import QDQ_FLOAT16_OPSET
-
     options = options.checked()
-    if options.mode == "int8" and options.target == "tensorrt" and opset < QDQ_FLOAT16_OPSET:
-        raise InputError(f"the INT8 TensorRT flavour needs opset {QDQ_FLOAT16_OPSET} or newer (float16 Q/DQ); "
-                         f"export with --opset {QDQ_FLOAT16_OPSET} or 20, not {opset}")
+    needed = flavours.get(options.target).min_opset if options.mode == "int8" else None
+    if needed is not None and opset < needed:
+        raise InputError(f"the INT8 {options.target} flavour needs opset {needed} or newer (float16 Q/DQ); "
+                         f"export with --opset {needed} or 20, not {opset}")
     if options.max_drop is not None and evaluator is None:
         raise InputError("--max-drop is judged on a held-out set: add --eval-data DIR")
     images = select_images(options.calib, options.calib_count) if options.calib else None
@@ -254,24 +253,19 @@ def _statistics(model_proto, options: PrecisionOptions, images: CalibrationImage
 
 
 def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions):
+    """The flavour's pass, as a function of the nodes to keep in float (the mixed-precision search varies them)."""
+    flavour = flavours.get(options.target)
+    module, name = flavour.pass_function.split(":")
+    quantize = getattr(importlib.import_module(f"segdeploy.export.passes.{module}"), name)
     method, percentile = options.calib_method, options.percentile
-    if options.target == "tensorrt":
-        from segdeploy.export.passes.qdq_tensorrt import quantize_tensorrt
 
-        def ranges(name):
-            return table.range(name, method, percentile, symmetric=True)
+    def ranges(tensor):
+        return table.range(tensor, method, percentile, symmetric=flavour.symmetric)
 
-        fp16_ranges = table.all_minmax()
-        return lambda keep: quantize_tensorrt(model_proto, ranges, keep=keep, fp16_ranges=fp16_ranges,
-                                              io_dtype=options.io_dtype)
-    if options.target == "openvino":
-        from segdeploy.export.passes.qdq_openvino import quantize_openvino
-
-        return lambda keep: quantize_openvino(
-            model_proto, lambda name: table.range(name, method, percentile, symmetric=True), keep=keep)
-    from segdeploy.export.passes.qdq_cpu import quantize_cpu
-
-    return lambda keep: quantize_cpu(model_proto, lambda name: table.range(name, method, percentile), keep=keep)
+    # a float16 flavour casts its float parts with the ranges of every tensor, and may take float16 I/O
+    extra = {"fp16_ranges": table.all_minmax(), "io_dtype": options.io_dtype} \
+        if flavour.float_kind == "float16" else {}
+    return lambda keep: quantize(model_proto, ranges, keep=keep, **extra)
 
 
 def _mixed_precision(model_proto, build, report, reference: float, score: float, images: CalibrationImages,
@@ -284,7 +278,7 @@ def _mixed_precision(model_proto, build, report, reference: float, score: float,
     run = _runner(feeds, threads)
     expected = run(model_proto)
     ranking = rank_blocks(blocks, lambda keep: build(keep)[0], run, expected, progress=say)
-    float_kind = FLOAT_KIND[options.target]
+    float_kind = flavours.get(options.target).float_kind
     built = {}
 
     def evaluate(kept):
