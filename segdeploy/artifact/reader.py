@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 
+from segdeploy.artifact import formats
 from segdeploy.artifact.consistency import check_against_graph
 from segdeploy.artifact.engine_header import read_header
 from segdeploy.artifact.manifest import Manifest, embedded, read_sidecar, sidecar_path
@@ -84,13 +85,12 @@ def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bo
 def _kind(path: str) -> str:
     """What the file holds (formats.sniff); a file that is none of them is read as its suffix says, so that its
     reader names what is wrong with it."""
-    from segdeploy.artifact.formats import sniff
-
-    kind = sniff(path) if os.path.isfile(path) else "unknown"
+    kind = formats.sniff(path) if os.path.isfile(path) else "unknown"
     if kind != "unknown":
         return kind
-    suffix = os.path.splitext(path)[1].lower()
-    return {".json": "json", ".engine": "engine", ".plan": "engine"}.get(suffix, "onnx")
+    if formats.suffix_of(path) == formats.MANIFEST_SUFFIX:
+        return "json"
+    return "engine" if formats.is_engine_name(path) else "onnx"
 
 
 def read_runnable_manifest(artifact: str | os.PathLike, *, required: bool = True) -> Manifest | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from segdeploy.artifact import formats
 from segdeploy.commands import common
 from segdeploy.console import print_table
 
@@ -35,7 +36,7 @@ def run(args) -> int:
     document, plan, onnx_path = read_bundle(args.bundle)
     output = args.output or document["engine"]  # the user's path, else the bundle's own engine name, inside it
     if args.engine_format == "plan" and not args.output:
-        output = os.path.splitext(output)[0] + ".plan"
+        output = formats.with_suffix(output, formats.ENGINE_FORMATS["plan"])
     common.check_outputs(args.force, output, inputs=[onnx_path, os.path.join(args.bundle, PLAN_FILE),
                                                      os.path.join(args.bundle, SCRIPT_FILE)])
     result = export_engine(onnx_path, plan, output, force=args.force, builders=("tensorrt-python", "trtexec"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 
+from segdeploy.artifact import formats
 from segdeploy.commands import common
 from segdeploy.console import print_table
 from segdeploy.errors import InputError
@@ -50,7 +51,7 @@ def add_parser(subparsers) -> None:
 
 
 def _is_artifact(text: str) -> bool:
-    return text.lower().endswith((".onnx", ".engine", ".plan")) or os.path.isfile(text)
+    return formats.for_path(text) is not None or os.path.isfile(text)
 
 
 def build_predictor(target: str, *, is_model: bool, backend: str | None, checkpoint, threads, cache_dir,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from segdeploy import flavours
+from segdeploy.artifact import formats
 from segdeploy.artifact.formats import FORMATS, require_exportable
 from segdeploy.commands import common
 from segdeploy.console import print_table
@@ -164,7 +165,7 @@ def _onnx_output(args):
     if args.fmt == "onnx" or not args.output:
         return args.output
     if args.fmt == "trt":
-        return os.path.splitext(args.output)[0] + ".onnx"
+        return formats.with_suffix(args.output, formats.ONNX_SUFFIX)
     return None
 
 
@@ -198,9 +199,6 @@ def accuracy_evaluator(args, height: int, width: int):
                          batch=args.batch, threads=args.threads)
 
 
-ENGINE_SUFFIXES = (".engine", ".plan")
-
-
 def check_trt_output(args) -> str:
     """What --fmt trt writes here ("engine", a file, where TensorRT is present; "bundle", a folder, where it is
     not), with --output refused before any work when it names the other kind."""
@@ -208,11 +206,12 @@ def check_trt_output(args) -> str:
 
     kind = planned_kind()
     if args.output:
-        engine_name = os.path.splitext(args.output)[1].lower() in ENGINE_SUFFIXES
+        engine_name = formats.is_engine_name(args.output)
         if kind == "engine" and not engine_name:
             raise InputError(f"--fmt trt builds an engine here: --output must end in .engine or .plan, not "
                              f"{args.output}")
-        if kind == "bundle" and (engine_name or os.path.splitext(args.output)[1].lower() in (".onnx", ".json")):
+        if kind == "bundle" and (engine_name or formats.suffix_of(args.output) in (formats.ONNX_SUFFIX,
+                                                                                    formats.MANIFEST_SUFFIX)):
             raise InputError(f"no TensorRT here, so --fmt trt writes a build bundle (a folder) to build the engine "
                              f"on the target: give --output a folder name, not the file name {args.output}")
     return kind
@@ -345,7 +344,7 @@ def run_from_onnx(args) -> int:
     if args.checkpoint:
         raise InputError("--checkpoint goes with --model; the ONNX artifact carries its weights")
     path = args.from_onnx
-    if os.path.splitext(path)[1].lower() != ".onnx":
+    if not formats.is_onnx_name(path):
         raise InputError(f"--from-onnx takes an ONNX artifact (.onnx), not {path}")
     manifest = read_runnable_manifest(path)
     if args.precision != "fp32" and args.precision != manifest.precision.mode:

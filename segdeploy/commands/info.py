@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from segdeploy.artifact import formats
 from segdeploy.commands import common
 
 EXAMPLES = """examples:
@@ -45,7 +46,7 @@ def describe(name: str) -> dict:
     }
 
 
-ARTIFACT_SUFFIXES = (".engine", ".plan", ".onnx", ".json")
+ARTIFACT_SUFFIXES = (*formats.ARTIFACT_SUFFIXES, formats.MANIFEST_SUFFIX)
 
 
 def is_artifact(name: str) -> bool:
@@ -130,7 +131,7 @@ def print_artifact(path: str, json_path: str | None = None, force: bool = False)
     if os.path.isdir(path):
         raise ArtifactError(f"{path} is a folder; info reads an engine, an ONNX artifact or a manifest .json")
     proto = None
-    if path.lower().endswith(".onnx"):
+    if formats.is_onnx_name(path):
         from segdeploy.artifact.onnx_file import load_onnx
 
         proto = load_onnx(path)

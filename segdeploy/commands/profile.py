@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from segdeploy.artifact import formats
 from segdeploy.commands import common
 from segdeploy.errors import InputError
 
@@ -13,7 +14,7 @@ EXAMPLES = """examples:
   segdeploy profile cgrseg_t --checkpoint ck.pth --precision int8 --calib data/ --backend onnxruntime
   segdeploy profile model.engine --backend tensorrt --json prof.json"""
 
-SUFFIXES = (".onnx", ".engine", ".plan")
+SUFFIXES = formats.ARTIFACT_SUFFIXES
 
 
 def add_parser(subparsers) -> None:

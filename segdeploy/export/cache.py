@@ -14,6 +14,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from segdeploy import __version__
+from segdeploy.artifact.formats import ONNX_SUFFIX
 from segdeploy.artifact.onnx_file import file_sha256, graph_sha256, load_onnx
 from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 from segdeploy.errors import ArtifactError
@@ -37,7 +38,7 @@ def cache_path(model: str, *, checkpoint=None, height: int, width: int, batch: i
                "dynamic": dynamic, "opset": opset, "simplify": simplify, "outputs": outputs,
                "preprocess": preprocess, "segdeploy": __version__}
     shape = f"{height}x{width}" + (f"_b{batch}" if batch != 1 else "") + ("_dynamic" if dynamic else "")
-    return os.path.join(cache_dir, f"{model}_{shape}_{_key(request)}.onnx"), request
+    return os.path.join(cache_dir, f"{model}_{shape}_{_key(request)}{ONNX_SUFFIX}"), request
 
 
 def stale_reason(path: str, request: dict, verified: bool = False) -> str | None:

@@ -17,6 +17,7 @@ import torch
 
 from segdeploy import models
 from segdeploy.artifact import manifest as mf
+from segdeploy.artifact.formats import ONNX_SUFFIX
 from segdeploy.artifact.onnx_file import graph_sha256
 from segdeploy.errors import CheckpointError, InputError, ToleranceError
 from segdeploy.export.describe import DYNAMIC_BATCH, DYNAMIC_SIZE, describe
@@ -61,7 +62,7 @@ def default_output_path(model_name: str, height: int, width: int, dynamic: bool 
                         preprocess: bool = False, precision: str = "fp32") -> str:
     suffix = ("_dynamic" if dynamic else "") + ("_mask" if outputs == "mask" else "") + \
         ("_uint8" if preprocess else "") + ("" if precision == "fp32" else f"_{precision}")
-    return os.path.join("artifacts", f"{model_name}_{height}x{width}{suffix}.onnx")
+    return os.path.join("artifacts", f"{model_name}_{height}x{width}{suffix}{ONNX_SUFFIX}")
 
 
 def artifact_path(model_name: str, output=None, *, height: int, width: int, dynamic: bool = False,
@@ -72,8 +73,8 @@ def artifact_path(model_name: str, output=None, *, height: int, width: int, dyna
     label = precision.mode + (f"_{precision.target}" if precision.mode == "int8" else "")
     path = os.fspath(output) if output is not None else default_output_path(model_name, height, width, dynamic,
                                                                             outputs, preprocess, label)
-    if not path.endswith(".onnx"):
-        raise InputError(f"an ONNX artifact's name must end in .onnx: {path}")
+    if not path.endswith(ONNX_SUFFIX):
+        raise InputError(f"an ONNX artifact's name must end in {ONNX_SUFFIX}: {path}")
     return path
 
 

@@ -21,6 +21,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 from segdeploy import __version__, flavours
+from segdeploy.artifact.formats import ONNX_SUFFIX
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.bench.protocol import Progress, Protocol, time_runner
 from segdeploy.hostinfo import int8_speed_note, machine_info
@@ -134,7 +135,7 @@ def precision_artifact(request: PrecisionBench, label: str, images, progress: Pr
     calib = calibration_folder(request) if mode != "fp32" else None
     key = artifact_key(request, label, images.sha256 if images is not None and mode != "fp32" else None)
     path = os.path.join(request.cache_dir, "precision",
-                        f"{request.model}_{request.height}x{request.width}_{label}_{key}.onnx")
+                        f"{request.model}_{request.height}x{request.width}_{label}_{key}{ONNX_SUFFIX}")
     if os.path.isfile(path) and not request.rebuild:
         return path
     options = PrecisionOptions(mode, target, calib=calib if mode != "fp32" else None,

@@ -17,11 +17,11 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
+from segdeploy.artifact.formats import ENGINE_FORMATS, engine_format_of
 from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.export.tensorrt.plan import BuildOptions, BuildPlan, make_plan
 
 BUILDERS = ("tensorrt-python", "trtexec", "bundle")
-ENGINE_FORMATS = ("engine", "plan")  # segdeploy's header + the plan | the bare plan
 # The releases a bundle is linted for: JetPack 6's TensorRT and the current major.
 BUNDLE_LINT_TARGETS = ("10.3", "11")
 
@@ -80,7 +80,7 @@ def default_output(onnx_path: str, kind: str, engine_format: str = "engine") -> 
     stem = os.path.splitext(os.fspath(onnx_path))[0]
     if kind != "engine":
         return stem + "_trt_bundle"
-    return stem + (".plan" if engine_format == "plan" else ".engine")
+    return stem + ENGINE_FORMATS["plan" if engine_format == "plan" else "engine"]
 
 
 def engine_format_for(output, engine_format: str | None) -> str:
@@ -89,7 +89,7 @@ def engine_format_for(output, engine_format: str | None) -> str:
         if engine_format not in ENGINE_FORMATS:
             raise SegdeployError(f"unknown engine format {engine_format!r}; one of {', '.join(ENGINE_FORMATS)}")
         return engine_format
-    return "plan" if output and os.path.splitext(os.fspath(output))[1].lower() == ".plan" else "engine"
+    return engine_format_of(output)
 
 
 def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, output=None, *, force: bool = False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+from segdeploy.artifact.formats import ENGINE_FORMATS, ONNX_SUFFIX, is_engine_name
 from segdeploy.errors import ArtifactError
 from segdeploy.export.tensorrt.plan import DLA_RELEASES, SAME_CC_SINCE, BuildPlan
 from segdeploy.export.tensorrt.trtexec import command_line, trtexec_command
@@ -110,14 +111,14 @@ def write_bundle(onnx_path: str, manifest, plan: BuildPlan, folder: str, *, onnx
     this bundle, refuse any other without ``force``."""
     folder = os.path.abspath(os.fspath(folder))
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
-    onnx_name, plan_name = f"{stem}.onnx", f"{stem}.plan"
+    onnx_name, plan_name = stem + ONNX_SUFFIX, stem + ENGINE_FORMATS["plan"]
     bundle_plan = plan
     if plan.timing_cache:
         from dataclasses import replace
 
         bundle_plan = replace(plan, timing_cache=BUNDLE_TIMING_CACHE)
     document = {"bundle_version": BUNDLE_VERSION, "onnx": onnx_name, "onnx_sha256": onnx_sha256,
-                "engine": f"{stem}.engine", "trtexec_plan": plan_name, "plan": bundle_plan.to_dict(),
+                "engine": stem + ENGINE_FORMATS["engine"], "trtexec_plan": plan_name, "plan": bundle_plan.to_dict(),
                 "lint": list(lint_notes),
                 "commands": {str(major): command_line(trtexec_command(bundle_plan, onnx_name, plan_name, major))
                              for major in (10, 11) if accepted_versions(bundle_plan, major)}}
@@ -173,7 +174,7 @@ def read_bundle(folder: str) -> tuple[dict, BuildPlan, str]:
     onnx_path = inside(folder, document.get("onnx"), "'onnx'", path)
     engine_name = document.get("engine")
     engine_path = inside(folder, engine_name, "'engine'", path)
-    if os.path.splitext(engine_name)[1].lower() not in (".engine", ".plan"):
+    if not is_engine_name(engine_name):
         raise ArtifactError(f"{path}: 'engine' must be an .engine or .plan file name, not {engine_name!r}")
     if "trtexec_plan" in document:
         inside(folder, document["trtexec_plan"], "'trtexec_plan'", path)
