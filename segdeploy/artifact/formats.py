@@ -12,6 +12,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
+from segdeploy import backends
 from segdeploy.errors import SegdeployError
 
 
@@ -35,7 +36,7 @@ class Format:
 
 FORMATS: dict[str, Format] = {
     "onnx": Format("onnx", "onnx", (".onnx",), "ONNX graph with its manifest (embedded and as a JSON sidecar)",
-                   requires=("onnx", "onnxruntime")),
+                   requires=("onnx", backends.ONNXRUNTIME)),
     "trt": Format("trt", "engine", (".engine", ".plan"), "TensorRT engine with segdeploy's header, built from the "
                   "ONNX artifact (where TensorRT is missing: a build bundle to build on the target)",
                   note="running it needs TensorRT and an NVIDIA GPU"),

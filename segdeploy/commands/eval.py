@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 
+from segdeploy import backends
 from segdeploy.artifact import formats
 from segdeploy.commands import common
 from segdeploy.console import print_table
@@ -158,8 +159,8 @@ def run(args) -> int:
             # the reference stays on its documented backend, whatever the recorded fastest one is
             with common.status(f"loading the reference {args.reference}") as say:
                 reference = build_predictor(args.reference, is_model=ref_is_model,
-                                            backend=args.reference_backend or ("torch" if ref_is_model
-                                                                               else "onnxruntime"),
+                                            backend=args.reference_backend or (backends.TORCH if ref_is_model
+                                                                               else backends.ONNXRUNTIME),
                                             checkpoint=(args.reference_checkpoint or args.checkpoint) if ref_is_model
                                             else None, threads=args.threads, cache_dir=args.cache_dir, log=say)
         progress = Progress(len(dataset), predictor.label)

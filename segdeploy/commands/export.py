@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from segdeploy import flavours
+from segdeploy import backends, flavours
 from segdeploy.artifact import formats
 from segdeploy.artifact.formats import FORMATS, require_exportable
 from segdeploy.commands import common
@@ -143,7 +143,7 @@ def add_engine_arguments(p) -> None:
                         "that trtexec --loadEngine, Polygraphy, DeepStream and Triton read (default: plan when "
                         "--output ends in .plan, else engine)")
     t = p.add_argument_group("Triton (--fmt triton; --output is the model repository folder)")
-    t.add_argument("--platform", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+    t.add_argument("--platform", choices=backends.TRITON_PLATFORMS, default=backends.ONNXRUNTIME,
                    help="onnxruntime_onnx (model.onnx) or tensorrt_plan (model.plan, built here)")
     t.add_argument("--instance-kind", choices=("auto", "gpu", "cpu"), default="auto",
                    help="instance_group kind: auto (default; Triton uses its GPUs, else the CPU), gpu or cpu")
@@ -170,7 +170,7 @@ def _onnx_output(args):
 
 
 def builds_engine(args) -> bool:
-    return args.fmt == "trt" or (args.fmt == "triton" and args.platform == "tensorrt")
+    return args.fmt == "trt" or (args.fmt == "triton" and backends.get(args.platform).consumes == "engine")
 
 
 def precision_options(args):
@@ -182,7 +182,7 @@ def precision_options(args):
         target = flavours.FOR_ENGINES if builds_engine(args) else flavours.DEFAULT
     if builds_engine(args) and target in flavours.FLAVOURS and not flavours.get(target).builds_engine:
         raise InputError(f"TensorRT builds the {flavours.FOR_ENGINES} INT8 flavour (symmetric Q/DQ, float16 "
-                         f"elsewhere); --target {target} is for {flavours.get(target).fast_on[0]}")
+                         f"elsewhere); --target {target} is for {backends.label(flavours.get(target).fast_on[0])}")
     return PrecisionOptions(args.precision, target, args.io_dtype, args.calib, args.calib_count,
                             args.calib_method, args.percentile, args.max_drop).checked()
 
@@ -472,7 +472,7 @@ def export_triton(args, onnx_path: str, model: str):
     from segdeploy.export.triton import write_repository
 
     artifact = onnx_path
-    if args.platform == "tensorrt":
+    if backends.get(args.platform).consumes == "engine":
         from segdeploy.export.tensorrt import export_engine
 
         artifact = export_engine(onnx_path, build_options(args), force=args.force, log=print,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from segdeploy import backends
 from segdeploy.datasets import Dataset
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.metrics import ConfusionAccumulator, SegMetrics, confusion_matrix, finite_or_none
@@ -227,7 +228,7 @@ def evaluate(predictor: Predictor, dataset: Dataset, *, reference: Predictor | N
                       float(np.mean(predictor.infer_ms)) if predictor.infer_ms else float("nan"), describe, ref)
 
 
-def evaluate_checkpoint(checkpoint: str, model: str, data_dir: str, *, backend: str = "torch",
+def evaluate_checkpoint(checkpoint: str, model: str, data_dir: str, *, backend: str = backends.TORCH,
                         threads: int | None = None, cache_dir: str | None = None) -> dict:
     """``segdeploy eval --model MODEL --checkpoint CHECKPOINT --data DATA_DIR`` as a function (the fixtures' score)."""
     from segdeploy.datasets import open_dataset

@@ -87,7 +87,7 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
     footprint.check_fits(None if need is None else 2 * need, f"validating at {'x'.join(map(str, largest))}",
                          "pass a smaller --size or --batch")
     say(f"loading the artifact on {backend}")
-    options = {"providers": providers} if providers and get_backend(backend).name == "onnxruntime" else {}
+    options = {"providers": providers} if providers and get_backend(backend).execution_providers else {}
     candidate = create_runner(backend, artifact=path, threads=threads, **options)
     info = candidate.inputs()[0]
     if not n and not image_paths:

@@ -22,10 +22,19 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
+from segdeploy import backends
+from segdeploy.artifact.formats import ENGINE_FORMATS, ONNX_SUFFIX
 from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.io import folder_holds, write_folder_atomic
 
-PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
+# --platform -> (Triton's platform, the file it loads): a backend that Triton serves, by what it consumes
+_MODEL_FILE = {"onnx": "model" + ONNX_SUFFIX, "engine": "model" + ENGINE_FORMATS["plan"]}
+PLATFORMS = {b.name: (b.triton_platform, _MODEL_FILE[b.consumes]) for b in backends.BACKENDS.values()
+             if b.triton_platform}
+
+
+def serves_engine(platform: str) -> bool:
+    return platform in PLATFORMS and backends.get(platform).consumes == "engine"
 MAX_INSTANCES = 64  # instances of one model on one device; more is a typo, and each holds a copy of the model
 # auto: Triton places the instances itself, on the GPUs it finds, else on the CPU (what an artifact exported on a
 # machine without a GPU must say); gpu and cpu pin them
@@ -38,7 +47,7 @@ VERSION_COMPATIBLE_FLAG = "--backend-config=tensorrt,version-compatible=true"
 
 def serving_warnings(platform: str, version_compatible: bool) -> list[str]:
     """What the server needs that the repository cannot say by itself."""
-    if platform == "tensorrt" and version_compatible:
+    if serves_engine(platform) and version_compatible:
         return [f"this plan is version-compatible: start tritonserver with {VERSION_COMPATIBLE_FLAG}, or Triton "
                 "refuses to load it (its embedded lean runtime is host code)"]
     return []
@@ -99,13 +108,13 @@ def tensor_config(tensor, batched: bool) -> TensorConfig:
     return TensorConfig(tensor.name, triton_type(tensor.dtype, tensor.name), dims[1:] if batched else dims)
 
 
-def model_config(manifest, *, name: str, platform: str = "onnxruntime", instance_kind: str = "auto",
+def model_config(manifest, *, name: str, platform: str = backends.ONNXRUNTIME, instance_kind: str = "auto",
                  instances: int = 1, max_queue_delay_us: int = 100) -> ModelConfig:
     if platform not in PLATFORMS:
         raise SegdeployError(f"unknown Triton platform {platform!r}; one of {', '.join(PLATFORMS)}")
     if instance_kind not in INSTANCE_KINDS:
         raise SegdeployError(f"unknown instance kind {instance_kind!r}; one of {', '.join(INSTANCE_KINDS)}")
-    if platform == "tensorrt" and instance_kind == "cpu":
+    if serves_engine(platform) and instance_kind == "cpu":
         raise SegdeployError("a TensorRT plan runs on the GPU only: use --instance-kind gpu (or auto)")
     if not (isinstance(instances, int) and 1 <= instances <= MAX_INSTANCES):
         raise SegdeployError(f"--instances must be 1-{MAX_INSTANCES}, not {instances}")
@@ -133,7 +142,7 @@ def _model_bytes(artifact: str, platform: str):
     from segdeploy.models.facts import check_manifest
 
     kind = sniff(artifact)
-    if platform == "tensorrt":
+    if serves_engine(platform):
         if kind != "engine":
             raise SegdeployError(f"the tensorrt platform serves an engine; {artifact} is not one (build it with "
                                  "export --fmt trt on the serving machine, or use --platform onnxruntime)")
@@ -168,7 +177,7 @@ def _model_bytes(artifact: str, platform: str):
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-def write_repository(artifact, repository, *, model_name: str | None = None, platform: str = "onnxruntime",
+def write_repository(artifact, repository, *, model_name: str | None = None, platform: str = backends.ONNXRUNTIME,
                      instance_kind: str = "auto", instances: int = 1, max_queue_delay_us: int = 100,
                      force: bool = False) -> str:
     """Write ``<repository>/<model>`` for ``artifact`` as one unit (segdeploy.io.write_folder_atomic): staged beside

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from segdeploy import backends
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.bench.protocol import Progress, Protocol
 from segdeploy.evaluation.segment import STAGE_TEXT, STAGES, Segmenter, stage_split
@@ -49,7 +50,7 @@ class Photo:
 @dataclass
 class E2ERequest:
     models: list[str] = field(default_factory=list)
-    backends: list[str] = field(default_factory=lambda: ["onnxruntime"])
+    backends: list[str] = field(default_factory=lambda: [backends.ONNXRUNTIME])
     pipelines: list[str] = field(default_factory=lambda: list(PIPELINES))
     images: str | None = None
     checkpoint: str | None = None

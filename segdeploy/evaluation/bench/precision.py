@@ -20,7 +20,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from segdeploy import __version__, flavours
+from segdeploy import __version__, backends, flavours
 from segdeploy.artifact.formats import ONNX_SUFFIX
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.bench.protocol import Progress, Protocol, time_runner
@@ -41,7 +41,7 @@ SPEED_TARGET = 1.3  # CPU INT8 (cpu or openvino flavour) over the best FP32 CPU 
 class PrecisionBench:
     model: str
     precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
-    backends: list[str] = field(default_factory=lambda: ["onnxruntime"])
+    backends: list[str] = field(default_factory=lambda: [backends.ONNXRUNTIME])
     height: int = 512
     width: int = 512
     checkpoint: str | None = None
@@ -56,7 +56,7 @@ class PrecisionBench:
     rebuild: bool = False
 
 
-def parse_precisions(text: str, backends=("onnxruntime",)) -> list[str]:
+def parse_precisions(text: str, backends=(backends.ONNXRUNTIME,)) -> list[str]:
     """The comparison's rows; a bare ``int8`` is the INT8 flavour made for each backend compared (int8-cpu for ONNX
     Runtime, int8-openvino for OpenVINO)."""
     names = [p.strip().lower() for p in str(text).split(",") if p.strip()]
@@ -373,7 +373,7 @@ def plot(report: dict, path: str, force: bool = False) -> None:
     for r in rows:
         if r.get(key) is None:
             continue
-        marker = {"onnxruntime": "o", "openvino": "s", "torch": "^"}.get(r["backend"], "D")
+        marker = get_backend(r["backend"]).plot_marker
         ax.scatter(r["throughput_ips"], r[key], marker=marker, s=60)
         ax.annotate(f"{r['precision']} {r['backend']}", (r["throughput_ips"], r[key]), textcoords="offset points",
                     xytext=(5, 4), fontsize=8)

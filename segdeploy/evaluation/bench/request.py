@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from segdeploy import backends
 from segdeploy.errors import InputError
 from segdeploy.evaluation.bench.protocol import Protocol
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
@@ -16,7 +17,7 @@ MAX_BATCH = 4096  # the top of --max-batch; what fits in memory is checked apart
 class BenchRequest:
     models: list[str] = field(default_factory=list)
     artifact: str | None = None
-    backends: list[str] = field(default_factory=lambda: ["torch"])
+    backends: list[str] = field(default_factory=lambda: [backends.TORCH])
     height: int = 512
     width: int = 512
     batches: list = field(default_factory=lambda: [1])  # ints and/or "max"
@@ -135,7 +136,7 @@ def check_request(request: BenchRequest) -> None:
     if request.threads is not None and request.threads < 1:
         raise InputError("--threads must be >= 1")
     if any(s > 1 for s in request.streams):
-        served = [b for b in request.backends if get_backend(b).consumes == "model" or b == "tensorrt"]
+        served = [b for b in request.backends if not get_backend(b).streams]
         if served:
             raise InputError(f"--streams above 1 runs parallel streams of an ONNX artifact (onnxruntime sessions, "
                              f"OpenVINO's throughput mode); {', '.join(served)} runs one stream here")

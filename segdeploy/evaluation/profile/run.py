@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from segdeploy import flavours
+from segdeploy import backends, flavours
 from segdeploy.artifact.formats import format_of
 from segdeploy.artifact.reader import read_runnable_manifest
 from segdeploy.errors import InputError
@@ -86,7 +86,8 @@ def check(request: ProfileRequest) -> None:
         backend = request.backend or default_backend_for(kind)
         if get_backend(backend).consumes != kind:
             raise InputError(f"backend {backend} runs {get_backend(backend).consumes} artifacts, not {kind}")
-        if request.precision not in ("fp32", "bf16") or (request.precision == "bf16" and backend != "openvino"):
+        if request.precision not in ("fp32", "bf16") or (request.precision == "bf16" and
+                                                          not get_backend(backend).precision_hint):
             raise InputError("an artifact runs the precision its graph carries; --precision picks the export of a "
                              "model (or bf16 on openvino)")
         if kind == "onnx":
@@ -111,13 +112,19 @@ def check(request: ProfileRequest) -> None:
     require_backend(backend)
 
 
+def hinted() -> list[str]:
+    """The backends that run an ONNX artifact in an inference precision they are asked for."""
+    return [b.name for b in backends.BACKENDS.values() if b.precision_hint]
+
+
 def export_label(request: ProfileRequest, backend: str) -> str:
     """The precision comparison's label of the export a model is profiled in (a bare int8: the backend's flavour)."""
     from segdeploy.evaluation.bench.precision import INT8_FOR_BACKEND, PRECISIONS
 
     if request.precision == "bf16":
-        if backend != "openvino":
-            raise InputError("bf16 is OpenVINO's inference precision; on onnxruntime export fp16 or int8 instead")
+        if not get_backend(backend).precision_hint:
+            raise InputError(f"bf16 is {', '.join(backends.label(n) for n in hinted())}'s inference precision; on "
+                             f"{backend} export fp16 or int8 instead")
         return "fp32"
     label = INT8_FOR_BACKEND.get(backend, flavours.get(flavours.DEFAULT).label) if request.precision == "int8" \
         else request.precision
@@ -176,7 +183,7 @@ def profile(request: ProfileRequest, progress: Progress | None = None) -> dict:
     kind = format_of(request.artifact).kind if request.artifact else "onnx"
     backend = request.backend or default_backend_for(kind)
     artifact = artifact_for(request, backend, progress)
-    options = {"precision": request.precision} if backend == "openvino" else {}
+    options = {"precision": request.precision} if get_backend(backend).precision_hint else {}
     device = "cuda:0" if get_backend(backend).devices.startswith("cuda") else "cpu"
     if progress:
         progress(f"loading {os.path.basename(artifact)} on {backend}", 0.0)
@@ -215,8 +222,9 @@ def profile(request: ProfileRequest, progress: Progress | None = None) -> dict:
     return {
         "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": manifest.model.name if manifest is not None else request.model, "artifact": artifact,
-        "backend": backend, "precision": precision, "inference_precision": request.precision
-        if backend == "openvino" else None, "batch": batch, "height": height, "width": width, "threads": threads,
+        "backend": backend, "precision": precision,
+        "inference_precision": request.precision if get_backend(backend).precision_hint else None,
+        "batch": batch, "height": height, "width": width, "threads": threads,
         "runs": request.runs, "warmup": request.warmup, "depth": request.depth, "statistic": request.statistic,
         "latency_ms": timed["latency_ms"], "protocol": asdict(request.protocol),
         "profiled": {"layer_ms": layer_ms, "run_ms": layer_profile.run_ms, "run_ms_mean": run_mean,
