@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdeploy.errors import InputError
-from segdeploy.io import check_destination, make_parents, move_into_place, remove_made, write_bytes_atomic
+from segdeploy.files.atomic import move_into_place, write_bytes_atomic
+from segdeploy.files.destinations import check_destination, make_parents, remove_made
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -138,7 +139,7 @@ class VideoOut:
         folder = os.path.dirname(os.path.abspath(path)) or "."
         self.made = make_parents(folder)
         suffix = os.path.splitext(path)[1].lower()
-        # named like segdeploy.io's temp files (".<name>.<random>.tmp.<suffix>", the suffix picks the container), so
+        # named like segdeploy.files' temp files (".<name>.<random>.tmp.<suffix>", the suffix picks the container), so
         # the next writer of this video removes what a killed run left
         self.path, self.force = path, force
         self.tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp{suffix}")

@@ -49,7 +49,8 @@ def _check_plan_hash(manifest, digest: str, source: str) -> None:
 def split(data: bytes, source: str = "engine"):
     """(manifest or None, plan bytes) of an engine file's contents."""
     from segdeploy.artifact.formats import TENSORRT_MAGIC
-    from segdeploy.artifact.manifest import Manifest, parse_json
+    from segdeploy.artifact.manifest import Manifest
+    from segdeploy.artifact.manifest_store import parse_json
 
     if len(data) < 4:
         raise ArtifactError(f"{source} is {len(data)} bytes: not an engine")
@@ -72,8 +73,10 @@ def split(data: bytes, source: str = "engine"):
 def read_header(path: str | os.PathLike):
     """(manifest or None, offset of the plan) without reading the whole plan into memory."""
     from segdeploy.artifact.formats import TENSORRT_MAGIC, sniff
-    from segdeploy.artifact.manifest import Manifest, parse_json
-    from segdeploy.io import os_reason, wait_for_writers
+    from segdeploy.artifact.manifest import Manifest
+    from segdeploy.artifact.manifest_store import parse_json
+    from segdeploy.files.journal import wait_for_writers
+    from segdeploy.files.locking import os_reason
 
     path = os.fspath(path)
     wait_for_writers(path)  # a live writer finishes first; half a unit a killed one left is refused
@@ -108,7 +111,7 @@ def read_header(path: str | os.PathLike):
 
 
 def _file_sha256(path: str, offset: int) -> str:
-    from segdeploy.io import os_reason
+    from segdeploy.files.locking import os_reason
 
     digest = hashlib.sha256()
     try:

@@ -13,7 +13,7 @@ def load_onnx(path: str | os.PathLike, check: bool = True):
     corrupt graph is refused here, not by whichever backend loads it later."""
     import onnx
 
-    from segdeploy.io import wait_for_writers
+    from segdeploy.files.journal import wait_for_writers
 
     path = os.fspath(path)
     wait_for_writers(path)  # a live writer finishes first; half a unit a killed one left is refused

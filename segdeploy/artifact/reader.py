@@ -11,7 +11,8 @@ import warnings
 from segdeploy.artifact import formats
 from segdeploy.artifact.consistency import check_against_graph
 from segdeploy.artifact.engine_header import read_header
-from segdeploy.artifact.manifest import Manifest, embedded, read_sidecar, sidecar_path
+from segdeploy.artifact.manifest import Manifest
+from segdeploy.artifact.manifest_store import embedded, read_sidecar, sidecar_path
 from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
 from segdeploy.errors import ArtifactError
 

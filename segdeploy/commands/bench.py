@@ -183,7 +183,7 @@ def run_precision_comparison(args) -> int:
     if args.json:
         written.append(common.write_json(args.json, report, args.force))
     if args.md:
-        from segdeploy.io import write_text_atomic
+        from segdeploy.files.atomic import write_text_atomic
 
         written.append(write_text_atomic(args.md, pb.to_markdown(report), force=args.force))
     if args.plot:
@@ -218,7 +218,7 @@ def run_e2e_command(args) -> int:
     if args.json:
         written.append(common.write_json(args.json, report, args.force))
     if args.md:
-        from segdeploy.io import write_text_atomic
+        from segdeploy.files.atomic import write_text_atomic
 
         written.append(write_text_atomic(args.md, e2e.to_markdown(report), force=args.force))
     for path in written:

@@ -133,8 +133,8 @@ def check_outputs(force: bool, *paths, inputs=()) -> None:
     --json x.onnx --force`` must not replace the artifact it validates with its report."""
     import os
 
-    from segdeploy.artifact.manifest import sidecar_path
-    from segdeploy.io import check_destination
+    from segdeploy.artifact.manifest_store import sidecar_path
+    from segdeploy.files.destinations import check_destination
 
     protected = {}
     for source in inputs:
@@ -160,7 +160,7 @@ def write_json(path: str | None, data, force: bool) -> str | None:
     if path == "-":
         sys.stdout.write(text)
         return None
-    from segdeploy.io import write_text_atomic
+    from segdeploy.files.atomic import write_text_atomic
 
     return write_text_atomic(path, text, force=force)
 

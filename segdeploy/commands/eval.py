@@ -122,7 +122,7 @@ def run(args) -> int:
     from segdeploy.datasets import open_dataset
     from segdeploy.datasets.layouts import META_FILE
     from segdeploy.evaluation.eval import evaluate
-    from segdeploy.io import write_text_atomic
+    from segdeploy.files.atomic import write_text_atomic
 
     if args.artifact is None and args.model is None:
         raise InputError("nothing to evaluate: give an artifact or --model")

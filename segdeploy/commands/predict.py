@@ -190,7 +190,7 @@ def _summary(latencies: list[float], wall_s: float, count: int, unit: str) -> st
 
 
 def _images(args, segmenter, paths, note) -> int:
-    from segdeploy.io import make_parents, remove_made
+    from segdeploy.files.destinations import make_parents, remove_made
 
     out_dir = args.output
     made = []

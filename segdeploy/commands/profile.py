@@ -92,11 +92,11 @@ def run(args) -> int:
     if args.json:
         written.append(common.write_json(args.json, report, args.force))
     if args.md:
-        from segdeploy.io import write_text_atomic
+        from segdeploy.files.atomic import write_text_atomic
 
         written.append(write_text_atomic(args.md, rp.to_markdown(report, args.sort, args.top), force=args.force))
     if args.plot:
-        from segdeploy.io import write_bytes_atomic
+        from segdeploy.files.atomic import write_bytes_atomic
 
         written.append(write_bytes_atomic(args.plot, rp.render_plot(report, args.top or 20), force=args.force))
     for path in written:

@@ -257,7 +257,7 @@ MAX_META_BYTES = 16 << 20
 def read_meta(root: str) -> dict:
     """The dataset's own description (dataset.json): its class names and palette, checked as data nobody vouches
     for (any JSON, any size, any types: one InputError line). Nothing else in it is used: no path it names."""
-    from segdeploy.io import read_untrusted_json
+    from segdeploy.files.untrusted_json import read_untrusted_json
 
     path = os.path.join(root, META_FILE)
     if not os.path.isfile(path):

@@ -73,7 +73,7 @@ def stale_reason(path: str, request: dict, verified: bool = False) -> str | None
 def _fallback_dir(cache_dir: str) -> str | None:
     """The user's cache folder where the default cache (relative to the working folder) cannot be written, else
     None. A --cache-dir the user gave is never second-guessed."""
-    from segdeploy.io import check_destination, user_cache_dir
+    from segdeploy.files.destinations import check_destination, user_cache_dir
 
     if os.path.normpath(cache_dir) != os.path.normpath(DEFAULT_CACHE_DIR):
         return None

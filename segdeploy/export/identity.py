@@ -123,7 +123,7 @@ def reusable(path: str, wanted):
     or a function that makes it: called only once the artifact is found intact), intact; else (None, why not)."""
     import warnings
 
-    from segdeploy.artifact.manifest import sidecar_path
+    from segdeploy.artifact.manifest_store import sidecar_path
     from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
     from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from segdeploy import backends
 from segdeploy.artifact.formats import ENGINE_FORMATS, ONNX_SUFFIX
 from segdeploy.errors import ArtifactError, SegdeployError
-from segdeploy.io import folder_holds, write_folder_atomic
+from segdeploy.files.atomic import folder_holds, write_folder_atomic
 
 # --platform -> (Triton's platform, the file it loads): a backend that Triton serves, by what it consumes
 _MODEL_FILE = {"onnx": "model" + ONNX_SUFFIX, "engine": "model" + ENGINE_FORMATS["plan"]}
@@ -138,7 +138,7 @@ def _model_bytes(artifact: str, platform: str):
     runner checks them (graph hash, plan hash, the registry's facts): a repository serves what it is given."""
     from segdeploy.artifact.formats import sniff
     from segdeploy.artifact.reader import read_runnable_manifest
-    from segdeploy.io import os_reason
+    from segdeploy.files.locking import os_reason
     from segdeploy.models.facts import check_manifest
 
     kind = sniff(artifact)
@@ -180,7 +180,7 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 def write_repository(artifact, repository, *, model_name: str | None = None, platform: str = backends.ONNXRUNTIME,
                      instance_kind: str = "auto", instances: int = 1, max_queue_delay_us: int = 100,
                      force: bool = False) -> str:
-    """Write ``<repository>/<model>`` for ``artifact`` as one unit (segdeploy.io.write_folder_atomic): staged beside
+    """Write ``<repository>/<model>`` for ``artifact`` as one unit (files.atomic.write_folder_atomic): staged beside
     the repository, never inside it (Triton loads every folder of a repository, a half-written one included), and
     swapped into place in one step. An existing model folder is kept when it already holds exactly these files;
     otherwise it is replaced only with ``force``, and then only segdeploy's files in it (config.pbtxt, the manifest,

@@ -53,7 +53,8 @@ def _cached_measure(name: str, height: int, width: int, with_macs: bool) -> dict
     import json
 
     from segdeploy import __version__
-    from segdeploy.io import user_cache_dir, write_text_atomic
+    from segdeploy.files.atomic import write_text_atomic
+    from segdeploy.files.destinations import user_cache_dir
 
     path = user_cache_dir("complexity.json")
     key = f"{__version__}|{torch.__version__}|{name}|{height}x{width}|{'macs' if with_macs else 'params'}"

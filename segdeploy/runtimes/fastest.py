@@ -18,8 +18,9 @@ import os
 from dataclasses import dataclass
 
 from segdeploy import __version__, flavours
+from segdeploy.files.atomic import write_text_atomic
+from segdeploy.files.destinations import user_cache_dir
 from segdeploy.hostinfo import cpu_info
-from segdeploy.io import user_cache_dir, write_text_atomic
 from segdeploy.runtimes.registry import backend_status, default_backend_for, fastest_cpu_backend, get_backend
 
 SCHEMA = "segdeploy.fastest/1"

@@ -15,7 +15,7 @@ import numpy as np
 
 from segdeploy.errors import ArtifactError, InputError, SegdeployError
 from segdeploy.runtimes.base import LayerProfile, LayerTime, Runner, TensorInfo, Timing
-from segdeploy.runtimes.manifests import artifact_manifest, tensor_infos
+from segdeploy.runtimes.manifest_check import artifact_manifest, tensor_infos
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",

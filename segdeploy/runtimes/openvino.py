@@ -13,7 +13,7 @@ import numpy as np
 
 from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.runtimes.base import LayerProfile, LayerTime, Runner, TensorInfo, Timing
-from segdeploy.runtimes.manifests import artifact_manifest, tensor_infos
+from segdeploy.runtimes.manifest_check import artifact_manifest, tensor_infos
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 

@@ -24,14 +24,9 @@ from segdeploy import __version__, backends
 from segdeploy.datasets import open_dataset
 from segdeploy.datasets.synthetic import GENERATOR_VERSION, STYLES, SynthConfig, dataset_meta, write_dataset
 from segdeploy.errors import InputError
-from segdeploy.io import (
-    folder_holds,
-    folder_lock,
-    user_cache_dir,
-    write_bytes_atomic,
-    write_folder_atomic,
-    write_text_atomic,
-)
+from segdeploy.files.atomic import folder_holds, write_bytes_atomic, write_folder_atomic, write_text_atomic
+from segdeploy.files.destinations import user_cache_dir
+from segdeploy.files.locking import folder_lock
 from segdeploy.training.trainer import TrainConfig, train
 
 TRAINER_VERSION = 1

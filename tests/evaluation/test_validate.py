@@ -294,9 +294,10 @@ def test_a_foreign_onnx_file_validates_with_model(artifact, capsys, tmp_path):
 def lying_copy(artifact, tmp_path, edit):
     """The artifact with its manifest edited (embedded copy; no sidecar beside it)."""
     from segdeploy.artifact import manifest as mf
+    from segdeploy.artifact import manifest_store
 
     model = onnx.load(artifact)
-    data = mf.embedded(model).to_dict()
+    data = manifest_store.embedded(model).to_dict()
     edit(data)
     prop = next(p for p in model.metadata_props if p.key == mf.ONNX_METADATA_KEY)
     prop.value = json.dumps(data)

@@ -365,7 +365,7 @@ def plot(report: dict, path: str, force: bool = False) -> None:
         raise InputError("--plot needs matplotlib (pip install segdeploy[plot])") from None
     import io
 
-    from segdeploy.io import write_bytes_atomic
+    from segdeploy.files.atomic import write_bytes_atomic
 
     rows = [r for r in report["rows"] if r["status"] == "ok"]
     key = "miou" if any(r.get("miou") is not None for r in rows) else "agreement"

@@ -239,7 +239,7 @@ def _statistics(model_proto, options: PrecisionOptions, images: CalibrationImage
                                  "ranges of real images)"}
     cache_dir = options.cache_dir
     if cache_dir is None:
-        from segdeploy.io import user_cache_dir
+        from segdeploy.files.destinations import user_cache_dir
 
         cache_dir = user_cache_dir("calibration")
     started = time.monotonic()

@@ -224,7 +224,7 @@ class RangeTable:
     def save(self, path: str) -> None:
         import io
 
-        from segdeploy.io import write_bytes_atomic
+        from segdeploy.files.atomic import write_bytes_atomic
 
         buffer = io.BytesIO()
         np.savez_compressed(buffer, names=np.array(self.names), low=self.low, high=self.high, radius=self.radius,

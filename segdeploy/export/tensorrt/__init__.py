@@ -173,7 +173,7 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
                              onnx_sha256=onnx_sha, plan_bytes=serialized, strongly_typed=strongly_typed,
                              platform=platform.name)
     from segdeploy.artifact.engine_header import pack
-    from segdeploy.io import write_bytes_atomic
+    from segdeploy.files.atomic import write_bytes_atomic
 
     if engine_format == "plan":
         write_bytes_atomic(output, serialized, force=force)
@@ -196,7 +196,7 @@ def planned_kind(builders=BUILDERS, host: Host | None = None) -> str:
 
 def _onnx_sha256(path: str) -> str:
     from segdeploy.artifact.onnx_file import file_sha256
-    from segdeploy.io import os_reason
+    from segdeploy.files.locking import os_reason
 
     if not os.path.isfile(path):
         raise ArtifactError(f"artifact not found: {path}" if not os.path.isdir(path) else
@@ -277,11 +277,11 @@ def _lint(model, targets, onnx_path, enabled):
 
 def _build_with_trtexec(host: Host, trtexec: str, major: int, onnx_path: str, plan: BuildPlan, output: str):
     from segdeploy.export.tensorrt.trtexec import trtexec_command
-    from segdeploy.io import make_parents, remove_made
+    from segdeploy.files.destinations import make_parents, remove_made
 
     parent = os.path.dirname(os.path.abspath(output))
     made = make_parents(parent)
-    # named like segdeploy.io's temp files, so the next writer of this engine removes what a killed build left
+    # named like segdeploy.files' temp files, so the next writer of this engine removes what a killed build left
     fd, bare = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".plan.tmp", dir=parent)
     os.close(fd)
     try:

@@ -15,7 +15,8 @@ from segdeploy.artifact.formats import ENGINE_FORMATS, ONNX_SUFFIX, is_engine_na
 from segdeploy.errors import ArtifactError
 from segdeploy.export.tensorrt.plan import DLA_RELEASES, SAME_CC_SINCE, BuildPlan
 from segdeploy.export.tensorrt.trtexec import command_line, trtexec_command
-from segdeploy.io import folder_holds, os_reason, write_folder_atomic
+from segdeploy.files.atomic import folder_holds, write_folder_atomic
+from segdeploy.files.locking import os_reason
 
 BUNDLE_VERSION = 1
 PLAN_FILE = "build_plan.json"
@@ -156,7 +157,7 @@ def read_bundle(folder: str) -> tuple[dict, BuildPlan, str]:
     gives (onnx, engine, trtexec_plan, timing cache) is a file of the bundle; the returned document's ``engine`` and
     the plan's timing cache are paths inside the folder; the plan's settings pass the checks export applies to its
     flags (plan.check_plan; the ONNX artifact's own checks come when it is read)."""
-    from segdeploy.artifact.manifest import read_json_file
+    from segdeploy.artifact.manifest_store import read_json_file
     from segdeploy.export.tensorrt.plan import check_plan
 
     folder = os.fspath(folder)
