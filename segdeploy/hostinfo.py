@@ -11,7 +11,7 @@ import platform
 import socket
 import sys
 
-from segdeploy import backends, flavours
+from segdeploy import __version__, backends, flavours
 from segdeploy.backends import ONNXRUNTIME, OPENVINO, TENSORRT, TORCH
 
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
@@ -52,8 +52,6 @@ def library_versions() -> dict[str, str | None]:
 
 def tool_versions() -> dict[str, str | None]:
     """The versions recorded in an artifact's manifest: what made it, nothing about the host."""
-    from segdeploy import __version__
-
     versions = {"segdeploy": __version__, "python": ".".join(map(str, sys.version_info[:3]))}
     for module in (TORCH, "onnx", ONNXRUNTIME, "numpy", "onnxsim", "onnxslim"):
         versions[module] = package_version(module)

@@ -13,6 +13,7 @@ import numpy as np
 from segdeploy.errors import InputError
 from segdeploy.files.atomic import move_into_place, write_bytes_atomic
 from segdeploy.files.destinations import check_destination, make_parents, remove_made
+from segdeploy.preprocess import captured_c_stderr
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -71,7 +72,6 @@ def video_frames(path: str) -> tuple[Iterator[np.ndarray], dict]:
     """The frames of a video (uint8 BGR) and its properties (fps, size, frame count as the container says)."""
     import cv2
 
-    from segdeploy.preprocess import captured_c_stderr
 
     with captured_c_stderr() as said:  # FFmpeg's complaints about a damaged file are not segdeploy's output
         capture = cv2.VideoCapture(path)

@@ -12,7 +12,7 @@ import typing
 from importlib import resources
 from typing import Any
 
-from segdeploy import flavours
+from segdeploy import __version__, flavours
 from segdeploy.errors import ArtifactError
 
 SCHEMA_VERSION = 2
@@ -40,8 +40,6 @@ def check_document(data: Any, source: str = "manifest") -> None:
                             "export the artifact again")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
-        from segdeploy import __version__
-
         if isinstance(version, int) and version > SCHEMA_VERSION:
             hint = "it was written by a newer segdeploy: upgrade segdeploy to read it"
         else:

@@ -8,6 +8,7 @@ import os
 
 from segdeploy.artifact.manifest import ONNX_METADATA_KEY, Manifest
 from segdeploy.artifact.manifest_schema import LEGACY_METADATA_KEY, check_document, check_finite
+from segdeploy.files.untrusted_json import parse_untrusted_json, read_untrusted_json
 
 
 def sidecar_path(artifact: str | os.PathLike) -> str:
@@ -51,15 +52,11 @@ def parse_json(raw: bytes | str, source: str, what: str = "a manifest"):
     """JSON from bytes nobody vouches for, as one ArtifactError line whatever is wrong with them (untrusted_json.py's
     parse_untrusted_json): not UTF-8, not JSON, NaN/Infinity, nesting too deep, integers too long to convert, or
     too large to be ``what``."""
-    from segdeploy.files.untrusted_json import parse_untrusted_json
-
     return parse_untrusted_json(raw, source, what, MAX_MANIFEST_BYTES)
 
 
 def read_json_file(path: str | os.PathLike, what: str = "a manifest"):
     """The JSON document in the file at ``path``, read as :func:`parse_json` reads bytes."""
-    from segdeploy.files.untrusted_json import read_untrusted_json
-
     return read_untrusted_json(path, what, MAX_MANIFEST_BYTES)
 
 

@@ -6,6 +6,9 @@ import os
 from segdeploy.artifact import formats
 from segdeploy.commands import common
 from segdeploy.console import print_table
+from segdeploy.errors import ArtifactError
+from segdeploy.export.tensorrt import export_engine
+from segdeploy.export.tensorrt.bundle import PLAN_FILE, SCRIPT_FILE, read_bundle
 
 
 def add_parser(subparsers) -> None:
@@ -26,10 +29,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from segdeploy.errors import ArtifactError
-    from segdeploy.export.tensorrt import export_engine
-    from segdeploy.export.tensorrt.bundle import PLAN_FILE, SCRIPT_FILE, read_bundle
-
     if os.path.isfile(args.bundle):
         raise ArtifactError(f"{args.bundle} is a file; build-engine takes the bundle folder (export --fmt trt "
                             "builds an engine from an ONNX artifact directly)")

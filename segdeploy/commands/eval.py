@@ -7,9 +7,12 @@ import os
 from segdeploy import backends
 from segdeploy.artifact import formats
 from segdeploy.commands import common
-from segdeploy.console import print_table
+from segdeploy.console import ProgressBar, print_table
+from segdeploy.datasets import open_dataset
+from segdeploy.datasets.layouts import META_FILE
 from segdeploy.errors import InputError
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
+from segdeploy.files.atomic import write_text_atomic
 
 EXAMPLE = """examples:
   segdeploy eval --model cgrseg_t --checkpoint cgrseg_t_synth16.pth --data data/synth16
@@ -72,8 +75,6 @@ class Progress:
     logs), with images/s and the running mIoU."""
 
     def __init__(self, total: int, label: str):
-        from segdeploy.console import ProgressBar
-
         self.bar = ProgressBar(label, total, "images")
 
     def __call__(self, done: int, total: int, rate: float, miou: float) -> None:
@@ -119,10 +120,7 @@ def markdown(report) -> str:
 
 
 def run(args) -> int:
-    from segdeploy.datasets import open_dataset
-    from segdeploy.datasets.layouts import META_FILE
     from segdeploy.evaluation.eval import evaluate
-    from segdeploy.files.atomic import write_text_atomic
 
     if args.artifact is None and args.model is None:
         raise InputError("nothing to evaluate: give an artifact or --model")

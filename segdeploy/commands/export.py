@@ -7,7 +7,10 @@ import os
 from segdeploy import backends, flavours
 from segdeploy.artifact import formats
 from segdeploy.artifact.formats import FORMATS, require_exportable
+from segdeploy.artifact.manifest_store import sidecar_path
+from segdeploy.artifact.reader import read_runnable_manifest, warn_caveats
 from segdeploy.commands import common
+from segdeploy.commands.build_engine import print_engine_result
 from segdeploy.commands.export_options import (
     accuracy_evaluator,
     add_engine_arguments,
@@ -19,7 +22,16 @@ from segdeploy.commands.export_options import (
     precision_options,
 )
 from segdeploy.commands.export_report import precision_line, print_summary
-from segdeploy.errors import InputError
+from segdeploy.errors import ArtifactError, InputError
+from segdeploy.export import triton
+from segdeploy.export.identity import export_request, reusable
+from segdeploy.export.precision import prepare
+from segdeploy.export.tensorrt import BUILDERS, export_engine
+from segdeploy.export.tensorrt.plan import check_options
+from segdeploy.export.trace import DEFAULT_OPSET, MAX_OPSET, check_opset
+from segdeploy.files.atomic import identities, remove_unchanged
+from segdeploy.files.destinations import remove_made
+from segdeploy.runtimes.fastest import export_advice
 
 EXAMPLES = """examples:
   segdeploy export --model cgrseg_t                                  # artifacts/cgrseg_t_512x512.onnx
@@ -44,8 +56,6 @@ reused, so --fmt trt and --fmt triton after an ONNX export build on that ONNX; -
 
 
 def add_parser(subparsers) -> None:
-    from segdeploy.export.trace import DEFAULT_OPSET, MAX_OPSET
-
     p = subparsers.add_parser("export", help="export a model to a verified, self-describing artifact",
                               description="Trace a registered model to ONNX (standard ops only), simplify it, verify "
                                           "it against PyTorch and write it with its manifest (embedded and as a "
@@ -110,25 +120,19 @@ def run(args) -> int:
     precision = precision_options(args)
     from segdeploy import models
     from segdeploy.export.onnx import artifact_path, check_export_shape
-    from segdeploy.export.trace import check_opset
 
     check_export_shape(models.get_spec(args.model), args.batch, height, width, args.dynamic)
     check_opset(args.opset)
     path = artifact_path(args.model, onnx_output(args), height=height, width=width, dynamic=args.dynamic,
                          outputs=args.outputs, preprocess=args.preprocess, precision=precision)
     if args.fmt in ("trt", "triton"):
-        from segdeploy.export.tensorrt.plan import check_options
-
         check_options(build_options(args))  # refuse impossible flag combinations before the export runs
         check_final_destination(args, args.model, onnx_exists=os.path.exists(path))
     evaluator = accuracy_evaluator(args, height, width)
     if precision.mode != "fp32":
-        from segdeploy.export.precision import prepare
-
         prepare(precision, opset=args.opset, evaluator=evaluator)  # the calibration folder, the held-out set
         if precision.mode == "int8" and args.checkpoint is None and args.validate:
             raise InputError(INT8_NEEDS_WEIGHTS)
-    from segdeploy.artifact.manifest_store import sidecar_path
 
     existed = {os.path.abspath(p) for p in (path, sidecar_path(path)) if os.path.lexists(p)}
     missing = []  # the folders the ONNX step will make, deepest first
@@ -145,15 +149,10 @@ def run(args) -> int:
                           "command that reads it will warn; segdeploy validate compares it", stacklevel=1)
     print_summary(path, manifest)
     if args.fmt == "onnx":
-        from segdeploy.runtimes.fastest import export_advice
-
         p = manifest.precision
         for line in export_advice(args.model, flavours.label(p.mode, p.flavour), args.threads):
             print(line)
     if args.fmt in ("trt", "triton"):
-        from segdeploy.files.atomic import identities, remove_unchanged
-        from segdeploy.files.destinations import remove_made
-
         written = identities(*(p for p in (path, sidecar_path(path)) if os.path.abspath(p) not in existed))
         try:
             if args.fmt == "trt":
@@ -187,10 +186,6 @@ def reuse(args, path, height, width, precision, evaluator):
     """The manifest of the artifact at ``path`` when it is this export (checked against its manifest and graph
     hash), announced as reused; one line and exit 2 when it is another export (it is never overwritten without
     --force)."""
-    from segdeploy.artifact.reader import warn_caveats
-    from segdeploy.errors import ArtifactError
-    from segdeploy.export.identity import export_request, reusable
-
     with common.status(f"checking {path} against this export") as say:
         def wanted():
             say("hashing the weights" + (" and the calibration images" if precision.calib else ""))
@@ -211,8 +206,6 @@ def reuse(args, path, height, width, precision, evaluator):
 
 def run_from_onnx(args) -> int:
     """--fmt trt/triton from an ONNX artifact segdeploy wrote: its manifest says what it is."""
-    from segdeploy.artifact.reader import read_runnable_manifest
-
     if args.fmt == "onnx":
         raise InputError("--from-onnx builds on an ONNX artifact: give --fmt trt or --fmt triton with it")
     if args.checkpoint:
@@ -225,7 +218,6 @@ def run_from_onnx(args) -> int:
         raise InputError(f"{path} is {manifest.precision.mode}; the engine's precision is the graph's (leave "
                          "--precision out, or export that precision first)")
     args.precision = manifest.precision.mode
-    from segdeploy.export.tensorrt.plan import check_options
 
     check_options(build_options(args))
     check_final_destination(args, manifest.model.name, onnx_exists=True)
@@ -239,9 +231,6 @@ def run_from_onnx(args) -> int:
 
 
 def export_trt(args, onnx_path: str):
-    from segdeploy.commands.build_engine import print_engine_result
-    from segdeploy.export.tensorrt import BUILDERS, export_engine
-
     builders = BUILDERS if args.builder == "auto" else (args.builder,)
     result = export_engine(onnx_path, build_options(args), args.output, force=args.force, log=print,
                            builders=builders, engine_format=args.engine_format)
@@ -252,23 +241,18 @@ def export_trt(args, onnx_path: str):
 
 
 def export_triton(args, onnx_path: str, model: str):
-    from segdeploy.export.triton import write_repository
-
     artifact = onnx_path
     if backends.get(args.platform).consumes == "engine":
-        from segdeploy.export.tensorrt import export_engine
-
         artifact = export_engine(onnx_path, build_options(args), force=args.force, log=print,
                                  builders=("tensorrt-python", "trtexec")).path
     repository = args.output or os.path.join("artifacts", "triton")
     existed = os.path.exists(os.path.join(repository, model)) and not args.force
-    folder = write_repository(artifact, repository, platform=args.platform, instance_kind=args.instance_kind,
+    folder = triton.write_repository(artifact, repository, platform=args.platform, instance_kind=args.instance_kind,
                               instances=args.instances, force=args.force)
     if existed:  # kept by write_repository: it holds exactly these files
         print(f"reused {folder}: it holds this model, config and manifest already")
-    from segdeploy.export.triton import serving_warnings
 
-    for warning in serving_warnings(args.platform, args.version_compatible):
+    for warning in triton.serving_warnings(args.platform, args.version_compatible):
         print(f"warning: {warning}")
     print(f"Triton model repository: {folder} (serve with: tritonserver --model-repository "
           f"{os.path.dirname(folder)})")

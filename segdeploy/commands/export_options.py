@@ -9,12 +9,16 @@ from segdeploy import backends, flavours
 from segdeploy.artifact import formats
 from segdeploy.commands import common
 from segdeploy.errors import InputError
+from segdeploy.evaluation.accuracy import GraphAccuracy
+from segdeploy.export.precision import MODES, TARGETS, PrecisionOptions
+from segdeploy.export.precision.calibrate import DEFAULT_COUNT, DEFAULT_PERCENTILE, METHODS
+from segdeploy.export.tensorrt import planned_kind
+from segdeploy.export.tensorrt.plan import MAX_DLA_CORE, MAX_WORKSPACE_MB, BuildOptions
+from segdeploy.export.triton import MAX_INSTANCES
+from segdeploy.files.destinations import check_destination
 
 
 def add_precision_arguments(p) -> None:
-    from segdeploy.export.precision import MODES, TARGETS
-    from segdeploy.export.precision.calibrate import DEFAULT_COUNT, DEFAULT_PERCENTILE, METHODS
-
     g = p.add_argument_group("precision (FP16/INT8 as graph passes, verified on the CPU; the manifest records it)")
     g.add_argument("--precision", choices=MODES, default="fp32",
                    help="fp32 (default); fp16: float16 with float32 islands (normalisations, Softmax, SegNeXt's "
@@ -44,9 +48,6 @@ def add_precision_arguments(p) -> None:
 
 def add_engine_arguments(p) -> None:
     """--fmt trt / triton options (the ONNX artifact is exported first, then built or packaged)."""
-    from segdeploy.export.tensorrt.plan import MAX_DLA_CORE, MAX_WORKSPACE_MB
-    from segdeploy.export.triton import MAX_INSTANCES
-
     g = p.add_argument_group("TensorRT (--fmt trt; --fmt triton --platform tensorrt); the engine's precision is the "
                              "ONNX graph's (--precision)")
     g.add_argument("--workspace", type=common.int_range(1, MAX_WORKSPACE_MB), metavar="MiB",
@@ -83,8 +84,6 @@ def add_engine_arguments(p) -> None:
 
 
 def build_options(args):
-    from segdeploy.export.tensorrt.plan import BuildOptions
-
     return BuildOptions(precision=args.precision, workspace_mb=args.workspace, opt_level=args.opt_level,
                         timing_cache=args.timing_cache, dla_core=args.dla_core, gpu_fallback=args.gpu_fallback,
                         version_compatible=args.version_compatible, hardware_compat=args.hardware_compat,
@@ -106,8 +105,6 @@ def builds_engine(args) -> bool:
 
 def precision_options(args):
     """The export's precision from the flags; INT8 defaults to the flavour of where it will run."""
-    from segdeploy.export.precision import PrecisionOptions
-
     target = args.target
     if args.precision == "int8" and target is None:
         target = flavours.FOR_ENGINES if builds_engine(args) else flavours.DEFAULT
@@ -122,7 +119,6 @@ def accuracy_evaluator(args, height: int, width: int):
     if not args.eval_data:
         return None
     from segdeploy import models
-    from segdeploy.evaluation.accuracy import GraphAccuracy
 
     spec = models.get_spec(args.model)
     return GraphAccuracy(args.eval_data, mean=spec.mean, std=spec.std, channel_order=spec.channel_order,
@@ -133,8 +129,6 @@ def accuracy_evaluator(args, height: int, width: int):
 def check_trt_output(args) -> str:
     """What --fmt trt writes here ("engine", a file, where TensorRT is present; "bundle", a folder, where it is
     not), with --output refused before any work when it names the other kind."""
-    from segdeploy.export.tensorrt import planned_kind
-
     kind = planned_kind()
     if args.output:
         engine_name = formats.is_engine_name(args.output)
@@ -153,8 +147,6 @@ def check_final_destination(args, model: str, onnx_exists: bool = False) -> None
     and build: a repository that is a file, a folder without permission, and an existing engine, bundle or model
     folder without --force, unless the ONNX artifact exists (it may then be this very build, which is reused; the
     build step decides)."""
-    from segdeploy.files.destinations import check_destination
-
     if args.fmt == "trt" and args.output:
         if getattr(args, "trt_kind", "engine") == "engine":
             if not (onnx_exists and os.path.exists(args.output)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from segdeploy.console import print_table
+from segdeploy.evaluation.compare import required, shown
 
 
 def print_summary(path: str, m) -> None:
@@ -25,7 +26,6 @@ def print_summary(path: str, m) -> None:
     if v.get("skipped"):
         rows.append(["verification", f"skipped ({v.get('reason') or 'not compared with PyTorch'})"])
     elif v.get("checks") is not None:  # each criterion with the figure it is judged by
-        from segdeploy.evaluation.compare import required, shown
 
         figures = [f"{c['criterion']} {shown(c['value'], c['unit'], c['op'])} ({required(c)}"
                    f"{'' if c['passed'] else ': FAILED'})" for c in v["checks"]]

@@ -21,6 +21,7 @@ from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
 from segdeploy.export.describe import DYNAMIC_SIZE
 from segdeploy.hostinfo import memory_available_bytes
 from segdeploy.models import footprint
+from segdeploy.models.checkpoints import checkpoint_dataset_meta
 from segdeploy.runtimes import fastest
 from segdeploy.runtimes.registry import backends_for, create_runner, default_backend_for, get_backend
 
@@ -216,8 +217,6 @@ def _model_segmenter(model, spec, checkpoint, backend, size, threads, cache_dir,
 def _class_names(spec, k: int, checkpoint) -> tuple[list, list]:
     """The class names and palette a checkpoint carries (mmseg's dataset_meta), else the spec's."""
     if checkpoint is not None:
-        from segdeploy.models.checkpoints import checkpoint_dataset_meta
-
         meta = checkpoint_dataset_meta(checkpoint)
         if meta and len(meta["classes"]) == k:
             return meta["classes"], meta["palette"] or list(spec.palette(k))

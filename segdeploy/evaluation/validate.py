@@ -18,10 +18,12 @@ from segdeploy.artifact.formats import format_of
 from segdeploy.artifact.onnx_file import graph_edited, load_onnx
 from segdeploy.artifact.reader import read_manifest
 from segdeploy.errors import InputError
-from segdeploy.evaluation.compare import ValidationReport, compare_runners, tolerance_for
+from segdeploy.evaluation.accuracy import agreement_percent, held_out, miou, predict_masks
+from segdeploy.evaluation.compare import ValidationReport, compare_runners, confusion, tolerance_for
 from segdeploy.evaluation.feeds import image_feed, list_images, manifest_image_feed, seeded_feed
 from segdeploy.evaluation.reference import build_reference, foreign_reference
 from segdeploy.export.onnx import validation_shapes
+from segdeploy.export.precision.calibrate import check_disjoint
 from segdeploy.models import footprint
 from segdeploy.runtimes.onnxruntime import OnnxRuntimeRunner
 from segdeploy.runtimes.registry import backends_for, create_runner, get_backend
@@ -96,8 +98,6 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
                   lambda p: manifest_image_feed(preprocess.read_image(p), info, manifest), seed)
     held = None
     if data is not None:  # refuse a calibration overlap before minutes of comparisons
-        from segdeploy.evaluation.accuracy import held_out
-        from segdeploy.export.precision.calibrate import check_disjoint
 
         held = held_out(data, limit)
         calibration = manifest.precision.details.get("calibration")
@@ -146,9 +146,6 @@ def held_out_comparison(reference, candidate, held, manifest, num_classes: int, 
     """The artifact and its PyTorch reference on a held-out set: label agreement, and mIoU of both with the
     delta when the set is labelled; ``passed`` by the precision's tolerance. The held-out masks also count as real
     images for the output's agreement (what INT8's tolerance judges)."""
-    from segdeploy.evaluation.accuracy import agreement_percent, miou, predict_masks
-    from segdeploy.evaluation.compare import confusion
-
     tolerance = report.tolerance
 
     info = candidate.inputs()[0]

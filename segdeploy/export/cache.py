@@ -19,6 +19,7 @@ from segdeploy.artifact.onnx_file import file_sha256, graph_sha256, load_onnx
 from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 from segdeploy.errors import ArtifactError
 from segdeploy.export.trace import DEFAULT_OPSET
+from segdeploy.files.destinations import check_destination, user_cache_dir
 
 if TYPE_CHECKING:  # export.onnx builds models (PyTorch): imported when an export runs, not with the cache's names
     from segdeploy.export.onnx import Progress, Verifier
@@ -73,8 +74,6 @@ def stale_reason(path: str, request: dict, verified: bool = False) -> str | None
 def _fallback_dir(cache_dir: str) -> str | None:
     """The user's cache folder where the default cache (relative to the working folder) cannot be written, else
     None. A --cache-dir the user gave is never second-guessed."""
-    from segdeploy.files.destinations import check_destination, user_cache_dir
-
     if os.path.normpath(cache_dir) != os.path.normpath(DEFAULT_CACHE_DIR):
         return None
     try:

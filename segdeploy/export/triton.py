@@ -23,9 +23,12 @@ import warnings
 from dataclasses import dataclass, field
 
 from segdeploy import backends
-from segdeploy.artifact.formats import ENGINE_FORMATS, ONNX_SUFFIX
+from segdeploy.artifact.engine_header import read_header
+from segdeploy.artifact.formats import ENGINE_FORMATS, ONNX_SUFFIX, sniff
+from segdeploy.artifact.reader import read_runnable_manifest, warn_caveats
 from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.files.atomic import folder_holds, write_folder_atomic
+from segdeploy.files.locking import os_reason
 
 # --platform -> (Triton's platform, the file it loads): a backend that Triton serves, by what it consumes
 _MODEL_FILE = {"onnx": "model" + ONNX_SUFFIX, "engine": "model" + ENGINE_FORMATS["plan"]}
@@ -136,9 +139,6 @@ def model_config(manifest, *, name: str, platform: str = backends.ONNXRUNTIME, i
 def _model_bytes(artifact: str, platform: str):
     """(manifest, bytes of the file Triton loads) for an ONNX artifact or a segdeploy engine, checked as every
     runner checks them (graph hash, plan hash, the registry's facts): a repository serves what it is given."""
-    from segdeploy.artifact.formats import sniff
-    from segdeploy.artifact.reader import read_runnable_manifest
-    from segdeploy.files.locking import os_reason
     from segdeploy.models.facts import check_manifest
 
     kind = sniff(artifact)
@@ -146,14 +146,12 @@ def _model_bytes(artifact: str, platform: str):
         if kind != "engine":
             raise SegdeployError(f"the tensorrt platform serves an engine; {artifact} is not one (build it with "
                                  "export --fmt trt on the serving machine, or use --platform onnxruntime)")
-        from segdeploy.artifact.engine_header import read_header
 
         manifest, offset = read_header(artifact)
         if manifest is None:
             raise ArtifactError(f"{artifact} has no segdeploy header, so its I/O table is unknown; build it with "
                                 "segdeploy build-engine")
         check_manifest(manifest, artifact)
-        from segdeploy.artifact.reader import warn_caveats
 
         warn_caveats(manifest, artifact)
         try:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segdeploy import models
 from segdeploy.errors import SegdeployError
 from segdeploy.models.checkpoints import checkpoint_dataset_meta, state_dict_sha256
 from segdeploy.preprocess import UINT8_MASK_MAX_CLASSES
@@ -165,8 +166,6 @@ def build_deploy_graph(model_name: str, *, checkpoint=None, dynamic: bool = Fals
     """The eager module that gets exported (and that the torch runner and validate run as the reference), plus a
     record of its weights: source, sha256, the options used, and the class names and palette a checkpoint carries
     (mmseg's ``meta.dataset_meta``) or None."""
-    from segdeploy import models
-
     spec = models.get_spec(model_name)
     options = export_options(spec, dynamic) if options is None else dict(options)
     model = models.create(model_name, checkpoint=checkpoint, **options)

@@ -21,7 +21,7 @@ from segdeploy import __version__, flavours
 from segdeploy.files.atomic import write_text_atomic
 from segdeploy.files.destinations import user_cache_dir
 from segdeploy.hostinfo import cpu_info
-from segdeploy.runtimes.registry import backend_status, default_backend_for, fastest_cpu_backend, get_backend
+from segdeploy.runtimes.registry import BACKENDS, backend_status, default_backend_for, fastest_cpu_backend, get_backend
 
 SCHEMA = "segdeploy.fastest/1"
 ENV = "SEGDEPLOY_BACKEND_CACHE"
@@ -137,6 +137,4 @@ def export_advice(model: str, precision: str, threads: int | None = None) -> lis
 
 
 def _backends() -> tuple[str, ...]:
-    from segdeploy.runtimes.registry import BACKENDS
-
     return tuple(BACKENDS)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from segdeploy import backends
+from segdeploy import backends, tensorrt_host
 from segdeploy.backends import ONNXRUNTIME, OPENVINO, TENSORRT, TORCH, Backend
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.hostinfo import installed_distributions, package_version
+from segdeploy.runtimes.tensorrt import TensorRTRunner
 
 
 @dataclass
@@ -90,7 +91,6 @@ def _openvino_status() -> BackendStatus:
 
 def _tensorrt_status() -> BackendStatus:
     # found without importing it: pip wheels by their metadata, JetPack's apt install (no pip metadata) by module
-    from segdeploy import tensorrt_host
 
     install = tensorrt_host.find_tensorrt()
     if not install.installed:
@@ -149,7 +149,6 @@ def _openvino_runner(*, model=None, artifact=None, device="cpu", precision=None,
 def _tensorrt_runner(*, model=None, artifact=None, device="cuda:0", precision=None, threads=None, **options):
     if precision not in (None, "fp32", "as-built"):
         raise InputError("tensorrt runs the precision its engine was built with")
-    from segdeploy.runtimes.tensorrt import TensorRTRunner
 
     index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
     return TensorRTRunner(artifact, device=index, **options)

@@ -22,8 +22,15 @@ from dataclasses import asdict, dataclass, field
 
 from segdeploy import __version__, backends, flavours
 from segdeploy.artifact.formats import ONNX_SUFFIX
+from segdeploy.artifact.onnx_file import file_sha256
+from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 from segdeploy.errors import InputError, SegdeployError
+from segdeploy.evaluation.accuracy import agreement_percent, held_out, miou, predict_masks
 from segdeploy.evaluation.bench.protocol import Progress, Protocol, time_runner
+from segdeploy.evaluation.compare import tolerance_for
+from segdeploy.export.precision import PrecisionOptions
+from segdeploy.export.precision.calibrate import check_disjoint, select_images
+from segdeploy.files.atomic import write_bytes_atomic
 from segdeploy.hostinfo import int8_speed_note, machine_info
 from segdeploy.runtimes.base import random_feed
 from segdeploy.runtimes.registry import create_runner, get_backend
@@ -92,8 +99,6 @@ def calibration_folder(request: PrecisionBench) -> str | None:
 
 def calibration_images(request: PrecisionBench):
     """The calibration images the request's INT8 exports are calibrated on (None without a calibration folder)."""
-    from segdeploy.export.precision.calibrate import select_images
-
     calib = calibration_folder(request)
     return select_images(calib, request.calib_count) if calib else None
 
@@ -117,8 +122,6 @@ def check(request: PrecisionBench) -> None:
 
 
 def artifact_key(request: PrecisionBench, label: str, calib_sha: str | None) -> str:
-    from segdeploy.artifact.onnx_file import file_sha256
-
     payload = {"model": request.model, "size": [request.height, request.width], "precision": label,
                "checkpoint": file_sha256(request.checkpoint) if request.checkpoint else None,
                "calib": calib_sha, "count": request.calib_count, "method": request.calib_method,
@@ -129,7 +132,6 @@ def artifact_key(request: PrecisionBench, label: str, calib_sha: str | None) -> 
 def precision_artifact(request: PrecisionBench, label: str, images, progress: Progress | None) -> str:
     """The artifact of ``label`` from the cache, exported (not verified: the table's accuracy columns judge it)."""
     from segdeploy.export.onnx import export_onnx
-    from segdeploy.export.precision import PrecisionOptions
 
     mode, target = PRECISIONS[label]
     calib = calibration_folder(request) if mode != "fp32" else None
@@ -147,10 +149,6 @@ def precision_artifact(request: PrecisionBench, label: str, images, progress: Pr
 
 
 def compare_precisions(request: PrecisionBench, progress: Progress | None = None) -> dict:
-    from segdeploy.artifact.reader import ArtifactWarning, read_manifest
-    from segdeploy.evaluation.accuracy import held_out
-    from segdeploy.export.precision.calibrate import check_disjoint
-
     check(request)
     machine = machine_info()
     threads = request.threads or machine["cpu"]["usable_cores"]
@@ -195,7 +193,6 @@ def measure_row(request: PrecisionBench, backend: str, label: str, artifact: str
                 progress: Progress | None) -> tuple[dict, list | None]:
     """One (precision, backend) row: accuracy on the held-out set (masks returned for the agreement of later rows),
     then the timing; a failure becomes the row's status."""
-    from segdeploy.evaluation.accuracy import agreement_percent, miou, predict_masks
     from segdeploy.evaluation.feeds import manifest_image_feed
 
     runs_model = get_backend(backend).consumes == "model"
@@ -259,8 +256,6 @@ def _relate(rows: list[dict], held) -> None:
 
 def within_tolerance(row: dict) -> bool | None:
     """The precision's tolerance on the held-out set: label agreement with FP32, and the mIoU drop where labelled."""
-    from segdeploy.evaluation.compare import tolerance_for
-
     mode, flavour = PRECISIONS[row["precision"]]
     tolerance = tolerance_for(flavours.get(flavour).tolerance if flavour else mode)
     if row.get("agreement") is None:
@@ -365,7 +360,6 @@ def plot(report: dict, path: str, force: bool = False) -> None:
         raise InputError("--plot needs matplotlib (pip install segdeploy[plot])") from None
     import io
 
-    from segdeploy.files.atomic import write_bytes_atomic
 
     rows = [r for r in report["rows"] if r["status"] == "ok"]
     key = "miou" if any(r.get("miou") is not None for r in rows) else "agreement"

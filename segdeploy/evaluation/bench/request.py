@@ -5,10 +5,14 @@ import os
 from dataclasses import dataclass, field
 
 from segdeploy import backends
+from segdeploy.artifact.formats import format_of
+from segdeploy.artifact.reader import read_runnable_manifest
 from segdeploy.errors import InputError
 from segdeploy.evaluation.bench.protocol import Protocol
+from segdeploy.evaluation.bench.streams import MAX_STREAMS
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
 from segdeploy.export.trace import DEFAULT_OPSET
+from segdeploy.runtimes.registry import get_backend, require_backend
 
 MAX_BATCH = 4096  # the top of --max-batch; what fits in memory is checked apart
 
@@ -59,8 +63,6 @@ def parse_batches(text: str) -> list:
 
 def parse_streams(text: str) -> list[int]:
     """"1,2,4" -> [1, 2, 4]: requests in flight at once; 1 is the single synchronous stream."""
-    from segdeploy.evaluation.bench.streams import MAX_STREAMS
-
     out = []
     for part in str(text).split(","):
         try:
@@ -85,10 +87,7 @@ def check_device(device: str) -> None:
 
 def check_request(request: BenchRequest) -> None:
     """Fail early, with one line, on anything the run would otherwise trip over halfway."""
-    from segdeploy.artifact.formats import format_of
-    from segdeploy.artifact.reader import read_runnable_manifest
     from segdeploy.models import get_spec
-    from segdeploy.runtimes.registry import get_backend, require_backend
 
     if not request.models and not request.artifact:
         raise InputError("give --model NAME[,NAME...] or --artifact FILE")

@@ -21,12 +21,21 @@ import numpy as np
 
 from segdeploy import backends, flavours
 from segdeploy.artifact.formats import format_of
+from segdeploy.artifact.onnx_file import load_onnx
 from segdeploy.artifact.reader import read_runnable_manifest
 from segdeploy.errors import InputError
+from segdeploy.evaluation.bench.peak import fp32_peak_gflops
+from segdeploy.evaluation.bench.precision import (
+    INT8_FOR_BACKEND,
+    PRECISIONS,
+    PrecisionBench,
+    calibration_images,
+    precision_artifact,
+)
 from segdeploy.evaluation.bench.protocol import Progress, Protocol, time_runner
 from segdeploy.evaluation.profile.fold import by_operator, fold
 from segdeploy.evaluation.profile.scopes import ScopeResolver, scope_of
-from segdeploy.export.cache import DEFAULT_CACHE_DIR
+from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
 from segdeploy.export.trace import DEFAULT_OPSET
 from segdeploy.hostinfo import machine_info
 from segdeploy.runtimes.base import image_dims, random_feed
@@ -119,8 +128,6 @@ def hinted() -> list[str]:
 
 def export_label(request: ProfileRequest, backend: str) -> str:
     """The precision comparison's label of the export a model is profiled in (a bare int8: the backend's flavour)."""
-    from segdeploy.evaluation.bench.precision import INT8_FOR_BACKEND, PRECISIONS
-
     if request.precision == "bf16":
         if not get_backend(backend).precision_hint:
             raise InputError(f"bf16 is {', '.join(backends.label(n) for n in hinted())}'s inference precision; on "
@@ -140,12 +147,9 @@ def artifact_for(request: ProfileRequest, backend: str, progress: Progress | Non
     label = export_label(request, backend)
     say = (lambda step, *_: progress(step, 0.0)) if progress else None
     if label == "fp32":
-        from segdeploy.export.cache import cached_onnx
-
         return cached_onnx(request.model, checkpoint=request.checkpoint, height=request.height, width=request.width,
                            batch=request.batch, opset=request.opset, cache_dir=request.cache_dir,
                            rebuild=request.force_export, progress=say)
-    from segdeploy.evaluation.bench.precision import PrecisionBench, calibration_images, precision_artifact
 
     bench = PrecisionBench(model=request.model, precisions=["fp32", label], backends=[backend],
                            height=request.height, width=request.width, checkpoint=request.checkpoint,
@@ -159,7 +163,6 @@ def graph_flops(artifact: str, feed: dict) -> tuple[list[str], dict]:
     has no graph to read (its layers' names are read as they are)."""
     if format_of(artifact).kind != "onnx":
         return [], {}
-    from segdeploy.artifact.onnx_file import load_onnx
     from segdeploy.evaluation.profile.flops import node_flops
 
     model = load_onnx(artifact)
@@ -175,8 +178,6 @@ def graph_flops(artifact: str, feed: dict) -> tuple[list[str], dict]:
 
 def profile(request: ProfileRequest, progress: Progress | None = None) -> dict:
     """Run the profile (see the module docstring); returns the report."""
-    from segdeploy.evaluation.bench.peak import fp32_peak_gflops
-
     check(request)
     machine = machine_info()
     threads = request.threads or machine["cpu"]["usable_cores"]

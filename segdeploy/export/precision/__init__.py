@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from segdeploy import flavours
+from segdeploy import flavours, preprocess
 from segdeploy.artifact import manifest as mf
 from segdeploy.errors import InputError, ToleranceError
 from segdeploy.export.passes import PassReport
@@ -40,6 +40,8 @@ from segdeploy.export.precision.calibrate import (
     collect,
     select_images,
 )
+from segdeploy.export.precision.sensitivity import SENSITIVITY_IMAGES, group_blocks, keep_until_within, rank_blocks
+from segdeploy.files.destinations import user_cache_dir
 
 MODES = mf.PRECISIONS
 TARGETS = flavours.NAMES
@@ -117,7 +119,6 @@ class GraphInput:
 
         import cv2
 
-        from segdeploy import preprocess
 
         batch, height, width = self.shape
         image = preprocess.read_image(path)
@@ -239,8 +240,6 @@ def _statistics(model_proto, options: PrecisionOptions, images: CalibrationImage
                                  "ranges of real images)"}
     cache_dir = options.cache_dir
     if cache_dir is None:
-        from segdeploy.files.destinations import user_cache_dir
-
         cache_dir = user_cache_dir("calibration")
     started = time.monotonic()
     table, cached = calibrate(model_proto, images, graph_input.image, input_shape=graph_input.shape,
@@ -270,8 +269,6 @@ def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions):
 
 def _mixed_precision(model_proto, build, report, reference: float, score: float, images: CalibrationImages,
                      graph_input: GraphInput, options: PrecisionOptions, evaluator: Evaluator, threads, say):
-    from segdeploy.export.precision.sensitivity import SENSITIVITY_IMAGES, group_blocks, keep_until_within, rank_blocks
-
     layers = list(report.details["quantized"]) + list(report.details.get("residual_adds", []))
     blocks = group_blocks(layers)
     feeds = [graph_input.image(p) for p in images.paths[:SENSITIVITY_IMAGES]]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdeploy.errors import InputError
+from segdeploy.files.atomic import write_bytes_atomic
 
 METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_METHOD = "minmax"
@@ -224,7 +225,6 @@ class RangeTable:
     def save(self, path: str) -> None:
         import io
 
-        from segdeploy.files.atomic import write_bytes_atomic
 
         buffer = io.BytesIO()
         np.savez_compressed(buffer, names=np.array(self.names), low=self.low, high=self.high, radius=self.radius,

@@ -12,8 +12,9 @@ import json
 import os
 
 from segdeploy.artifact.formats import ENGINE_FORMATS, ONNX_SUFFIX, is_engine_name
+from segdeploy.artifact.manifest_store import read_json_file
 from segdeploy.errors import ArtifactError
-from segdeploy.export.tensorrt.plan import DLA_RELEASES, SAME_CC_SINCE, BuildPlan
+from segdeploy.export.tensorrt.plan import DLA_RELEASES, SAME_CC_SINCE, BuildPlan, check_plan
 from segdeploy.export.tensorrt.trtexec import command_line, trtexec_command
 from segdeploy.files.atomic import folder_holds, write_folder_atomic
 from segdeploy.files.locking import os_reason
@@ -157,9 +158,6 @@ def read_bundle(folder: str) -> tuple[dict, BuildPlan, str]:
     gives (onnx, engine, trtexec_plan, timing cache) is a file of the bundle; the returned document's ``engine`` and
     the plan's timing cache are paths inside the folder; the plan's settings pass the checks export applies to its
     flags (plan.check_plan; the ONNX artifact's own checks come when it is read)."""
-    from segdeploy.artifact.manifest_store import read_json_file
-    from segdeploy.export.tensorrt.plan import check_plan
-
     folder = os.fspath(folder)
     path = os.path.join(folder, PLAN_FILE)
     if not os.path.isdir(folder):

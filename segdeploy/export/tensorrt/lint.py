@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from segdeploy.artifact.onnx_file import load_onnx
 from segdeploy.errors import SegdeployError
 from segdeploy.export.passes.graph_index import declared_types_and_shapes
 from segdeploy.export.tensorrt import onnx_support as support
@@ -403,8 +404,6 @@ def lint_model(model, tensorrt_version: str = "10.3") -> list[Finding]:
 
 
 def lint_file(path, tensorrt_version: str = "10.3") -> list[Finding]:
-    from segdeploy.artifact.onnx_file import load_onnx
-
     return lint_model(load_onnx(path, check=False), tensorrt_version)  # flaws are the lint's to report
 
 
