@@ -177,7 +177,7 @@ def baseline_rows(request, rows, report, args) -> list[dict]:
     from segdeploy.artifact.reader import read_manifest
     from segdeploy.evaluation.accuracy import held_out
     from segdeploy.evaluation.feeds import manifest_image_feed
-    from segdeploy.export.precision.calibrate import select_images
+    from segdeploy.export.precision.calibration_images import select_images
     from segdeploy.preprocess import read_image
 
     fp32 = next((r for r in rows if r["precision"] == "fp32" and r["status"] == "ok"), None)

@@ -27,6 +27,7 @@ DISTRIBUTIONS = {
     ONNXRUNTIME: _BACKEND[ONNXRUNTIME], OPENVINO: _BACKEND[OPENVINO], TENSORRT: _BACKEND[TENSORRT],
     "onnxsim": ("onnxsim", "onnx-simplifier"), "onnxslim": ("onnxslim",), "matplotlib": ("matplotlib",),
 }
+DISTRIBUTIONS.update({name: found for name, found in _BACKEND.items() if name not in DISTRIBUTIONS})  # a new backend
 
 
 def installed_distributions(module: str) -> dict[str, str]:

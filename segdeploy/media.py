@@ -72,7 +72,6 @@ def video_frames(path: str) -> tuple[Iterator[np.ndarray], dict]:
     """The frames of a video (uint8 BGR) and its properties (fps, size, frame count as the container says)."""
     import cv2
 
-
     with captured_c_stderr() as said:  # FFmpeg's complaints about a damaged file are not segdeploy's output
         capture = cv2.VideoCapture(path)
     if not capture.isOpened():

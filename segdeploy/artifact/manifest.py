@@ -21,11 +21,7 @@ from segdeploy.artifact.manifest_schema import SCHEMA_VERSION, build, check_docu
 from segdeploy.errors import ArtifactError
 
 ONNX_METADATA_KEY = "segdeploy.manifest"
-
-
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
 FORMATS = ("onnx", "engine")
 
 

@@ -16,12 +16,8 @@ from segdeploy import __version__, flavours
 from segdeploy.errors import ArtifactError
 
 SCHEMA_VERSION = 2
-
-
 # Untyped metadata written by segdeploy 0.1 (one metadata_props entry per key); recognised only to refuse it clearly.
 LEGACY_METADATA_KEY = "segdeploy_metadata_version"
-
-
 INT8_FLAVOURS = flavours.NAMES
 
 

@@ -14,7 +14,6 @@ def load_onnx(path: str | os.PathLike, check: bool = True):
     corrupt graph is refused here, not by whichever backend loads it later."""
     import onnx
 
-
     path = os.fspath(path)
     wait_for_writers(path)  # a live writer finishes first; half a unit a killed one left is refused
     if os.path.isdir(path):

@@ -136,7 +136,6 @@ def check_outputs(force: bool, *paths, inputs=()) -> None:
     --json x.onnx --force`` must not replace the artifact it validates with its report."""
     import os
 
-
     protected = {}
     for source in inputs:
         if source:

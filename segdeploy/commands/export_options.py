@@ -11,7 +11,8 @@ from segdeploy.commands import common
 from segdeploy.errors import InputError
 from segdeploy.evaluation.accuracy import GraphAccuracy
 from segdeploy.export.precision import MODES, TARGETS, PrecisionOptions
-from segdeploy.export.precision.calibrate import DEFAULT_COUNT, DEFAULT_PERCENTILE, METHODS
+from segdeploy.export.precision.calibrate import DEFAULT_PERCENTILE, METHODS
+from segdeploy.export.precision.calibration_images import DEFAULT_COUNT
 from segdeploy.export.tensorrt import planned_kind
 from segdeploy.export.tensorrt.plan import MAX_DLA_CORE, MAX_WORKSPACE_MB, BuildOptions
 from segdeploy.export.triton import MAX_INSTANCES

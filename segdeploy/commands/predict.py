@@ -69,7 +69,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import numpy as np
 
-
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha must be between 0 and 1, not {args.alpha}")
     source = resolve_source(args.source)
@@ -156,7 +155,6 @@ class ResizeNote:
 
 def _one_image(args, segmenter, path, image, decode_ms: float, note) -> int:
     import numpy as np
-
 
     note(image.shape[:2])
     result = segmenter(image)

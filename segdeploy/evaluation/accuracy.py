@@ -40,7 +40,6 @@ class HeldOut:
         was judged on it records, so that another set is not mistaken for it)."""
         import hashlib
 
-
         files = list(self.image_paths) + ([s.label for s in self.dataset.samples] if self.dataset else [])
         return hashlib.sha256("\n".join(file_sha256(f) for f in files).encode()).hexdigest()
 

@@ -19,11 +19,12 @@ from segdeploy.artifact.onnx_file import graph_edited, load_onnx
 from segdeploy.artifact.reader import read_manifest
 from segdeploy.errors import InputError
 from segdeploy.evaluation.accuracy import agreement_percent, held_out, miou, predict_masks
-from segdeploy.evaluation.compare import ValidationReport, compare_runners, confusion, tolerance_for
+from segdeploy.evaluation.compare import ValidationReport, compare_runners, confusion
 from segdeploy.evaluation.feeds import image_feed, list_images, manifest_image_feed, seeded_feed
 from segdeploy.evaluation.reference import build_reference, foreign_reference
+from segdeploy.evaluation.tolerances import tolerance_for
 from segdeploy.export.onnx import validation_shapes
-from segdeploy.export.precision.calibrate import check_disjoint
+from segdeploy.export.precision.calibration_images import check_disjoint
 from segdeploy.models import footprint
 from segdeploy.runtimes.onnxruntime import OnnxRuntimeRunner
 from segdeploy.runtimes.registry import backends_for, create_runner, get_backend

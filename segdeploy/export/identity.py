@@ -19,7 +19,7 @@ from segdeploy.artifact.manifest_store import sidecar_path
 from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
 from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 from segdeploy.errors import ArtifactError
-from segdeploy.export.precision.calibrate import select_images
+from segdeploy.export.precision.calibration_images import select_images
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,6 @@ def reusable(path: str, wanted):
     """(manifest, None) when the artifact at ``path`` and its sidecar are the export ``wanted`` (an ExportRequest,
     or a function that makes it: called only once the artifact is found intact), intact; else (None, why not)."""
     import warnings
-
 
     if not os.path.isfile(sidecar_path(path)):
         return None, f"its manifest {sidecar_path(path)} is missing"

@@ -32,11 +32,11 @@ from segdeploy.files.journal import (
 from segdeploy.files.locking import (
     folder_lock,
     identity_of,
+    interrupt_point,
     is_same_file,
     os_reason,
     remove_path,
     sync_folder,
-    test_point,
 )
 from segdeploy.files.staging import Pending, current_umask, remove_leftovers, temp_name
 
@@ -54,7 +54,7 @@ def write_files_atomic(files: list[tuple[str | os.PathLike, bytes]], force: bool
     try:
         made = make_parents(folder)
         with folder_lock(folder):
-            test_point("locked")
+            interrupt_point("locked")
             _commit_files(folder, paths, [data for _, data in files], force)
     except BaseException as exc:
         remove_made(made)
@@ -78,7 +78,7 @@ def _commit_files(folder: str, paths: list[str], contents: list[bytes], force: b
             item = Pending(path, folder)
             pending.append(item)
             item.write(data)
-        test_point("written")
+        interrupt_point("written")
         # record what is about to be put in place, and where the files being replaced are kept, before touching any
         entries = []
         for path, item in zip(paths, pending):
@@ -91,11 +91,11 @@ def _commit_files(folder: str, paths: list[str], contents: list[bytes], force: b
         for entry in entries:
             if entry["backup"]:
                 keep_aside(os.path.join(folder, entry["name"]), os.path.join(folder, entry["backup"]))
-        test_point("journaled")
+        interrupt_point("journaled")
         for i, item in enumerate(pending):
             item.commit()
             if i == 0 and len(pending) > 1:
-                test_point("half-committed")
+                interrupt_point("half-committed")
         finish_unit(folder, journal, entries)
         journal = None
     except BaseException:
@@ -173,7 +173,7 @@ def write_folder_atomic(target: str | os.PathLike, files: dict[str, bytes], forc
                                 "staged (a model repository that is a mount point: write the repository one folder "
                                 "below it)")
         with folder_lock(work):
-            test_point("locked")
+            interrupt_point("locked")
             _commit_folder(work, rel, files, force, executable, keep_others)
     except BaseException as exc:
         remove_made(made)
@@ -253,7 +253,7 @@ def _commit_folder(work: str, rel: str, files: dict[str, bytes], force: bool, ex
                 os.chmod(full, 0o777 & ~current_umask())
         if keep_others and os.path.isdir(target):
             _link_others(target, staging, files)
-        test_point("written")
+        interrupt_point("written")
         entry = {"name": rel, "made": identity_of(os.lstat(staging)), "backup": None, "kept": None}
         if os.path.lexists(target):
             # the old folder ends where the new one was staged: swapped in one step where the kernel can, so that a
@@ -261,7 +261,7 @@ def _commit_folder(work: str, rel: str, files: dict[str, bytes], force: bool, ex
             entry["backup"], entry["kept"] = os.path.basename(staging), identity_of(os.lstat(target))
         entries = [entry]
         journal = write_journal(work, rel, entries)
-        test_point("journaled")
+        interrupt_point("journaled")
         if not entry["backup"]:
             os.rename(staging, target)
         elif not _exchange(staging, target):

@@ -24,7 +24,7 @@ import re
 import stat
 
 from segdeploy.errors import ArtifactError
-from segdeploy.files.locking import folder_lock, is_same_file, remove_path, sync_folder, test_point
+from segdeploy.files.locking import folder_lock, interrupt_point, is_same_file, remove_path, sync_folder
 from segdeploy.files.staging import Pending
 
 JOURNAL_SUFFIX = ".unit"
@@ -214,7 +214,7 @@ def finish_unit(folder: str, journal: str, entries: list[dict]) -> None:
     sync_folder(folder)
     os.unlink(journal)  # the commit point
     sync_folder(folder)
-    test_point("committed")
+    interrupt_point("committed")
     for entry in entries:
         if entry.get("backup"):
             remove_path(os.path.join(folder, entry["backup"]))

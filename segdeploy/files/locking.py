@@ -1,6 +1,6 @@
 """What every writer of a folder stands on: the folder's lock, files' identities, fsync of a folder, removal of
 only what a writer owns, an OSError said in words, and the test hook that interrupts a writer at a named point
-(``SEGDEPLOY_TEST_SIGNAL_AT=<point>:<SIGNAL>``, read in ``test_point`` only; it does nothing when unset).
+(``SEGDEPLOY_TEST_SIGNAL_AT=<point>:<SIGNAL>``, read in ``interrupt_point`` only; it does nothing when unset).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ TEST_SIGNAL_ENV = "SEGDEPLOY_TEST_SIGNAL_AT"
 TEST_POINTS = ("locked", "written", "journaled", "half-committed", "committed")
 
 
-def test_point(name: str) -> None:
+def interrupt_point(name: str) -> None:
     spec = os.environ.get(TEST_SIGNAL_ENV)
     if spec:
         point, _, sig = spec.partition(":")

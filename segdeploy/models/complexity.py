@@ -56,7 +56,6 @@ def measure(name: str, height: int = 512, width: int = 512, with_macs: bool = Tr
 def _cached_measure(name: str, height: int, width: int, with_macs: bool) -> dict:
     import json
 
-
     path = user_cache_dir("complexity.json")
     key = f"{__version__}|{torch.__version__}|{name}|{height}x{width}|{'macs' if with_macs else 'params'}"
     try:

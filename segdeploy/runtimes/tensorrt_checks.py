@@ -15,8 +15,6 @@ from segdeploy.errors import ArtifactError, InputError, SegdeployError
 BARE_PLAN_WARNING = ("has no segdeploy header (a bare plan from trtexec or build_engine.sh?): its TensorRT version and "
                      "GPU cannot be checked before TensorRT deserializes it, and its host code is allowed (a "
                      "version-compatible plan needs it)")
-
-
 # TensorRT DataType member name -> numpy dtype name; None: TensorRT has it, numpy does not.
 TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
               "BOOL": "bool", "UINT8": "uint8", "BF16": None, "FP8": None, "INT4": None, "FP4": None, "E8M0": None}

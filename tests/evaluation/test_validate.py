@@ -15,15 +15,8 @@ from hostile import answer_lines
 from segdeploy import models
 from segdeploy.cli import main
 from segdeploy.errors import CheckpointError, SegdeployError
-from segdeploy.evaluation.compare import (
-    TOLERANCES,
-    OutputReport,
-    agreement,
-    compare_runners,
-    confusion,
-    mean_iou,
-    numeric_stats,
-)
+from segdeploy.evaluation.compare import OutputReport, agreement, compare_runners, confusion, mean_iou, numeric_stats
+from segdeploy.evaluation.tolerances import TOLERANCES
 from segdeploy.evaluation.validate import validate_artifact
 from segdeploy.runtimes.base import Runner, TensorInfo
 

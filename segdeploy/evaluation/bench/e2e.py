@@ -71,7 +71,6 @@ def default_photos() -> list[Photo]:
     textures, public domain and CC0), JPEG-encoded: a fixed set, so runs on different machines see the same bytes."""
     import cv2
 
-
     tiles = synthetic.texture_tiles(16)
     photos = []
     for index, (height, width) in enumerate(CAMERA_SIZES):

@@ -27,9 +27,9 @@ from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.accuracy import agreement_percent, held_out, miou, predict_masks
 from segdeploy.evaluation.bench.protocol import Progress, Protocol, time_runner
-from segdeploy.evaluation.compare import tolerance_for
+from segdeploy.evaluation.tolerances import tolerance_for
 from segdeploy.export.precision import PrecisionOptions
-from segdeploy.export.precision.calibrate import check_disjoint, select_images
+from segdeploy.export.precision.calibration_images import check_disjoint, select_images
 from segdeploy.files.atomic import write_bytes_atomic
 from segdeploy.hostinfo import int8_speed_note, machine_info
 from segdeploy.runtimes.base import random_feed
@@ -359,7 +359,6 @@ def plot(report: dict, path: str, force: bool = False) -> None:
     except ImportError:
         raise InputError("--plot needs matplotlib (pip install segdeploy[plot])") from None
     import io
-
 
     rows = [r for r in report["rows"] if r["status"] == "ok"]
     key = "miou" if any(r.get("miou") is not None for r in rows) else "agreement"

@@ -29,15 +29,17 @@ from segdeploy.artifact import manifest as mf
 from segdeploy.errors import InputError, ToleranceError
 from segdeploy.export.passes import PassReport
 from segdeploy.export.precision.calibrate import (
-    DEFAULT_COUNT,
     DEFAULT_METHOD,
     DEFAULT_PERCENTILE,
     METHODS,
-    CalibrationImages,
     RangeTable,
     calibrate,
-    check_disjoint,
     collect,
+)
+from segdeploy.export.precision.calibration_images import (
+    DEFAULT_COUNT,
+    CalibrationImages,
+    check_disjoint,
     select_images,
 )
 from segdeploy.export.precision.sensitivity import SENSITIVITY_IMAGES, group_blocks, keep_until_within, rank_blocks
@@ -118,7 +120,6 @@ class GraphInput:
         import types
 
         import cv2
-
 
         batch, height, width = self.shape
         image = preprocess.read_image(path)
