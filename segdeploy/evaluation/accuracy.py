@@ -67,14 +67,7 @@ def held_out(data: str | os.PathLike, limit: int | None = None) -> HeldOut:
 
 def prepared_feed(image: np.ndarray, name: str, size: tuple[int, int], spec, uint8_input: bool,
                   batch: int = 1) -> dict:
-    import cv2
-
-    height, width = size
-    if uint8_input:
-        x = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)[None]
-    else:
-        x = preprocess.prepare(image, spec, (height, width))
-    return {name: np.ascontiguousarray(np.repeat(x, batch, axis=0))}
+    return {name: preprocess.network_input(image, size, spec, uint8_input=uint8_input, batch=batch)}
 
 
 def to_mask(out: np.ndarray, image_shape, align_corners: bool) -> np.ndarray:

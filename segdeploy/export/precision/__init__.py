@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -117,18 +118,10 @@ class GraphInput:
     channel_order: str
 
     def image(self, path: str) -> dict:
-        import types
-
-        import cv2
-
+        spec = types.SimpleNamespace(mean=self.mean, std=self.std, channel_order=self.channel_order)
         batch, height, width = self.shape
-        image = preprocess.read_image(path)
-        if self.dtype == "uint8":
-            x = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)[None]
-        else:
-            spec = types.SimpleNamespace(mean=self.mean, std=self.std, channel_order=self.channel_order)
-            x = preprocess.prepare(image, spec, (height, width))
-        return {self.name: np.ascontiguousarray(np.repeat(x, batch, axis=0))}
+        return {self.name: preprocess.network_input(preprocess.read_image(path), (height, width), spec,
+                                                    uint8_input=self.dtype == "uint8", batch=batch)}
 
     def seeded(self, seed: int) -> dict:
         from segdeploy import recipe
