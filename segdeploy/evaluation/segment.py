@@ -14,7 +14,7 @@ import numpy as np
 from segdeploy import flavours, models, preprocess
 from segdeploy.artifact import manifest as mf
 from segdeploy.artifact.formats import format_of
-from segdeploy.artifact.reader import read_runnable_manifest
+from segdeploy.artifact.reader import LoadedArtifact, open_artifact
 from segdeploy.errors import InputError
 from segdeploy.evaluation.feeds import image_feed, network_size
 from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
@@ -226,7 +226,8 @@ def _class_names(spec, k: int, checkpoint) -> tuple[list, list]:
 def _artifact_segmenter(artifact: str, backend, size, threads, model_hint) -> Segmenter:
     kind = format_of(artifact).kind
     # an edited graph or a damaged plan is refused before loading; the manifest also names the precision
-    found = read_runnable_manifest(artifact, required=False)
+    loaded = open_artifact(artifact, required=False)
+    found = loaded.manifest
     reason = None
     if backend is None:
         label = precision_label(found.precision) if found is not None else "fp32"
@@ -235,7 +236,7 @@ def _artifact_segmenter(artifact: str, backend, size, threads, model_hint) -> Se
         backend, reason = choice.backend, choice.reason
     if get_backend(backend).consumes != kind:
         raise InputError(f"backend {backend} does not run {kind} artifacts; use {', '.join(backends_for(kind))}")
-    segmenter = _open_artifact(artifact, backend, size, threads, model_hint)
+    segmenter = _open_artifact(loaded, backend, size, threads, model_hint)
     segmenter.backend_reason = reason
     return segmenter
 
@@ -245,8 +246,9 @@ def precision_label(precision) -> str:
     return flavours.label(precision.mode, precision.flavour)
 
 
-def _open_artifact(artifact: str, backend, size, threads, model_hint) -> Segmenter:
-    runner = create_runner(backend, artifact=artifact, threads=threads)
+def _open_artifact(loaded: LoadedArtifact, backend, size, threads, model_hint) -> Segmenter:
+    artifact = loaded.path
+    runner = create_runner(backend, artifact=loaded, threads=threads)
     label = f"{os.path.basename(artifact)} on {backend}"
     manifest = runner.manifest
     if manifest is not None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from segdeploy import backends, tensorrt_host
+from segdeploy.artifact.reader import LoadedArtifact
 from segdeploy.backends import ONNXRUNTIME, OPENVINO, TENSORRT, TORCH, Backend
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.hostinfo import installed_distributions, package_version
@@ -222,10 +223,15 @@ def default_backend_for(kind: str) -> str:
 def create_runner(backend: str, *, model=None, artifact=None, device: str = "cpu", precision: str | None = None,
                   threads: int | None = None, **options):
     """A runner of ``backend``: ``model`` (a registered name, DeployGraph or nn.Module) for the model backend,
-    ``artifact`` (a path) for the others. ``options`` are backend-specific (torch: layout, compile, cuda_graphs,
-    checkpoint, outputs, preprocess; onnxruntime: graph_optimization, providers; openvino: hint)."""
+    ``artifact`` (a path, or an artifact.reader.LoadedArtifact) for the others. ``options`` are backend-specific
+    (torch: layout, compile, cuda_graphs, checkpoint, outputs, preprocess; onnxruntime: graph_optimization,
+    providers; openvino: hint)."""
     record = get_backend(backend)
     require_backend(backend)
+    if isinstance(artifact, LoadedArtifact):  # opened once: an ONNX runner takes the manifest read already
+        if artifact.kind == "onnx" and record.consumes == "onnx":
+            options.setdefault("manifest", artifact.manifest)
+        artifact = artifact.path
     if record.consumes != "model" and artifact is None:
         raise InputError(f"the {backend} backend runs an exported artifact; export it first")
     if threads is not None and threads < 1:
