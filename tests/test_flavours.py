@@ -7,6 +7,7 @@ import pytest
 
 from segdeploy import backends, flavours
 from segdeploy.evaluation.bench import precision as pb
+from segdeploy.evaluation.tolerances import TOLERANCES, tolerance_for
 from segdeploy.export.precision import TARGETS, PrecisionOptions
 
 
@@ -43,3 +44,9 @@ def test_a_float32_flavour_keeps_float32_io():
         else:
             with pytest.raises(Exception, match="keeps float32 I/O"):
                 options.checked()
+
+
+def test_each_flavour_is_judged_by_the_tolerance_its_record_names():
+    for flavour in flavours.FLAVOURS.values():
+        assert tolerance_for("int8", flavour.name) is TOLERANCES[flavour.tolerance]
+    assert tolerance_for("fp16") is TOLERANCES["fp16"]

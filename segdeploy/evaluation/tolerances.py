@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from segdeploy import flavours
 from segdeploy.errors import SegdeployError
 
 
@@ -45,8 +46,10 @@ TOLERANCES = {
 }
 
 
-def tolerance_for(precision: str) -> Tolerance:
+def tolerance_for(precision: str, flavour: str | None = None) -> Tolerance:
+    """The tolerance of ``precision``; an INT8 flavour's is the one its record names."""
+    key = flavours.get(flavour).tolerance if flavour in flavours.FLAVOURS else precision
     try:
-        return TOLERANCES[precision]
+        return TOLERANCES[key]
     except KeyError:
         raise SegdeployError(f"no tolerance for precision {precision!r}; known: {', '.join(TOLERANCES)}") from None

@@ -111,7 +111,8 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
     with candidate:
         report = compare_runners(reference, candidate, feeds, num_classes=graph.num_classes,
                                  align_corners=graph.spec.align_corners,
-                                 tolerance=tolerance_for(manifest.precision.mode), progress=progress)
+                                 tolerance=tolerance_for(manifest.precision.mode, manifest.precision.flavour),
+                                 progress=progress)
         if held is not None:
             report.dataset = held_out_comparison(reference, candidate, held, manifest, graph.num_classes,
                                                  graph.spec.align_corners, report, say)

@@ -257,7 +257,7 @@ def _relate(rows: list[dict], held) -> None:
 def within_tolerance(row: dict) -> bool | None:
     """The precision's tolerance on the held-out set: label agreement with FP32, and the mIoU drop where labelled."""
     mode, flavour = PRECISIONS[row["precision"]]
-    tolerance = tolerance_for(flavours.get(flavour).tolerance if flavour else mode)
+    tolerance = tolerance_for(mode, flavour)
     if row.get("agreement") is None:
         return None
     ok = row["agreement"] >= 100 * tolerance.min_agreement
