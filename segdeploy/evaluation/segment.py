@@ -18,7 +18,7 @@ from segdeploy.artifact.reader import LoadedArtifact, open_artifact
 from segdeploy.errors import InputError
 from segdeploy.evaluation.feeds import image_feed, network_size
 from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
-from segdeploy.export.describe import DYNAMIC_SIZE
+from segdeploy.export.manifest_builder import DYNAMIC_SIZE
 from segdeploy.hostinfo import memory_available_bytes
 from segdeploy.models import footprint
 from segdeploy.models.checkpoints import checkpoint_dataset_meta

@@ -21,7 +21,7 @@ from segdeploy.artifact import manifest_schema, manifest_store
 from segdeploy.artifact.formats import ONNX_SUFFIX
 from segdeploy.artifact.onnx_file import graph_sha256
 from segdeploy.errors import CheckpointError, InputError, ToleranceError
-from segdeploy.export.describe import DYNAMIC_BATCH, DYNAMIC_SIZE, describe
+from segdeploy.export.manifest_builder import DYNAMIC_BATCH, DYNAMIC_SIZE, describe
 from segdeploy.export.passes import PassReport
 from segdeploy.export.precision import Evaluator, GraphInput, PrecisionOptions, apply_precision, prepare
 from segdeploy.export.trace import DEFAULT_OPSET, build_onnx, check_opset
