@@ -25,10 +25,10 @@ def add_parser(subparsers) -> None:
 
 def diagnose() -> dict:
     machine = machine_info()
-    backends = [status.as_dict() for status in all_backends()]
+    statuses = [status.as_dict() for status in all_backends()]
     tools = [{"name": name, "version": machine["versions"].get(name), "used_for": used_for, "install": install}
              for name, used_for, install in TOOLS]
-    return {"machine": machine, "backends": backends, "tools": tools, "default_cpu_backend": fastest_cpu_backend(),
+    return {"machine": machine, "backends": statuses, "tools": tools, "default_cpu_backend": fastest_cpu_backend(),
             "int8": int8_speed_note(machine["cpu"])}
 
 
