@@ -16,7 +16,7 @@ from segdeploy import preprocess
 from segdeploy.artifact import manifest as mf
 from segdeploy.artifact.formats import format_of
 from segdeploy.artifact.onnx_file import graph_edited, load_onnx
-from segdeploy.artifact.reader import read_manifest
+from segdeploy.artifact.reader import LoadedArtifact, read_manifest
 from segdeploy.errors import InputError
 from segdeploy.evaluation.accuracy import agreement_percent, held_out, miou, predict_masks
 from segdeploy.evaluation.compare import ValidationReport, compare_runners, confusion
@@ -72,6 +72,8 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
                          f"{', '.join(backends_for(kind))}")
     model_proto = load_onnx(path) if kind == "onnx" else None
     manifest = read_manifest(path, model_proto, required=model is None)
+    # read once: the runner takes this manifest (an edited graph is measured here, not refused as it is on use)
+    opened = LoadedArtifact(path, kind, manifest) if manifest is not None else path
     say("building the PyTorch reference")
     if manifest is None:  # a foreign ONNX file: describe it from the model and the graph itself
         graph, manifest = foreign_reference(model_proto, model, checkpoint)
@@ -91,7 +93,7 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
                          "pass a smaller --size or --batch")
     say(f"loading the artifact on {backend}")
     options = {"providers": providers} if providers and get_backend(backend).execution_providers else {}
-    candidate = create_runner(backend, artifact=path, threads=threads, **options)
+    candidate = create_runner(backend, artifact=opened, threads=threads, **options)
     info = candidate.inputs()[0]
     if not n and not image_paths:
         raise InputError("nothing to validate: --n 0 and no --images")

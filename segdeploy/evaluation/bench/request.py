@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from segdeploy import backends
 from segdeploy.artifact.formats import format_of
-from segdeploy.artifact.reader import read_runnable_manifest
+from segdeploy.artifact.reader import LoadedArtifact, open_artifact
 from segdeploy.errors import InputError
 from segdeploy.evaluation.bench.protocol import Protocol
 from segdeploy.evaluation.bench.streams import MAX_STREAMS
@@ -85,8 +85,9 @@ def check_device(device: str) -> None:
         raise InputError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU here")
 
 
-def check_request(request: BenchRequest) -> None:
-    """Fail early, with one line, on anything the run would otherwise trip over halfway."""
+def check_request(request: BenchRequest) -> LoadedArtifact | None:
+    """Fail early, with one line, on anything the run would otherwise trip over halfway. Returns the artifact opened
+    (read and checked once, for its runners), if the request names one."""
     from segdeploy.models import get_spec
 
     if not request.models and not request.artifact:
@@ -94,13 +95,14 @@ def check_request(request: BenchRequest) -> None:
     if request.artifact and len(request.models) > 1:
         raise InputError("--artifact benchmarks one model; give at most one --model to name it")
     kind = "model"
-    artifact_manifest = None
+    artifact_manifest = opened = None
     if request.artifact:
         if not os.path.isfile(request.artifact):
             raise InputError(f"artifact not found: {request.artifact}")
         kind = format_of(request.artifact).kind
         # a corrupt or lying artifact is one line now, not a failed row per backend later
-        manifest = artifact_manifest = read_runnable_manifest(request.artifact, required=False)
+        opened = open_artifact(request.artifact, required=False)
+        manifest = artifact_manifest = opened.manifest
         if manifest is not None and request.models and request.models[0] != manifest.model.name:
             raise InputError(f"{request.artifact} was exported from {manifest.model.name}, not {request.models[0]}")
         if manifest is not None:
@@ -142,6 +144,7 @@ def check_request(request: BenchRequest) -> None:
     if not 1 <= request.max_batch_limit <= MAX_BATCH:
         raise InputError(f"--max-batch takes 1 to {MAX_BATCH}, not {request.max_batch_limit}")
     check_memory(request, artifact_manifest)
+    return opened
 
 
 def check_profile(request: BenchRequest, manifest) -> None:
