@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import record  # noqa: E402
+from segdeploy import flavours  # noqa: E402
 from segdeploy.evaluation.bench import precision as pb  # noqa: E402
 from segdeploy.evaluation.bench.protocol import Protocol  # noqa: E402
 from segdeploy.hostinfo import int8_speed_note, machine_info  # noqa: E402
@@ -37,8 +38,8 @@ from segdeploy.runtimes.base import random_feed  # noqa: E402
 from segdeploy.runtimes.registry import backend_status, create_runner  # noqa: E402
 from segdeploy.training.fixtures import FIXTURES, default_cache_dir, load_fixture  # noqa: E402
 
-PRECISIONS = ["fp32", "fp16", "int8-cpu", "int8-openvino", "int8-tensorrt"]
-CPU_INT8 = ("int8-cpu", "int8-openvino")  # the flavours made for CPU runtimes, which the speed target is about
+PRECISIONS = [name for name in pb.PRECISIONS if name != "int8"]  # every INT8 flavour, each by its label
+CPU_INT8 = flavours.cpu_labels()  # the flavours made for CPU runtimes, which the speed target is about
 TARGET = pb.SPEED_TARGET
 MIOU_BUDGET = 1.0
 
@@ -176,7 +177,7 @@ def baseline_rows(request, rows, report, args) -> list[dict]:
     from segdeploy.artifact.reader import read_manifest
     from segdeploy.evaluation.accuracy import held_out
     from segdeploy.evaluation.feeds import manifest_image_feed
-    from segdeploy.export.precision.calibrate import select_images
+    from segdeploy.export.precision.calibration_images import select_images
     from segdeploy.preprocess import read_image
 
     fp32 = next((r for r in rows if r["precision"] == "fp32" and r["status"] == "ok"), None)
@@ -223,8 +224,8 @@ def markdown(result: dict) -> str:
              f"int8-openvino, made for OpenVINO) with mIoU within {MIOU_BUDGET} point; 'speed-up (min)' is the "
              "same ratio of the fastest single calls.", "",
              "| fixture | best FP32 | best CPU INT8 | speed-up (p50) | speed-up (min) | target | INT8 mIoU delta | "
-             "int8-cpu | int8-openvino |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             + " | ".join(CPU_INT8) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(CPU_INT8)]
     for f in result["fixtures"]:
         s = f.get("summary") or {}
         if f.get("skipped"):

@@ -77,8 +77,8 @@ class Run:
     def write(self, results: dict, markdown: str | None = None, *, final: bool = True) -> list[str]:
         """Write the run's JSON (header + ``results``) and, when given, its Markdown report, which gains a line
         naming the run. ``final=False`` for a run still in progress: its own files are replaced by the next write."""
+        from segdeploy.files.atomic import write_text_atomic
         from segdeploy.hostinfo import machine_info
-        from segdeploy.io import write_text_atomic
 
         os.makedirs(self.out_dir, exist_ok=True)
         run = dict(self.header, finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

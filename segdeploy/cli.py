@@ -10,6 +10,7 @@ import os
 import sys
 
 from segdeploy import __version__
+from segdeploy.commands.common import HelpFormatter
 from segdeploy.errors import SegdeployError
 
 COMMANDS = ("list", "info", "doctor", "export", "validate", "eval", "predict", "bench", "profile", "dataset",
@@ -38,8 +39,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from segdeploy.commands.common import HelpFormatter
-
     parser = _Parser(prog="segdeploy", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"segdeploy {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)

@@ -11,6 +11,9 @@ import platform
 import socket
 import sys
 
+from segdeploy import __version__, backends, flavours
+from segdeploy.backends import ONNXRUNTIME, OPENVINO, TENSORRT, TORCH
+
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
              "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp", "i8mm", "sve", "sve2")
 # CPU features with int8 dot-product instructions: without one of them, int8 GEMMs emulate the dot product with
@@ -18,13 +21,13 @@ ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx
 INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 # distribution names that provide each importable module (onnxruntime has several builds under one module name)
+_BACKEND = {name: b.distributions for name, b in backends.BACKENDS.items()}
 DISTRIBUTIONS = {
-    "segdeploy": ("segdeploy",), "torch": ("torch",), "numpy": ("numpy",), "onnx": ("onnx",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
-                    "onnxruntime-rocm", "onnxruntime-silicon"),
-    "openvino": ("openvino",), "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
+    "segdeploy": ("segdeploy",), TORCH: _BACKEND[TORCH], "numpy": ("numpy",), "onnx": ("onnx",),
+    ONNXRUNTIME: _BACKEND[ONNXRUNTIME], OPENVINO: _BACKEND[OPENVINO], TENSORRT: _BACKEND[TENSORRT],
     "onnxsim": ("onnxsim", "onnx-simplifier"), "onnxslim": ("onnxslim",), "matplotlib": ("matplotlib",),
 }
+DISTRIBUTIONS.update({name: found for name, found in _BACKEND.items() if name not in DISTRIBUTIONS})  # a new backend
 
 
 def installed_distributions(module: str) -> dict[str, str]:
@@ -50,10 +53,8 @@ def library_versions() -> dict[str, str | None]:
 
 def tool_versions() -> dict[str, str | None]:
     """The versions recorded in an artifact's manifest: what made it, nothing about the host."""
-    from segdeploy import __version__
-
     versions = {"segdeploy": __version__, "python": ".".join(map(str, sys.version_info[:3]))}
-    for module in ("torch", "onnx", "onnxruntime", "numpy", "onnxsim", "onnxslim"):
+    for module in (TORCH, "onnx", ONNXRUNTIME, "numpy", "onnxsim", "onnxslim"):
         versions[module] = package_version(module)
     return versions
 
@@ -92,8 +93,10 @@ def cpu_info() -> dict:
 def int8_speed_note(cpu: dict) -> str:
     """Whether INT8 can be expected to beat FP32 on this CPU, in one sentence."""
     if cpu.get("int8_dot_product"):
+        cpu_flavours = ", ".join(f"--target {f.name} for {backends.label(f.fast_on[0])}"
+                                 for f in flavours.FLAVOURS.values() if not f.builds_engine)
         return (f"int8 dot-product instructions present ({', '.join(cpu['int8_dot_product'])}): INT8 can be faster "
-                "in the flavour made for the runtime (--target cpu for ONNX Runtime, --target openvino for OpenVINO)")
+                f"in the flavour made for the runtime ({cpu_flavours})")
     return ("no int8 dot-product instructions (no AVX-512 VNNI, AVX-VNNI, AMX or Arm dot product): INT8 runs no "
             "faster than FP32 here; use it for size, not speed")
 

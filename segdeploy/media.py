@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdeploy.errors import InputError
-from segdeploy.io import check_destination, make_parents, move_into_place, remove_made, write_bytes_atomic
+from segdeploy.files.atomic import move_into_place, write_bytes_atomic
+from segdeploy.files.destinations import check_destination, make_parents, remove_made
+from segdeploy.preprocess import captured_c_stderr
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -69,8 +71,6 @@ def resolve_source(text: str) -> Source:
 def video_frames(path: str) -> tuple[Iterator[np.ndarray], dict]:
     """The frames of a video (uint8 BGR) and its properties (fps, size, frame count as the container says)."""
     import cv2
-
-    from segdeploy.preprocess import captured_c_stderr
 
     with captured_c_stderr() as said:  # FFmpeg's complaints about a damaged file are not segdeploy's output
         capture = cv2.VideoCapture(path)
@@ -138,7 +138,7 @@ class VideoOut:
         folder = os.path.dirname(os.path.abspath(path)) or "."
         self.made = make_parents(folder)
         suffix = os.path.splitext(path)[1].lower()
-        # named like segdeploy.io's temp files (".<name>.<random>.tmp.<suffix>", the suffix picks the container), so
+        # named like segdeploy.files' temp files (".<name>.<random>.tmp.<suffix>", the suffix picks the container), so
         # the next writer of this video removes what a killed run left
         self.path, self.force = path, force
         self.tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp{suffix}")

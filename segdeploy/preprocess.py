@@ -172,6 +172,21 @@ def prepare(image_bgr: np.ndarray, spec, size: tuple[int, int] | None = None) ->
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
+def network_input(image_bgr: np.ndarray, size: tuple[int, int], spec, *, uint8_input: bool, batch: int = 1,
+                  dtype: str = "float32") -> np.ndarray:
+    """The one image-to-tensor path (calibration, validation feeds, accuracy): ``image_bgr`` as a network input at
+    ``size`` (HxW), repeated to ``batch``. A graph that preprocesses itself takes the resized uint8 BGR image (NHWC);
+    any other takes it normalised as ``spec`` says (mean, std, channel order), NCHW in ``dtype``."""
+    import cv2
+
+    height, width = size
+    if uint8_input:
+        x = cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_LINEAR)[None]
+    else:
+        x = prepare(image_bgr, spec, (height, width)).astype(dtype, copy=False)
+    return np.ascontiguousarray(np.repeat(x, batch, axis=0))
+
+
 def _source_index(out_size: int, in_size: int, align_corners: bool):
     """torch's bilinear sampling along one axis (upsample_bilinear2d on the CPU): for each output index the two
     source indices and their weights, computed in float32 as torch computes them."""

@@ -358,12 +358,12 @@ def png_header_only(height: int, width: int) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Writers interrupted at a named point (segdeploy.io's test hook)
+# Writers interrupted at a named point (segdeploy.files' test hook)
 
 
 WRITER = """
 import sys
-from segdeploy.io import write_files_atomic
+from segdeploy.files.atomic import write_files_atomic
 folder, tag, force = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 write_files_atomic([(folder + "/a.onnx", tag.encode() * 4096), (folder + "/a.json", tag.encode())], force=force)
 """

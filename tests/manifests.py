@@ -59,7 +59,7 @@ def sample_manifest(*, dynamic: bool = False, num_classes: int = 4, outputs: str
 
 def embed_hashed(model, manifest: Manifest):
     """``model`` with ``manifest`` embedded, its graph_sha256 set to the graph's own hash (every reader checks it)."""
-    from segdeploy.artifact.manifest import embed
+    from segdeploy.artifact.manifest_store import embed
     from segdeploy.artifact.onnx_file import graph_sha256
 
     return embed(model, manifest.replace(graph_sha256=graph_sha256(model)))

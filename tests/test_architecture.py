@@ -25,6 +25,7 @@ ALLOWED = {
     "commands": {"core", "datasets", "models", "training", "artifact", "export", "runtimes", "evaluation"},
 }
 ENTRY_POINTS = {"segdeploy.cli", "segdeploy.__main__"}  # the command line's dispatch belongs to commands
+CORE_PACKAGES = {"files"}  # packages of the core: every part may use them
 
 
 def module_name(path: Path) -> str:
@@ -38,7 +39,7 @@ def part_of(module: str) -> str:
     if module in ENTRY_POINTS:
         return "commands"
     pieces = module.split(".")
-    if len(pieces) > 1 and (ROOT / pieces[1]).is_dir():
+    if len(pieces) > 1 and (ROOT / pieces[1]).is_dir() and pieces[1] not in CORE_PACKAGES:
         return pieces[1]
     return "core"
 
@@ -118,6 +119,65 @@ def test_no_import_cycles():
 def test_the_checker_sees_function_level_imports():
     """Guard against a checker that passes because it reads nothing."""
     assert "segdeploy.evaluation.validate" in GRAPH["segdeploy.commands.export"]  # imported inside run()
-    assert part_of("segdeploy.runtimes.torch") == "runtimes" and part_of("segdeploy.io") == "core"
+    assert part_of("segdeploy.runtimes.torch") == "runtimes" and part_of("segdeploy.files.atomic") == "core"
     assert {"segdeploy.models.deploy", "segdeploy.artifact.manifest"} <= {
         t for m, ts in GRAPH.items() if m.startswith("segdeploy.runtimes") for t in ts}
+
+
+# One place for each fact: a backend's name is spelled by the backend registry, the flavour table and the backends'
+# own modules; an artifact's suffix by the format table. Everything else asks them.
+BACKEND_NAMES = {"torch", "onnxruntime", "openvino", "tensorrt"}
+ARTIFACT_SUFFIXES = {".onnx", ".engine", ".plan"}
+SPELL_BACKEND_NAMES = {"segdeploy.backends", "segdeploy.flavours", "segdeploy.tensorrt_host",
+                       "segdeploy.runtimes.torch", "segdeploy.runtimes.onnxruntime", "segdeploy.runtimes.openvino",
+                       "segdeploy.runtimes.tensorrt"}
+SPELL_SUFFIXES = {"segdeploy.artifact.formats"}
+MAX_FUNCTION_LEVEL_IMPORTS = 52  # the rest pull torch or onnx, which stay lazy (tests/test_startup.py)
+MAX_MODULE_LINES = 400
+
+
+def string_constants(module: str) -> set[str]:
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    return {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+
+
+def function_level_imports(module: str) -> int:
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    count = 0
+    for function in ast.walk(tree):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("segdeploy")):
+                    count += 1
+                elif isinstance(node, ast.Import) and any(a.name.startswith("segdeploy") for a in node.names):
+                    count += 1
+    return count
+
+
+def test_backend_names_are_spelled_in_the_registries_only():
+    spelled = {m for m in MODULES if BACKEND_NAMES & string_constants(m)}
+    assert spelled <= SPELL_BACKEND_NAMES, "ask segdeploy.backends (or the flavour table) instead of spelling a " \
+        f"backend's name: {sorted(spelled - SPELL_BACKEND_NAMES)}"
+
+
+def test_artifact_suffixes_are_spelled_in_the_format_table_only():
+    spelled = {m for m in MODULES if ARTIFACT_SUFFIXES & string_constants(m)}
+    assert spelled <= SPELL_SUFFIXES, f"ask segdeploy.artifact.formats instead: {sorted(spelled - SPELL_SUFFIXES)}"
+
+
+def test_function_level_imports_do_not_grow():
+    total = sum(function_level_imports(m) for m in MODULES)
+    assert total <= MAX_FUNCTION_LEVEL_IMPORTS, f"{total} segdeploy imports inside functions (at most " \
+        f"{MAX_FUNCTION_LEVEL_IMPORTS}): import at the top unless the module pulls a heavy package"
+
+
+def test_no_module_is_long():
+    lines = {m: p.read_text(encoding="utf-8").count("\n") for m, p in MODULES.items()}
+    long = {m: n for m, n in lines.items() if n > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by job): {long}"
+
+
+def test_the_fact_checkers_read_something():
+    assert "tensorrt" in string_constants("segdeploy.backends") and ".onnx" in string_constants(
+        "segdeploy.artifact.formats")
+    assert function_level_imports("segdeploy.commands.export") > 0

@@ -1,6 +1,8 @@
 """Host-side post-processing: logits to a mask at the image's size, resizing only the classes that can win."""
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -58,3 +60,13 @@ def test_only_the_classes_that_can_win_are_resized():
     assert candidates.tolist() == sorted(candidates.tolist())  # class order, so ties still go to the lowest class
     ties = np.zeros((1, 5, 4, 4), np.float32)
     assert (preprocess.logits_to_mask(ties, (9, 9)) == 0).all()
+
+
+def test_network_input_is_the_one_image_to_tensor_path():
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    spec = types.SimpleNamespace(mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0), channel_order="RGB")
+    x = preprocess.network_input(image, (32, 64), spec, uint8_input=False, batch=2, dtype="float16")
+    assert x.shape == (2, 3, 32, 64) and x.dtype == np.float16 and x.flags.c_contiguous
+    np.testing.assert_array_equal(x[1], preprocess.prepare(image, spec, (32, 64))[0].astype(np.float16))
+    raw = preprocess.network_input(image, (32, 64), spec, uint8_input=True)
+    assert raw.shape == (1, 32, 64, 3) and raw.dtype == np.uint8

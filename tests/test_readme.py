@@ -87,7 +87,7 @@ def specification_figures(document: str = "README.md") -> set[tuple[str, str]]:
     from segdeploy.evaluation.bench import run as bench_run
     from segdeploy.evaluation.bench.memory import RssSampler
     from segdeploy.evaluation.bench.protocol import Protocol
-    from segdeploy.evaluation.compare import TOLERANCES
+    from segdeploy.evaluation.tolerances import TOLERANCES
 
     if document == "README.md":
         figures = {(f"{t.min_agreement * 100:g}", "%") for t in TOLERANCES.values()}

@@ -14,7 +14,12 @@ import hashlib
 import json
 import os
 
+from segdeploy.artifact.formats import TENSORRT_MAGIC, sniff
+from segdeploy.artifact.manifest import Manifest
+from segdeploy.artifact.manifest_store import parse_json
 from segdeploy.errors import ArtifactError
+from segdeploy.files.journal import wait_for_writers
+from segdeploy.files.locking import os_reason
 
 MAX_HEADER_BYTES = 16 << 20
 
@@ -48,9 +53,6 @@ def _check_plan_hash(manifest, digest: str, source: str) -> None:
 
 def split(data: bytes, source: str = "engine"):
     """(manifest or None, plan bytes) of an engine file's contents."""
-    from segdeploy.artifact.formats import TENSORRT_MAGIC
-    from segdeploy.artifact.manifest import Manifest, parse_json
-
     if len(data) < 4:
         raise ArtifactError(f"{source} is {len(data)} bytes: not an engine")
     n = int.from_bytes(data[:4], "little")
@@ -71,10 +73,6 @@ def split(data: bytes, source: str = "engine"):
 
 def read_header(path: str | os.PathLike):
     """(manifest or None, offset of the plan) without reading the whole plan into memory."""
-    from segdeploy.artifact.formats import TENSORRT_MAGIC, sniff
-    from segdeploy.artifact.manifest import Manifest, parse_json
-    from segdeploy.io import os_reason, wait_for_writers
-
     path = os.fspath(path)
     wait_for_writers(path)  # a live writer finishes first; half a unit a killed one left is refused
     if os.path.isdir(path):
@@ -108,8 +106,6 @@ def read_header(path: str | os.PathLike):
 
 
 def _file_sha256(path: str, offset: int) -> str:
-    from segdeploy.io import os_reason
-
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as f:

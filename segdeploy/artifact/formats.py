@@ -1,7 +1,10 @@
 """The artifact formats segdeploy writes, in one table that export, the runtime registry and the commands read
 (Ultralytics' single format table). A format says what kind of artifact it is (the thing a backend consumes: an
-ONNX graph, an engine, a model repository), its file suffix, and what exporting it needs. Which backends run which
-kind is the runtime registry's business, not this table's.
+ONNX graph, an engine, a model repository), its file suffixes, and what exporting it needs. Which backends run
+which kind is the runtime registry's business, not this table's.
+
+This is the one module that spells the artifacts' suffixes: the rest asks it (:func:`for_path`,
+:func:`with_suffix`, :data:`ONNX_SUFFIX`, :data:`ENGINE_SUFFIXES`).
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
+from segdeploy import backends
 from segdeploy.errors import SegdeployError
 
 
@@ -32,13 +36,48 @@ class Format:
 
 FORMATS: dict[str, Format] = {
     "onnx": Format("onnx", "onnx", (".onnx",), "ONNX graph with its manifest (embedded and as a JSON sidecar)",
-                   requires=("onnx", "onnxruntime")),
+                   requires=("onnx", backends.ONNXRUNTIME)),
     "trt": Format("trt", "engine", (".engine", ".plan"), "TensorRT engine with segdeploy's header, built from the "
                   "ONNX artifact (where TensorRT is missing: a build bundle to build on the target)",
                   note="running it needs TensorRT and an NVIDIA GPU"),
     "triton": Format("triton", "repository", (), "Triton model repository (ONNX Runtime, or a TensorRT plan built "
                      "here)", note="served by tritonserver; segdeploy writes the repository only"),
 }
+
+
+ONNX_SUFFIX = FORMATS["onnx"].suffix
+ENGINE_SUFFIXES = FORMATS["trt"].suffixes  # segdeploy's engine (its header + the plan), then the bare plan
+ENGINE_FORMATS = {"engine": ENGINE_SUFFIXES[0], "plan": ENGINE_SUFFIXES[1]}  # --engine-format -> the file's suffix
+ARTIFACT_SUFFIXES = tuple(s for f in FORMATS.values() for s in f.suffixes)
+MANIFEST_SUFFIX = ".json"  # the sidecar beside an artifact, a bundle's build plan
+
+
+def suffix_of(path: str | os.PathLike) -> str:
+    return os.path.splitext(os.fspath(path))[1].lower()
+
+
+def with_suffix(path: str | os.PathLike, suffix: str) -> str:
+    """``path`` with its suffix replaced (or added)."""
+    return os.path.splitext(os.fspath(path))[0] + suffix
+
+
+def for_path(path: str | os.PathLike) -> Format | None:
+    """The format a file's name says it is (its content is :func:`format_of`'s business); None for another name."""
+    suffix = suffix_of(path)
+    return next((fmt for fmt in FORMATS.values() if suffix in fmt.suffixes), None)
+
+
+def is_onnx_name(path: str | os.PathLike) -> bool:
+    return suffix_of(path) == ONNX_SUFFIX
+
+
+def is_engine_name(path: str | os.PathLike) -> bool:
+    return suffix_of(path) in ENGINE_SUFFIXES
+
+
+def engine_format_of(path: str | os.PathLike | None) -> str:
+    """The --engine-format a file name asks for: "plan" for a .plan file, else "engine"."""
+    return "plan" if path and suffix_of(path) == ENGINE_FORMATS["plan"] else "engine"
 
 
 def get_format(name: str) -> Format:
@@ -133,9 +172,8 @@ def format_of(path: str | os.PathLike) -> Format:
     for fmt in FORMATS.values():
         if fmt.kind == kind:
             return fmt
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
-    for fmt in FORMATS.values():
-        if suffix in fmt.suffixes:
-            return fmt
+    fmt = for_path(path)
+    if fmt is not None:
+        return fmt
     known = ", ".join(f"{s} ({f.name})" for f in FORMATS.values() for s in f.suffixes)
     raise SegdeployError(f"cannot tell the format of {os.fspath(path)}: expected one of {known}")

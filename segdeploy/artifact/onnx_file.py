@@ -5,6 +5,7 @@ import hashlib
 import os
 
 from segdeploy.errors import ArtifactError
+from segdeploy.files.journal import wait_for_writers
 
 
 def load_onnx(path: str | os.PathLike, check: bool = True):
@@ -12,8 +13,6 @@ def load_onnx(path: str | os.PathLike, check: bool = True):
     ONNX's model checker (unknown operators, dangling inputs, an empty file that parses as an empty model), so a
     corrupt graph is refused here, not by whichever backend loads it later."""
     import onnx
-
-    from segdeploy.io import wait_for_writers
 
     path = os.fspath(path)
     wait_for_writers(path)  # a live writer finishes first; half a unit a killed one left is refused

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 
+from segdeploy.artifact import formats
 from segdeploy.artifact.consistency import check_against_graph
 from segdeploy.artifact.engine_header import read_header
-from segdeploy.artifact.manifest import Manifest, embedded, read_sidecar, sidecar_path
+from segdeploy.artifact.manifest import Manifest
+from segdeploy.artifact.manifest_store import embedded, read_sidecar, sidecar_path
 from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
 from segdeploy.errors import ArtifactError
 
@@ -84,21 +87,31 @@ def read_manifest(artifact: str | os.PathLike, model_proto=None, *, required: bo
 def _kind(path: str) -> str:
     """What the file holds (formats.sniff); a file that is none of them is read as its suffix says, so that its
     reader names what is wrong with it."""
-    from segdeploy.artifact.formats import sniff
-
-    kind = sniff(path) if os.path.isfile(path) else "unknown"
+    kind = formats.sniff(path) if os.path.isfile(path) else "unknown"
     if kind != "unknown":
         return kind
-    suffix = os.path.splitext(path)[1].lower()
-    return {".json": "json", ".engine": "engine", ".plan": "engine"}.get(suffix, "onnx")
+    if formats.suffix_of(path) == formats.MANIFEST_SUFFIX:
+        return "json"
+    return "engine" if formats.is_engine_name(path) else "onnx"
 
 
-def read_runnable_manifest(artifact: str | os.PathLike, *, required: bool = True) -> Manifest | None:
-    """:func:`read_manifest` for a caller about to run the artifact: an ONNX graph that no longer hashes to what its
-    manifest records is refused (validate and info, which look at such a graph, call read_manifest); so is a
-    manifest that records a failed validation without a warning. An engine's plan is checked by its reader."""
+@dataclass(frozen=True)
+class LoadedArtifact:
+    """An artifact opened once, to be run: its path, what it holds (``kind``: "onnx", "engine", "json") and its
+    manifest, already checked (:func:`open_artifact`). Callers hand it down to the runner (runtimes.registry's
+    create_runner takes it for ``artifact``), which then does not read and hash the file again."""
+    path: str
+    kind: str
+    manifest: Manifest | None
+
+
+def open_artifact(artifact: str | os.PathLike, *, required: bool = True) -> LoadedArtifact:
+    """The artifact at ``artifact``, opened for a caller about to run it: an ONNX graph that no longer hashes to what
+    its manifest records is refused (validate and info, which look at such a graph, call read_manifest); a manifest
+    that records a failed validation is warned about. An engine's plan is checked by its reader."""
     path = os.fspath(artifact)
-    if _kind(path) != "onnx":
+    kind = _kind(path)
+    if kind != "onnx":
         manifest = read_manifest(path, required=required)
     else:
         model_proto = load_onnx(path)
@@ -107,7 +120,12 @@ def read_runnable_manifest(artifact: str | os.PathLike, *, required: bool = True
             check_graph_unchanged(model_proto, manifest, path)
     if manifest is not None:
         warn_if_unvalidated(manifest, path)
-    return manifest
+    return LoadedArtifact(path, kind, manifest)
+
+
+def read_runnable_manifest(artifact: str | os.PathLike, *, required: bool = True) -> Manifest | None:
+    """The manifest of :func:`open_artifact`, for a caller that runs the artifact by its path."""
+    return open_artifact(artifact, required=required).manifest
 
 
 def validation_problem(manifest) -> str | None:

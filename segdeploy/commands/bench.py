@@ -1,12 +1,27 @@
 """segdeploy bench: latency, throughput and memory per model x backend x batch, next to the papers' figures."""
 from __future__ import annotations
 
+from segdeploy.artifact.formats import format_of
 from segdeploy.commands import common
-from segdeploy.console import print_table
+from segdeploy.console import StepLines, print_table, stderr_is_terminal
 from segdeploy.errors import InputError, SegdeployError
+from segdeploy.evaluation.bench import precision as pb
+from segdeploy.evaluation.bench import reports
+from segdeploy.evaluation.bench.best import record_bench, record_precisions
+from segdeploy.evaluation.bench.precision import flavour_notes
+from segdeploy.evaluation.bench.protocol import Protocol
+from segdeploy.evaluation.bench.request import BenchRequest, check_request, parse_batches, parse_streams
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
 from segdeploy.export.trace import DEFAULT_OPSET
-from segdeploy.runtimes.registry import default_backend_for, fastest_cpu_backend, get_backend
+from segdeploy.files.atomic import write_text_atomic
+from segdeploy.hostinfo import cpu_info, int8_speed_note
+from segdeploy.runtimes.registry import (
+    backend_status,
+    cpu_backends,
+    default_backend_for,
+    fastest_cpu_backend,
+    get_backend,
+)
 
 EXAMPLES = """examples:
   segdeploy bench --model cgrseg_t                                    # the fastest CPU backend here
@@ -90,11 +105,7 @@ def add_parser(subparsers) -> None:
 
 
 def build_request(args):
-    from segdeploy.evaluation.bench.protocol import Protocol
-    from segdeploy.evaluation.bench.request import BenchRequest, parse_batches, parse_streams
-
     if args.artifact:  # an artifact runs on a backend of its kind
-        from segdeploy.artifact.formats import format_of
 
         default = default_backend_for(format_of(args.artifact).kind)
     else:
@@ -121,8 +132,6 @@ def build_request(args):
 
 def _progress():
     """A rich progress bar with one task per row on a terminal; timestamped lines in logs (console.StepLines)."""
-    from segdeploy.console import StepLines, stderr_is_terminal
-
     try:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     except ImportError:
@@ -145,11 +154,6 @@ def compares_precisions(args) -> bool:
 
 
 def run_precision_comparison(args) -> int:
-    from segdeploy.evaluation.bench import precision as pb
-    from segdeploy.evaluation.bench.protocol import Protocol
-    from segdeploy.hostinfo import cpu_info, int8_speed_note
-    from segdeploy.runtimes.registry import backend_status, cpu_backends
-
     if not args.model or "," in args.model or args.artifact:
         raise InputError("the precision comparison takes one --model (it exports each precision itself)")
     if args.csv:
@@ -175,7 +179,6 @@ def run_precision_comparison(args) -> int:
     print_table(f"segdeploy bench: precisions of {args.model}", *pb.table_rows(report))
     print(pb.header(report))
     print(f"recommendation: {report['recommendation']}")
-    from segdeploy.evaluation.bench.best import record_precisions
 
     for line in record_precisions(report):
         print(f"recorded: {line}")
@@ -183,8 +186,6 @@ def run_precision_comparison(args) -> int:
     if args.json:
         written.append(common.write_json(args.json, report, args.force))
     if args.md:
-        from segdeploy.io import write_text_atomic
-
         written.append(write_text_atomic(args.md, pb.to_markdown(report), force=args.force))
     if args.plot:
         pb.plot(report, args.plot, force=args.force)
@@ -198,7 +199,6 @@ def run_precision_comparison(args) -> int:
 
 def run_e2e_command(args) -> int:
     from segdeploy.evaluation.bench import e2e
-    from segdeploy.evaluation.bench.protocol import Protocol
 
     if args.artifact or args.csv or args.plot or args.data:
         raise InputError("bench --e2e takes --model (it exports both pipelines itself) and writes --json and --md")
@@ -218,8 +218,6 @@ def run_e2e_command(args) -> int:
     if args.json:
         written.append(common.write_json(args.json, report, args.force))
     if args.md:
-        from segdeploy.io import write_text_atomic
-
         written.append(write_text_atomic(args.md, e2e.to_markdown(report), force=args.force))
     for path in written:
         if path:
@@ -228,9 +226,6 @@ def run_e2e_command(args) -> int:
 
 
 def run_command(args) -> int:
-    from segdeploy.evaluation.bench import reports
-    from segdeploy.evaluation.bench.precision import flavour_notes
-    from segdeploy.evaluation.bench.request import check_request
     from segdeploy.evaluation.bench.run import run_bench
 
     common.check_outputs(args.force, args.json, args.csv, args.md, args.plot, inputs=[args.artifact, args.checkpoint])
@@ -257,7 +252,6 @@ def run_command(args) -> int:
         print(f"throughput: {line}")
     for line in flavour_notes(report["results"]):
         print(f"note: {line}")
-    from segdeploy.evaluation.bench.best import record_bench
 
     for line in record_bench(report):
         print(f"recorded: {line}")

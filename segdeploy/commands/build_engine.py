@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import os
 
+from segdeploy.artifact import formats
 from segdeploy.commands import common
 from segdeploy.console import print_table
+from segdeploy.errors import ArtifactError
+from segdeploy.export.tensorrt import export_engine
+from segdeploy.export.tensorrt.bundle import PLAN_FILE, SCRIPT_FILE, read_bundle
 
 
 def add_parser(subparsers) -> None:
@@ -25,17 +29,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from segdeploy.errors import ArtifactError
-    from segdeploy.export.tensorrt import export_engine
-    from segdeploy.export.tensorrt.bundle import PLAN_FILE, SCRIPT_FILE, read_bundle
-
     if os.path.isfile(args.bundle):
         raise ArtifactError(f"{args.bundle} is a file; build-engine takes the bundle folder (export --fmt trt "
                             "builds an engine from an ONNX artifact directly)")
     document, plan, onnx_path = read_bundle(args.bundle)
     output = args.output or document["engine"]  # the user's path, else the bundle's own engine name, inside it
     if args.engine_format == "plan" and not args.output:
-        output = os.path.splitext(output)[0] + ".plan"
+        output = formats.with_suffix(output, formats.ENGINE_FORMATS["plan"])
     # an existing engine is export_engine's to judge: kept when it is this very build, else refused without --force
     inputs = [onnx_path, os.path.join(args.bundle, PLAN_FILE), os.path.join(args.bundle, SCRIPT_FILE)]
     common.check_outputs(args.force or os.path.exists(output), output, inputs=inputs)

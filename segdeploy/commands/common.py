@@ -11,7 +11,12 @@ import math
 import sys
 import time
 
+from segdeploy.artifact.manifest_store import sidecar_path
+from segdeploy.console import StepLines, log_line, stderr_is_terminal
 from segdeploy.errors import InputError
+from segdeploy.files.atomic import write_text_atomic
+from segdeploy.files.destinations import check_destination
+from segdeploy.runtimes.registry import BACKENDS
 
 # Model names are not listed in --help: the registry builds every family (PyTorch) to know them, and --help must
 # answer at once; an unknown name is refused with the list.
@@ -108,8 +113,6 @@ def add_threads(parser) -> None:
 
 
 def add_backend(parser, help_text: str, multiple: bool = False) -> None:
-    from segdeploy.runtimes.registry import BACKENDS
-
     names = ", ".join(BACKENDS)
     parser.add_argument("--backend", metavar="NAME[,NAME...]" if multiple else "NAME",
                         help=f"{help_text} ({names})")
@@ -132,9 +135,6 @@ def check_outputs(force: bool, *paths, inputs=()) -> None:
     that is one of the command's ``inputs`` or an input's manifest sidecar, even with --force: ``validate x.onnx
     --json x.onnx --force`` must not replace the artifact it validates with its report."""
     import os
-
-    from segdeploy.artifact.manifest import sidecar_path
-    from segdeploy.io import check_destination
 
     protected = {}
     for source in inputs:
@@ -160,7 +160,6 @@ def write_json(path: str | None, data, force: bool) -> str | None:
     if path == "-":
         sys.stdout.write(text)
         return None
-    from segdeploy.io import write_text_atomic
 
     return write_text_atomic(path, text, force=force)
 
@@ -178,8 +177,6 @@ def status(message: str):
     """The progress of a step on stderr: a spinner on a terminal, timestamped lines elsewhere (logs, CI, pipes; see
     console.StepLines); yields a callback that updates its text, with a progress bar when given a fraction:
     ``say("tracing")``, ``say("calibrating 3/32", 3 / 32)``."""
-    from segdeploy.console import StepLines, log_line, stderr_is_terminal
-
     try:
         from rich.console import Console
     except ImportError:

@@ -5,6 +5,7 @@ import sys
 import time
 
 from segdeploy.commands import common
+from segdeploy.datasets.synthetic import MAX_IMAGES, STYLES, SynthConfig, write_dataset
 
 EXAMPLE = """examples:
   segdeploy dataset synth --out data/synth16 --classes 16 --train 400 --val 100 --size 512x512 --seed 0
@@ -12,8 +13,6 @@ EXAMPLE = """examples:
 
 
 def add_parser(subparsers) -> None:
-    from segdeploy.datasets.synthetic import MAX_IMAGES, STYLES
-
     p = subparsers.add_parser("dataset", help="make datasets (the synthetic texture dataset)",
                               epilog=EXAMPLE, formatter_class=common.HelpFormatter)
     sub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
@@ -33,8 +32,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from segdeploy.datasets.synthetic import SynthConfig, write_dataset
-
     height, width = common.parse_size(args.size)
     config = SynthConfig(num_classes=args.classes, train=args.train, val=args.val, height=height, width=width,
                          seed=args.seed, style=args.style)

@@ -1,6 +1,7 @@
 """segdeploy doctor: which backends, devices and tools are usable here, and why the others are not."""
 from __future__ import annotations
 
+from segdeploy import backends
 from segdeploy.commands import common
 from segdeploy.console import print_table
 from segdeploy.hostinfo import int8_speed_note, machine_info
@@ -9,8 +10,8 @@ from segdeploy.runtimes.registry import all_backends, fastest_cpu_backend
 # Optional extras: what each one adds, and how to install it.
 TOOLS = (("onnxsim", "export: onnx-simplifier as the fallback simplifier", "pip install 'segdeploy[simplify]'"),
          ("matplotlib", "bench --plot", "pip install 'segdeploy[plot]'"),
-         ("openvino", "the OpenVINO backend (fastest on most models here)", "pip install 'segdeploy[openvino]'"),
-         ("tensorrt", "TensorRT engines (NVIDIA GPU)", "pip install tensorrt, or JetPack's python3-libnvinfer"))
+         (backends.OPENVINO, "the OpenVINO backend (fastest on most models here)", "pip install 'segdeploy[openvino]'"),
+         (backends.TENSORRT, "TensorRT engines (NVIDIA GPU)", "pip install tensorrt, or JetPack's python3-libnvinfer"))
 
 
 def add_parser(subparsers) -> None:
@@ -24,10 +25,10 @@ def add_parser(subparsers) -> None:
 
 def diagnose() -> dict:
     machine = machine_info()
-    backends = [status.as_dict() for status in all_backends()]
+    statuses = [status.as_dict() for status in all_backends()]
     tools = [{"name": name, "version": machine["versions"].get(name), "used_for": used_for, "install": install}
              for name, used_for, install in TOOLS]
-    return {"machine": machine, "backends": backends, "tools": tools, "default_cpu_backend": fastest_cpu_backend(),
+    return {"machine": machine, "backends": statuses, "tools": tools, "default_cpu_backend": fastest_cpu_backend(),
             "int8": int8_speed_note(machine["cpu"])}
 
 

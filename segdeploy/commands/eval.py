@@ -4,10 +4,15 @@ from __future__ import annotations
 import math
 import os
 
+from segdeploy import backends
+from segdeploy.artifact import formats
 from segdeploy.commands import common
-from segdeploy.console import print_table
+from segdeploy.console import ProgressBar, print_table
+from segdeploy.datasets import open_dataset
+from segdeploy.datasets.layouts import META_FILE
 from segdeploy.errors import InputError
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
+from segdeploy.files.atomic import write_text_atomic
 
 EXAMPLE = """examples:
   segdeploy eval --model cgrseg_t --checkpoint cgrseg_t_synth16.pth --data data/synth16
@@ -50,7 +55,7 @@ def add_parser(subparsers) -> None:
 
 
 def _is_artifact(text: str) -> bool:
-    return text.lower().endswith((".onnx", ".engine", ".plan")) or os.path.isfile(text)
+    return formats.for_path(text) is not None or os.path.isfile(text)
 
 
 def build_predictor(target: str, *, is_model: bool, backend: str | None, checkpoint, threads, cache_dir,
@@ -70,8 +75,6 @@ class Progress:
     logs), with images/s and the running mIoU."""
 
     def __init__(self, total: int, label: str):
-        from segdeploy.console import ProgressBar
-
         self.bar = ProgressBar(label, total, "images")
 
     def __call__(self, done: int, total: int, rate: float, miou: float) -> None:
@@ -117,10 +120,7 @@ def markdown(report) -> str:
 
 
 def run(args) -> int:
-    from segdeploy.datasets import open_dataset
-    from segdeploy.datasets.layouts import META_FILE
     from segdeploy.evaluation.eval import evaluate
-    from segdeploy.io import write_text_atomic
 
     if args.artifact is None and args.model is None:
         raise InputError("nothing to evaluate: give an artifact or --model")
@@ -157,8 +157,8 @@ def run(args) -> int:
             # the reference stays on its documented backend, whatever the recorded fastest one is
             with common.status(f"loading the reference {args.reference}") as say:
                 reference = build_predictor(args.reference, is_model=ref_is_model,
-                                            backend=args.reference_backend or ("torch" if ref_is_model
-                                                                               else "onnxruntime"),
+                                            backend=args.reference_backend or (backends.TORCH if ref_is_model
+                                                                               else backends.ONNXRUNTIME),
                                             checkpoint=(args.reference_checkpoint or args.checkpoint) if ref_is_model
                                             else None, threads=args.threads, cache_dir=args.cache_dir, log=say)
         progress = Progress(len(dataset), predictor.label)

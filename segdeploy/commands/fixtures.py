@@ -4,6 +4,15 @@ from __future__ import annotations
 from segdeploy.commands import common
 from segdeploy.console import print_table
 from segdeploy.errors import InputError
+from segdeploy.training.fixtures import (
+    FIXTURES,
+    QUICK_FIXTURE,
+    QUICK_OUTPUT,
+    default_cache_dir,
+    make_fixture,
+    place,
+    resolve,
+)
 
 EXAMPLE = """examples:
   segdeploy fixtures --quick                  # cgrseg_t on 8 classes, a couple of minutes: artifacts/quick/
@@ -19,8 +28,6 @@ artifacts/quick/ (--output), then prints the INT8 export and the eval to run wit
 
 
 def add_parser(subparsers) -> None:
-    from segdeploy.training.fixtures import FIXTURES, QUICK_FIXTURE, QUICK_OUTPUT
-
     p = subparsers.add_parser("fixtures", help="train the accuracy fixtures (cached) and print their mIoU",
                               description=__doc__, epilog=EXAMPLE,
                               formatter_class=common.HelpFormatter)
@@ -42,7 +49,6 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from segdeploy.evaluation.eval import evaluate_checkpoint
-    from segdeploy.training.fixtures import default_cache_dir, make_fixture, resolve
 
     if args.quick:
         return run_quick(args)
@@ -69,7 +75,6 @@ def run(args) -> int:
 def run_quick(args) -> int:
     """The quick fixture, trained (or found in the cache), copied where commands can name it, and what to run next."""
     from segdeploy.evaluation.eval import evaluate_checkpoint
-    from segdeploy.training.fixtures import QUICK_FIXTURE, QUICK_OUTPUT, default_cache_dir, make_fixture, place
 
     if args.model:
         raise InputError(f"--quick trains one fixture ({QUICK_FIXTURE.name}); leave out --model")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 import os
 
+from segdeploy import tensorrt_host
+from segdeploy.artifact import formats, read_manifest
+from segdeploy.artifact.engine_header import compatibility_problem
+from segdeploy.artifact.onnx_file import graph_edited, load_onnx
 from segdeploy.commands import common
+from segdeploy.console import print_table
+from segdeploy.errors import ArtifactError
 
 EXAMPLES = """examples:
   segdeploy info cgrseg_t
@@ -45,7 +51,7 @@ def describe(name: str) -> dict:
     }
 
 
-ARTIFACT_SUFFIXES = (".engine", ".plan", ".onnx", ".json")
+ARTIFACT_SUFFIXES = (*formats.ARTIFACT_SUFFIXES, formats.MANIFEST_SUFFIX)
 
 
 def is_artifact(name: str) -> bool:
@@ -109,13 +115,10 @@ def artifact_rows(manifest) -> list[list[str]]:
 
 def runs_here(engine) -> str:
     """Whether this machine's TensorRT and GPU can load the engine, found without importing TensorRT."""
-    from segdeploy.artifact.engine_header import compatibility_problem
-    from segdeploy.tensorrt_host import find_tensorrt, gpu_info
-
-    install = find_tensorrt()
+    install = tensorrt_host.find_tensorrt()
     if not install.installed:
         return "unknown: no TensorRT here"
-    gpu = gpu_info(0)
+    gpu = tensorrt_host.gpu_info(0)
     if gpu is None:
         return f"unknown: TensorRT {install.version} but no GPU found"
     problem = compatibility_problem(engine, install.version, gpu.compute_capability)
@@ -123,16 +126,10 @@ def runs_here(engine) -> str:
 
 
 def print_artifact(path: str, json_path: str | None = None, force: bool = False) -> int:
-    from segdeploy.artifact import read_manifest
-    from segdeploy.console import print_table
-    from segdeploy.errors import ArtifactError
-
     if os.path.isdir(path):
         raise ArtifactError(f"{path} is a folder; info reads an engine, an ONNX artifact or a manifest .json")
     proto = None
-    if path.lower().endswith(".onnx"):
-        from segdeploy.artifact.onnx_file import load_onnx
-
+    if formats.is_onnx_name(path):
         proto = load_onnx(path)
     manifest = read_manifest(path, proto, required=False)
     if manifest is not None:
@@ -153,8 +150,6 @@ def print_artifact(path: str, json_path: str | None = None, force: bool = False)
         written = None
         rows = artifact_rows(manifest)
         if proto is not None:
-            from segdeploy.artifact.onnx_file import graph_edited
-
             rows.append(["graph", "DIFFERS from the sha256 its manifest records: edited or damaged since export (run "
                                   "segdeploy validate on it)" if graph_edited(proto, manifest) else
                          f"matches its manifest (sha256 {manifest.graph_sha256[:12]})"])

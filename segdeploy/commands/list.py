@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
                               epilog="examples:\n  segdeploy list\n  segdeploy list --family segnext --flops --size "
                                      "512x1024\n  segdeploy list --json models.json",
                               formatter_class=common.HelpFormatter)
-    p.add_argument("--family", help="only this family (segnext, cgrseg, lrformer, offseg)")
+    p.add_argument("--family", help="only this family (an unknown one is answered with the registered families)")
     p.add_argument("--flops", action="store_true", help="also count GMACs at --size (slow the first time, then cached)")
     common.add_size(p, help_text="input size for --flops")
     common.add_json(p, "the table")
@@ -31,7 +31,8 @@ def run(args) -> int:
     height, width = common.parse_size(args.size)
     names = list_models(args.family)
     if not names:
-        raise common.InputError(f"no family {args.family!r}; families: segnext, cgrseg, lrformer, offseg")
+        families = dict.fromkeys(get_spec(name).family for name in list_models())
+        raise common.InputError(f"no family {args.family!r}; families: {', '.join(families)}")
     rows, records = [], []
     with common.status("counting GMACs" if args.flops else "measuring parameters") as say:
         for name in names:

@@ -13,9 +13,22 @@ import itertools
 import os
 import time
 
+from segdeploy import preprocess
 from segdeploy.commands import common
+from segdeploy.console import ProgressBar
 from segdeploy.errors import InputError
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
+from segdeploy.files.destinations import make_parents, remove_made
+from segdeploy.media import (
+    VideoOut,
+    check_image_output,
+    label_png,
+    overlay,
+    resolve_source,
+    video_frames,
+    video_shortfall,
+    write_image,
+)
 
 EXAMPLES = """examples:
   segdeploy predict --model cgrseg_t --source photo.jpg --output mask.png
@@ -55,9 +68,6 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     import numpy as np
-
-    from segdeploy import preprocess
-    from segdeploy.media import VideoOut, check_image_output, resolve_source, video_frames
 
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha must be between 0 and 1, not {args.alpha}")
@@ -106,8 +116,6 @@ def run(args) -> int:
 
 
 def _decode(path):
-    from segdeploy import preprocess
-
     start = time.perf_counter()
     image = preprocess.read_image(path)
     return image, (time.perf_counter() - start) * 1e3
@@ -148,9 +156,6 @@ class ResizeNote:
 def _one_image(args, segmenter, path, image, decode_ms: float, note) -> int:
     import numpy as np
 
-    from segdeploy import preprocess
-    from segdeploy.media import label_png, write_image
-
     note(image.shape[:2])
     result = segmenter(image)
     mask = result.labels
@@ -174,9 +179,6 @@ def _one_image(args, segmenter, path, image, decode_ms: float, note) -> int:
 
 
 def _overlay(args, image, mask, segmenter):
-    from segdeploy import preprocess
-    from segdeploy.media import overlay
-
     return overlay(image, preprocess.colorize(mask, segmenter.palette), args.alpha)
 
 
@@ -190,8 +192,6 @@ def _summary(latencies: list[float], wall_s: float, count: int, unit: str) -> st
 
 
 def _images(args, segmenter, paths, note) -> int:
-    from segdeploy.io import make_parents, remove_made
-
     out_dir = args.output
     made = []
     if out_dir:
@@ -209,10 +209,6 @@ def _images(args, segmenter, paths, note) -> int:
 
 
 def _segment_images(args, segmenter, paths, out_dir, note) -> int:
-    from segdeploy import preprocess
-    from segdeploy.console import ProgressBar
-    from segdeploy.media import label_png, write_image
-
     latencies, samples, start = [], [], time.perf_counter()
     with ProgressBar("segmenting", len(paths), "images") as bar:
         for i, path in enumerate(paths):
@@ -240,9 +236,6 @@ def _segment_images(args, segmenter, paths, out_dir, note) -> int:
 
 
 def _video(args, segmenter, path, frames, info, note) -> int:
-    from segdeploy.console import ProgressBar
-    from segdeploy.media import VideoOut, overlay, video_shortfall
-
     out = VideoOut(args.output, info["fps"], (info["height"], info["width"]), args.force) if args.output else None
     latencies, samples, start, ok = [], [], time.perf_counter(), False
     frames = iter(frames)

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import os
 
+from segdeploy.artifact import formats
 from segdeploy.commands import common
+from segdeploy.console import print_table
 from segdeploy.errors import InputError
+from segdeploy.evaluation.bench.protocol import Protocol
+from segdeploy.evaluation.profile import report as rp
+from segdeploy.evaluation.profile.run import ProfileRequest, profile
+from segdeploy.export.cache import DEFAULT_CACHE_DIR
+from segdeploy.files.atomic import write_bytes_atomic, write_text_atomic
 
 EXAMPLES = """examples:
   segdeploy profile cgrseg_t                                   # the fastest CPU backend, 512x512, FP32
@@ -13,7 +20,7 @@ EXAMPLES = """examples:
   segdeploy profile cgrseg_t --checkpoint ck.pth --precision int8 --calib data/ --backend onnxruntime
   segdeploy profile model.engine --backend tensorrt --json prof.json"""
 
-SUFFIXES = (".onnx", ".engine", ".plan")
+SUFFIXES = formats.ARTIFACT_SUFFIXES
 
 
 def add_parser(subparsers) -> None:
@@ -63,12 +70,6 @@ def is_artifact(target: str) -> bool:
 
 
 def run(args) -> int:
-    from segdeploy.console import print_table
-    from segdeploy.evaluation.bench.protocol import Protocol
-    from segdeploy.evaluation.profile import report as rp
-    from segdeploy.evaluation.profile.run import ProfileRequest, profile
-    from segdeploy.export.cache import DEFAULT_CACHE_DIR
-
     artifact = args.target if is_artifact(args.target) else None
     common.check_outputs(args.force, args.json, args.md, args.plot, inputs=[artifact, args.checkpoint])
     if args.plot and not args.plot.lower().endswith(".png"):
@@ -95,12 +96,8 @@ def run(args) -> int:
     if args.json:
         written.append(common.write_json(args.json, report, args.force))
     if args.md:
-        from segdeploy.io import write_text_atomic
-
         written.append(write_text_atomic(args.md, rp.to_markdown(report, args.sort, args.top), force=args.force))
     if args.plot:
-        from segdeploy.io import write_bytes_atomic
-
         written.append(write_bytes_atomic(args.plot, rp.render_plot(report, args.top or 20), force=args.force))
     for path in written:
         if path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from segdeploy.commands import common
 from segdeploy.console import print_table
 from segdeploy.errors import InputError
+from segdeploy.evaluation.compare import required, shown
 
 EXAMPLES = """examples:
   segdeploy validate artifacts/cgrseg_t_512x512.onnx
@@ -65,7 +66,6 @@ def run(args) -> int:
                                    n=args.n, seed=args.seed, shapes=shapes, locate=args.locate,
                                    threads=args.threads, backend=args.backend, providers=args.providers,
                                    progress=say, data=args.data, limit=args.limit)
-    from segdeploy.evaluation.compare import required, shown
 
     rows = [[f"{o.name} ({o.kind})", o.cases, _fmt(o.max_abs_err, ".3g"), _fmt(o.max_rel_err, ".3g"),
              _fmt(o.mean_abs_err, ".3g"), _fmt(o.cosine, ".6f"), _fmt(o.mask_agreement, ".3%"),

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from segdeploy.errors import InputError
+from segdeploy.files.untrusted_json import read_untrusted_json
+from segdeploy.preprocess import read_image
 
 LAYOUTS = ("ade20k", "cityscapes", "pairs")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -71,8 +73,6 @@ class Dataset:
 
     def read_image(self, sample: Sample) -> np.ndarray:
         """uint8 HWC BGR, as segdeploy.preprocess.read_image (and mmseg's cv2 loader) reads it."""
-        from segdeploy.preprocess import read_image
-
         return read_image(sample.image)
 
     def read_label(self, sample: Sample, num_classes: int | None = None, image_shape=None) -> np.ndarray:
@@ -257,8 +257,6 @@ MAX_META_BYTES = 16 << 20
 def read_meta(root: str) -> dict:
     """The dataset's own description (dataset.json): its class names and palette, checked as data nobody vouches
     for (any JSON, any size, any types: one InputError line). Nothing else in it is used: no path it names."""
-    from segdeploy.io import read_untrusted_json
-
     path = os.path.join(root, META_FILE)
     if not os.path.isfile(path):
         return {}

@@ -17,7 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdeploy import preprocess
+from segdeploy.artifact.onnx_file import file_sha256
+from segdeploy.datasets import open_dataset
+from segdeploy.datasets.layouts import detect_layout
 from segdeploy.errors import InputError
+from segdeploy.evaluation.metrics import ConfusionAccumulator
 
 
 @dataclass
@@ -36,8 +40,6 @@ class HeldOut:
         was judged on it records, so that another set is not mistaken for it)."""
         import hashlib
 
-        from segdeploy.artifact.onnx_file import file_sha256
-
         files = list(self.image_paths) + ([s.label for s in self.dataset.samples] if self.dataset else [])
         return hashlib.sha256("\n".join(file_sha256(f) for f in files).encode()).hexdigest()
 
@@ -47,9 +49,6 @@ class HeldOut:
 
 
 def held_out(data: str | os.PathLike, limit: int | None = None) -> HeldOut:
-    from segdeploy.datasets import open_dataset
-    from segdeploy.datasets.layouts import detect_layout
-
     data = os.fspath(data)
     if not os.path.isdir(data):
         raise InputError(f"the held-out data must be a dataset folder or a folder of images: {data}")
@@ -68,14 +67,7 @@ def held_out(data: str | os.PathLike, limit: int | None = None) -> HeldOut:
 
 def prepared_feed(image: np.ndarray, name: str, size: tuple[int, int], spec, uint8_input: bool,
                   batch: int = 1) -> dict:
-    import cv2
-
-    height, width = size
-    if uint8_input:
-        x = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)[None]
-    else:
-        x = preprocess.prepare(image, spec, (height, width))
-    return {name: np.ascontiguousarray(np.repeat(x, batch, axis=0))}
+    return {name: preprocess.network_input(image, size, spec, uint8_input=uint8_input, batch=batch)}
 
 
 def to_mask(out: np.ndarray, image_shape, align_corners: bool) -> np.ndarray:
@@ -105,8 +97,6 @@ def agreement_percent(masks: list[np.ndarray], reference: list[np.ndarray]) -> f
 
 def miou(held: HeldOut, masks: list[np.ndarray], num_classes: int | None) -> float:
     """mIoU (percent) of ``masks`` against the labels, mmseg's semantics."""
-    from segdeploy.evaluation.metrics import ConfusionAccumulator
-
     dataset = held.dataset
     classes = dataset.num_classes or num_classes
     if not classes:

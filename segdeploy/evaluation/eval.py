@@ -22,10 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from segdeploy.datasets import Dataset
-from segdeploy.errors import InputError, SegdeployError
+from segdeploy import backends
+from segdeploy.artifact.formats import format_of
+from segdeploy.artifact.reader import read_manifest
+from segdeploy.datasets import Dataset, open_dataset
+from segdeploy.errors import CheckpointError, InputError, SegdeployError
+from segdeploy.evaluation import validate
 from segdeploy.evaluation.metrics import ConfusionAccumulator, SegMetrics, confusion_matrix, finite_or_none
-from segdeploy.evaluation.segment import Segmenter, open_segmenter
+from segdeploy.evaluation.segment import Segmenter, open_segmenter, precision_label
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
 from segdeploy.runtimes import fastest
 from segdeploy.runtimes.registry import backends_for, get_backend
@@ -80,13 +84,10 @@ def model_predictor(model: str, *, checkpoint=None, backend: str | None = None, 
         usable = backends_for("model") + backends_for("onnx")
         raise InputError(f"--backend must be one of {', '.join(usable)} for a model, not {backend!r}")
     if checkpoint is not None and not os.path.isfile(checkpoint):
-        from segdeploy.errors import CheckpointError
-
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
-    from segdeploy.evaluation.validate import verify_graph
 
     segmenter = open_segmenter(model=model, checkpoint=checkpoint, backend=backend, threads=threads,
-                               cache_dir=cache_dir or DEFAULT_CACHE_DIR, verify=verify_graph, progress=log)
+                               cache_dir=cache_dir or DEFAULT_CACHE_DIR, verify=validate.verify_graph, progress=log)
     segmenter.backend_reason = reason
     return Predictor(segmenter, segmenter.description)
 
@@ -95,14 +96,10 @@ def artifact_predictor(path, *, backend: str | None = None, threads: int | None 
                        label: str | None = None) -> Predictor:
     """An artifact on ``backend`` (default: the first backend that runs its kind), prepared as its manifest says
     (a foreign ONNX file without one needs ``model`` for the preprocessing)."""
-    from segdeploy.artifact.formats import format_of
-
     path = os.fspath(path)
     kind = format_of(path).kind
     reason = None
     if backend is None:  # the first backend of its kind, unless bench measured a faster one for it on this CPU
-        from segdeploy.artifact.reader import read_manifest
-        from segdeploy.evaluation.segment import precision_label
 
         try:
             found = read_manifest(path, required=False) if kind == "onnx" and os.path.isfile(path) else None
@@ -227,11 +224,9 @@ def evaluate(predictor: Predictor, dataset: Dataset, *, reference: Predictor | N
                       float(np.mean(predictor.infer_ms)) if predictor.infer_ms else float("nan"), describe, ref)
 
 
-def evaluate_checkpoint(checkpoint: str, model: str, data_dir: str, *, backend: str = "torch",
+def evaluate_checkpoint(checkpoint: str, model: str, data_dir: str, *, backend: str = backends.TORCH,
                         threads: int | None = None, cache_dir: str | None = None) -> dict:
     """``segdeploy eval --model MODEL --checkpoint CHECKPOINT --data DATA_DIR`` as a function (the fixtures' score)."""
-    from segdeploy.datasets import open_dataset
-
     predictor = model_predictor(model, checkpoint=checkpoint, backend=backend, threads=threads, cache_dir=cache_dir,
                                 log=None)
     try:

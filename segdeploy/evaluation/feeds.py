@@ -39,17 +39,11 @@ def network_size(image_bgr: np.ndarray, preprocessing, profile=None) -> tuple[in
 def image_feed(image_bgr: np.ndarray, info: TensorInfo, preprocessing, size: tuple[int, int],
                batch: int = 1) -> dict:
     """A real image prepared as ``preprocessing`` (a manifest's) says, at ``size``, repeated to ``batch``."""
-    import cv2
-
-    height, width = size
-    if info.dtype == "uint8":
-        x = cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_LINEAR)[None]
-    else:
-        pre = preprocessing
-        spec = types.SimpleNamespace(mean=pre.mean, std=pre.std, channel_order=pre.channel_order,
-                                     size_multiple=pre.size_multiple)
-        x = preprocess.prepare(image_bgr, spec, (height, width)).astype(info.dtype)
-    return {info.name: np.ascontiguousarray(np.repeat(x, batch, axis=0))}
+    pre = preprocessing
+    spec = types.SimpleNamespace(mean=pre.mean, std=pre.std, channel_order=pre.channel_order,
+                                 size_multiple=pre.size_multiple)
+    return {info.name: preprocess.network_input(image_bgr, size, spec, uint8_input=info.dtype == "uint8", batch=batch,
+                                                dtype=info.dtype)}
 
 
 def manifest_image_feed(image_bgr: np.ndarray, info: TensorInfo, manifest) -> dict:

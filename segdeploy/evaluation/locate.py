@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from segdeploy.evaluation.compare import TOLERANCES, bound
+from segdeploy.evaluation.compare import bound
+from segdeploy.evaluation.tolerances import TOLERANCES
 from segdeploy.export.trace import build_onnx
 from segdeploy.runtimes.onnxruntime import OnnxRuntimeRunner
 

@@ -8,7 +8,7 @@ import os
 from segdeploy import models
 from segdeploy.artifact import manifest as mf
 from segdeploy.errors import ArtifactError, CheckpointError
-from segdeploy.export.describe import describe
+from segdeploy.export.manifest_builder import describe
 from segdeploy.export.onnx import check_finite_weights
 from segdeploy.export.passes import PassReport, default_opset
 from segdeploy.models.deploy import EXPORT_SWITCHES, build_deploy_graph, export_options

@@ -11,16 +11,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from segdeploy import models, preprocess
+from segdeploy import flavours, models, preprocess
 from segdeploy.artifact import manifest as mf
 from segdeploy.artifact.formats import format_of
-from segdeploy.artifact.reader import read_runnable_manifest
+from segdeploy.artifact.reader import LoadedArtifact, open_artifact
 from segdeploy.errors import InputError
 from segdeploy.evaluation.feeds import image_feed, network_size
 from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
-from segdeploy.export.describe import DYNAMIC_SIZE
+from segdeploy.export.manifest_builder import DYNAMIC_SIZE
 from segdeploy.hostinfo import memory_available_bytes
 from segdeploy.models import footprint
+from segdeploy.models.checkpoints import checkpoint_dataset_meta
 from segdeploy.runtimes import fastest
 from segdeploy.runtimes.registry import backends_for, create_runner, default_backend_for, get_backend
 
@@ -216,8 +217,6 @@ def _model_segmenter(model, spec, checkpoint, backend, size, threads, cache_dir,
 def _class_names(spec, k: int, checkpoint) -> tuple[list, list]:
     """The class names and palette a checkpoint carries (mmseg's dataset_meta), else the spec's."""
     if checkpoint is not None:
-        from segdeploy.models.checkpoints import checkpoint_dataset_meta
-
         meta = checkpoint_dataset_meta(checkpoint)
         if meta and len(meta["classes"]) == k:
             return meta["classes"], meta["palette"] or list(spec.palette(k))
@@ -227,7 +226,8 @@ def _class_names(spec, k: int, checkpoint) -> tuple[list, list]:
 def _artifact_segmenter(artifact: str, backend, size, threads, model_hint) -> Segmenter:
     kind = format_of(artifact).kind
     # an edited graph or a damaged plan is refused before loading; the manifest also names the precision
-    found = read_runnable_manifest(artifact, required=False)
+    loaded = open_artifact(artifact, required=False)
+    found = loaded.manifest
     reason = None
     if backend is None:
         label = precision_label(found.precision) if found is not None else "fp32"
@@ -236,18 +236,19 @@ def _artifact_segmenter(artifact: str, backend, size, threads, model_hint) -> Se
         backend, reason = choice.backend, choice.reason
     if get_backend(backend).consumes != kind:
         raise InputError(f"backend {backend} does not run {kind} artifacts; use {', '.join(backends_for(kind))}")
-    segmenter = _open_artifact(artifact, backend, size, threads, model_hint)
+    segmenter = _open_artifact(loaded, backend, size, threads, model_hint)
     segmenter.backend_reason = reason
     return segmenter
 
 
 def precision_label(precision) -> str:
     """A manifest's precision as the bench and the backend cache name it: fp32, fp16, int8-cpu, int8-openvino..."""
-    return precision.mode + (f"-{precision.flavour}" if precision.flavour else "")
+    return flavours.label(precision.mode, precision.flavour)
 
 
-def _open_artifact(artifact: str, backend, size, threads, model_hint) -> Segmenter:
-    runner = create_runner(backend, artifact=artifact, threads=threads)
+def _open_artifact(loaded: LoadedArtifact, backend, size, threads, model_hint) -> Segmenter:
+    artifact = loaded.path
+    runner = create_runner(backend, artifact=loaded, threads=threads)
     label = f"{os.path.basename(artifact)} on {backend}"
     manifest = runner.manifest
     if manifest is not None:

@@ -16,12 +16,15 @@ from segdeploy import preprocess
 from segdeploy.artifact import manifest as mf
 from segdeploy.artifact.formats import format_of
 from segdeploy.artifact.onnx_file import graph_edited, load_onnx
-from segdeploy.artifact.reader import read_manifest
+from segdeploy.artifact.reader import LoadedArtifact, read_manifest
 from segdeploy.errors import InputError
-from segdeploy.evaluation.compare import ValidationReport, compare_runners, tolerance_for
+from segdeploy.evaluation.accuracy import agreement_percent, held_out, miou, predict_masks
+from segdeploy.evaluation.compare import ValidationReport, compare_runners, confusion
 from segdeploy.evaluation.feeds import image_feed, list_images, manifest_image_feed, seeded_feed
 from segdeploy.evaluation.reference import build_reference, foreign_reference
+from segdeploy.evaluation.tolerances import tolerance_for
 from segdeploy.export.onnx import validation_shapes
+from segdeploy.export.precision.calibration_images import check_disjoint
 from segdeploy.models import footprint
 from segdeploy.runtimes.onnxruntime import OnnxRuntimeRunner
 from segdeploy.runtimes.registry import backends_for, create_runner, get_backend
@@ -69,6 +72,8 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
                          f"{', '.join(backends_for(kind))}")
     model_proto = load_onnx(path) if kind == "onnx" else None
     manifest = read_manifest(path, model_proto, required=model is None)
+    # read once: the runner takes this manifest (an edited graph is measured here, not refused as it is on use)
+    opened = LoadedArtifact(path, kind, manifest) if manifest is not None else path
     say("building the PyTorch reference")
     if manifest is None:  # a foreign ONNX file: describe it from the model and the graph itself
         graph, manifest = foreign_reference(model_proto, model, checkpoint)
@@ -87,8 +92,8 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
     footprint.check_fits(None if need is None else 2 * need, f"validating at {'x'.join(map(str, largest))}",
                          "pass a smaller --size or --batch")
     say(f"loading the artifact on {backend}")
-    options = {"providers": providers} if providers and get_backend(backend).name == "onnxruntime" else {}
-    candidate = create_runner(backend, artifact=path, threads=threads, **options)
+    options = {"providers": providers} if providers and get_backend(backend).execution_providers else {}
+    candidate = create_runner(backend, artifact=opened, threads=threads, **options)
     info = candidate.inputs()[0]
     if not n and not image_paths:
         raise InputError("nothing to validate: --n 0 and no --images")
@@ -96,8 +101,6 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
                   lambda p: manifest_image_feed(preprocess.read_image(p), info, manifest), seed)
     held = None
     if data is not None:  # refuse a calibration overlap before minutes of comparisons
-        from segdeploy.evaluation.accuracy import held_out
-        from segdeploy.export.precision.calibrate import check_disjoint
 
         held = held_out(data, limit)
         calibration = manifest.precision.details.get("calibration")
@@ -110,7 +113,8 @@ def validate_artifact(artifact: str | os.PathLike, *, model: str | None = None, 
     with candidate:
         report = compare_runners(reference, candidate, feeds, num_classes=graph.num_classes,
                                  align_corners=graph.spec.align_corners,
-                                 tolerance=tolerance_for(manifest.precision.mode), progress=progress)
+                                 tolerance=tolerance_for(manifest.precision.mode, manifest.precision.flavour),
+                                 progress=progress)
         if held is not None:
             report.dataset = held_out_comparison(reference, candidate, held, manifest, graph.num_classes,
                                                  graph.spec.align_corners, report, say)
@@ -146,9 +150,6 @@ def held_out_comparison(reference, candidate, held, manifest, num_classes: int, 
     """The artifact and its PyTorch reference on a held-out set: label agreement, and mIoU of both with the
     delta when the set is labelled; ``passed`` by the precision's tolerance. The held-out masks also count as real
     images for the output's agreement (what INT8's tolerance judges)."""
-    from segdeploy.evaluation.accuracy import agreement_percent, miou, predict_masks
-    from segdeploy.evaluation.compare import confusion
-
     tolerance = report.tolerance
 
     info = candidate.inputs()[0]

@@ -14,10 +14,12 @@ import warnings
 from typing import TYPE_CHECKING
 
 from segdeploy import __version__
+from segdeploy.artifact.formats import ONNX_SUFFIX
 from segdeploy.artifact.onnx_file import file_sha256, graph_sha256, load_onnx
 from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 from segdeploy.errors import ArtifactError
 from segdeploy.export.trace import DEFAULT_OPSET
+from segdeploy.files.destinations import check_destination, user_cache_dir
 
 if TYPE_CHECKING:  # export.onnx builds models (PyTorch): imported when an export runs, not with the cache's names
     from segdeploy.export.onnx import Progress, Verifier
@@ -37,7 +39,7 @@ def cache_path(model: str, *, checkpoint=None, height: int, width: int, batch: i
                "dynamic": dynamic, "opset": opset, "simplify": simplify, "outputs": outputs,
                "preprocess": preprocess, "segdeploy": __version__}
     shape = f"{height}x{width}" + (f"_b{batch}" if batch != 1 else "") + ("_dynamic" if dynamic else "")
-    return os.path.join(cache_dir, f"{model}_{shape}_{_key(request)}.onnx"), request
+    return os.path.join(cache_dir, f"{model}_{shape}_{_key(request)}{ONNX_SUFFIX}"), request
 
 
 def stale_reason(path: str, request: dict, verified: bool = False) -> str | None:
@@ -72,8 +74,6 @@ def stale_reason(path: str, request: dict, verified: bool = False) -> str | None
 def _fallback_dir(cache_dir: str) -> str | None:
     """The user's cache folder where the default cache (relative to the working folder) cannot be written, else
     None. A --cache-dir the user gave is never second-guessed."""
-    from segdeploy.io import check_destination, user_cache_dir
-
     if os.path.normpath(cache_dir) != os.path.normpath(DEFAULT_CACHE_DIR):
         return None
     try:

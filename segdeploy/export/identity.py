@@ -15,7 +15,11 @@ import os
 from dataclasses import dataclass, fields
 
 from segdeploy import __version__
+from segdeploy.artifact.manifest_store import sidecar_path
+from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
+from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 from segdeploy.errors import ArtifactError
+from segdeploy.export.precision.calibration_images import select_images
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,6 @@ def export_request(model: str, *, checkpoint=None, batch: int, height: int, widt
                    verify: bool = True) -> ExportRequest:
     """The request of an export about to run. Builds the model to hash its weights (seconds, where the export
     takes a minute) and hashes the calibration images and the held-out set."""
-    from segdeploy.export.precision.calibrate import select_images
     from segdeploy.models.deploy import build_deploy_graph
 
     _, weights = build_deploy_graph(model, checkpoint=checkpoint, dynamic=dynamic, outputs=outputs,
@@ -122,10 +125,6 @@ def reusable(path: str, wanted):
     """(manifest, None) when the artifact at ``path`` and its sidecar are the export ``wanted`` (an ExportRequest,
     or a function that makes it: called only once the artifact is found intact), intact; else (None, why not)."""
     import warnings
-
-    from segdeploy.artifact.manifest import sidecar_path
-    from segdeploy.artifact.onnx_file import check_graph_unchanged, load_onnx
-    from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 
     if not os.path.isfile(sidecar_path(path)):
         return None, f"its manifest {sidecar_path(path)} is missing"

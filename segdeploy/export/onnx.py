@@ -17,13 +17,16 @@ import torch
 
 from segdeploy import models
 from segdeploy.artifact import manifest as mf
+from segdeploy.artifact import manifest_schema, manifest_store
+from segdeploy.artifact.formats import ONNX_SUFFIX
 from segdeploy.artifact.onnx_file import graph_sha256
 from segdeploy.errors import CheckpointError, InputError, ToleranceError
-from segdeploy.export.describe import DYNAMIC_BATCH, DYNAMIC_SIZE, describe
+from segdeploy.export.manifest_builder import DYNAMIC_BATCH, DYNAMIC_SIZE, describe
 from segdeploy.export.passes import PassReport
 from segdeploy.export.precision import Evaluator, GraphInput, PrecisionOptions, apply_precision, prepare
 from segdeploy.export.trace import DEFAULT_OPSET, build_onnx, check_opset
-from segdeploy.io import check_destination, write_files_atomic
+from segdeploy.files.atomic import write_files_atomic
+from segdeploy.files.destinations import check_destination
 from segdeploy.models import footprint
 from segdeploy.models.deploy import build_deploy_graph
 
@@ -61,7 +64,7 @@ def default_output_path(model_name: str, height: int, width: int, dynamic: bool 
                         preprocess: bool = False, precision: str = "fp32") -> str:
     suffix = ("_dynamic" if dynamic else "") + ("_mask" if outputs == "mask" else "") + \
         ("_uint8" if preprocess else "") + ("" if precision == "fp32" else f"_{precision}")
-    return os.path.join("artifacts", f"{model_name}_{height}x{width}{suffix}.onnx")
+    return os.path.join("artifacts", f"{model_name}_{height}x{width}{suffix}{ONNX_SUFFIX}")
 
 
 def artifact_path(model_name: str, output=None, *, height: int, width: int, dynamic: bool = False,
@@ -72,8 +75,8 @@ def artifact_path(model_name: str, output=None, *, height: int, width: int, dyna
     label = precision.mode + (f"_{precision.target}" if precision.mode == "int8" else "")
     path = os.fspath(output) if output is not None else default_output_path(model_name, height, width, dynamic,
                                                                             outputs, preprocess, label)
-    if not path.endswith(".onnx"):
-        raise InputError(f"an ONNX artifact's name must end in .onnx: {path}")
+    if not path.endswith(ONNX_SUFFIX):
+        raise InputError(f"an ONNX artifact's name must end in {ONNX_SUFFIX}: {path}")
     return path
 
 
@@ -130,7 +133,7 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
     label = precision.mode + (f"_{precision.target}" if precision.mode == "int8" else "")
     path = artifact_path(model_name, output, height=height, width=width, dynamic=dynamic, outputs=outputs,
                          preprocess=preprocess, precision=precision)
-    side = mf.sidecar_path(path)
+    side = manifest_store.sidecar_path(path)
     if checkpoint is not None and os.path.exists(checkpoint) and any(
             os.path.exists(p) and os.path.samefile(checkpoint, p) for p in (path, side)):
         raise InputError(f"the artifact {path} and its manifest {side} would replace the checkpoint "
@@ -184,7 +187,8 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
 
 def write_artifact(path: str, model_proto, manifest: mf.Manifest, force: bool) -> None:
     """The ONNX file (with the manifest embedded) and its sidecar, checked against the schema, written as one unit."""
-    mf.check_document(manifest.to_dict(), f"the manifest of {path}")  # never write what no reader would accept
-    mf.embed(model_proto, manifest)
+    # never write what no reader would accept
+    manifest_schema.check_document(manifest.to_dict(), f"the manifest of {path}")
+    manifest_store.embed(model_proto, manifest)
     write_files_atomic([(path, model_proto.SerializeToString(deterministic=True)),
-                        (mf.sidecar_path(path), manifest.to_json().encode("utf-8"))], force=force)
+                        (manifest_store.sidecar_path(path), manifest.to_json().encode("utf-8"))], force=force)

@@ -22,10 +22,22 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
+from segdeploy import backends
+from segdeploy.artifact.engine_header import read_header
+from segdeploy.artifact.formats import ENGINE_FORMATS, ONNX_SUFFIX, sniff
+from segdeploy.artifact.reader import read_runnable_manifest, warn_caveats
 from segdeploy.errors import ArtifactError, SegdeployError
-from segdeploy.io import folder_holds, write_folder_atomic
+from segdeploy.files.atomic import folder_holds, write_folder_atomic
+from segdeploy.files.locking import os_reason
 
-PLATFORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
+# --platform -> (Triton's platform, the file it loads): a backend that Triton serves, by what it consumes
+_MODEL_FILE = {"onnx": "model" + ONNX_SUFFIX, "engine": "model" + ENGINE_FORMATS["plan"]}
+PLATFORMS = {b.name: (b.triton_platform, _MODEL_FILE[b.consumes]) for b in backends.BACKENDS.values()
+             if b.triton_platform}
+
+
+def serves_engine(platform: str) -> bool:
+    return platform in PLATFORMS and backends.get(platform).consumes == "engine"
 MAX_INSTANCES = 64  # instances of one model on one device; more is a typo, and each holds a copy of the model
 # auto: Triton places the instances itself, on the GPUs it finds, else on the CPU (what an artifact exported on a
 # machine without a GPU must say); gpu and cpu pin them
@@ -38,7 +50,7 @@ VERSION_COMPATIBLE_FLAG = "--backend-config=tensorrt,version-compatible=true"
 
 def serving_warnings(platform: str, version_compatible: bool) -> list[str]:
     """What the server needs that the repository cannot say by itself."""
-    if platform == "tensorrt" and version_compatible:
+    if serves_engine(platform) and version_compatible:
         return [f"this plan is version-compatible: start tritonserver with {VERSION_COMPATIBLE_FLAG}, or Triton "
                 "refuses to load it (its embedded lean runtime is host code)"]
     return []
@@ -99,13 +111,13 @@ def tensor_config(tensor, batched: bool) -> TensorConfig:
     return TensorConfig(tensor.name, triton_type(tensor.dtype, tensor.name), dims[1:] if batched else dims)
 
 
-def model_config(manifest, *, name: str, platform: str = "onnxruntime", instance_kind: str = "auto",
+def model_config(manifest, *, name: str, platform: str = backends.ONNXRUNTIME, instance_kind: str = "auto",
                  instances: int = 1, max_queue_delay_us: int = 100) -> ModelConfig:
     if platform not in PLATFORMS:
         raise SegdeployError(f"unknown Triton platform {platform!r}; one of {', '.join(PLATFORMS)}")
     if instance_kind not in INSTANCE_KINDS:
         raise SegdeployError(f"unknown instance kind {instance_kind!r}; one of {', '.join(INSTANCE_KINDS)}")
-    if platform == "tensorrt" and instance_kind == "cpu":
+    if serves_engine(platform) and instance_kind == "cpu":
         raise SegdeployError("a TensorRT plan runs on the GPU only: use --instance-kind gpu (or auto)")
     if not (isinstance(instances, int) and 1 <= instances <= MAX_INSTANCES):
         raise SegdeployError(f"--instances must be 1-{MAX_INSTANCES}, not {instances}")
@@ -127,24 +139,19 @@ def model_config(manifest, *, name: str, platform: str = "onnxruntime", instance
 def _model_bytes(artifact: str, platform: str):
     """(manifest, bytes of the file Triton loads) for an ONNX artifact or a segdeploy engine, checked as every
     runner checks them (graph hash, plan hash, the registry's facts): a repository serves what it is given."""
-    from segdeploy.artifact.formats import sniff
-    from segdeploy.artifact.reader import read_runnable_manifest
-    from segdeploy.io import os_reason
     from segdeploy.models.facts import check_manifest
 
     kind = sniff(artifact)
-    if platform == "tensorrt":
+    if serves_engine(platform):
         if kind != "engine":
             raise SegdeployError(f"the tensorrt platform serves an engine; {artifact} is not one (build it with "
                                  "export --fmt trt on the serving machine, or use --platform onnxruntime)")
-        from segdeploy.artifact.engine_header import read_header
 
         manifest, offset = read_header(artifact)
         if manifest is None:
             raise ArtifactError(f"{artifact} has no segdeploy header, so its I/O table is unknown; build it with "
                                 "segdeploy build-engine")
         check_manifest(manifest, artifact)
-        from segdeploy.artifact.reader import warn_caveats
 
         warn_caveats(manifest, artifact)
         try:
@@ -168,10 +175,10 @@ def _model_bytes(artifact: str, platform: str):
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-def write_repository(artifact, repository, *, model_name: str | None = None, platform: str = "onnxruntime",
+def write_repository(artifact, repository, *, model_name: str | None = None, platform: str = backends.ONNXRUNTIME,
                      instance_kind: str = "auto", instances: int = 1, max_queue_delay_us: int = 100,
                      force: bool = False) -> str:
-    """Write ``<repository>/<model>`` for ``artifact`` as one unit (segdeploy.io.write_folder_atomic): staged beside
+    """Write ``<repository>/<model>`` for ``artifact`` as one unit (files.atomic.write_folder_atomic): staged beside
     the repository, never inside it (Triton loads every folder of a repository, a half-written one included), and
     swapped into place in one step. An existing model folder is kept when it already holds exactly these files;
     otherwise it is replaced only with ``force``, and then only segdeploy's files in it (config.pbtxt, the manifest,

@@ -9,6 +9,7 @@ from torch import nn
 from segdeploy.errors import CheckpointError, SegdeployError
 from segdeploy.models.checkpoints import infer_num_classes, load_into, read_state_dict
 from segdeploy.models.registry import ModelSpec, PaperFigures, get_spec, list_models, register
+from segdeploy.recipe import seeded_state_dict
 
 # One module per family; importing it registers its variants.
 _FAMILIES = ("segnext", "lrformer", "cgrseg", "offseg")
@@ -69,7 +70,5 @@ def _describe(choices) -> str:
 
 def load_recipe_weights(model: nn.Module, seed: int = 0) -> nn.Module:
     """Fill ``model`` with the deterministic golden-recipe weights (see segdeploy.recipe)."""
-    from segdeploy.recipe import seeded_state_dict
-
     load_into(model, seeded_state_dict(model, seed), origin="recipe weights")
     return model

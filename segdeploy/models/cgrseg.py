@@ -218,6 +218,9 @@ def _builder(variant: str):
 def _spec(name: str, variant: str) -> ModelSpec:
     return ModelSpec(
         name=name, family="cgrseg", variant=variant.upper(), builder=_builder(variant),
+        export_notes=("RCA pools as means over one axis (ReduceMean)",
+                      "pyramid pools as exact averaging matrices (segdeploy.models.pooling)",
+                      "EfficientFormerV2 stride-2 kernel-1 AvgPool as a strided slice"),
         size_multiple=CGRSeg.size_multiple, output_stride=8, classifier_key="decode_head.conv_seg.weight",
         source_config=_CONFIG.format(v=variant),
         notes=("Follows the released config and checkpoint: next_repeat 6 gives 19.1M params where the paper "

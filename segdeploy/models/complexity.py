@@ -12,6 +12,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from segdeploy import __version__
+from segdeploy.files.atomic import write_text_atomic
+from segdeploy.files.destinations import user_cache_dir
+from segdeploy.models import get_spec
+
 
 def count_params(model: nn.Module, prefix: str = "") -> int:
     return sum(p.numel() for name, p in model.named_parameters() if name.startswith(prefix))
@@ -32,7 +37,6 @@ def measure(name: str, height: int = 512, width: int = 512, with_macs: bool = Tr
     ``cached``: reuse (and record) the result in the user cache, keyed by segdeploy and torch versions."""
     if cached:
         return _cached_measure(name, height, width, with_macs)
-    from segdeploy.models import get_spec
 
     spec = get_spec(name)
     kwargs = dict(spec.options)
@@ -51,9 +55,6 @@ def measure(name: str, height: int = 512, width: int = 512, with_macs: bool = Tr
 
 def _cached_measure(name: str, height: int, width: int, with_macs: bool) -> dict:
     import json
-
-    from segdeploy import __version__
-    from segdeploy.io import user_cache_dir, write_text_atomic
 
     path = user_cache_dir("complexity.json")
     key = f"{__version__}|{torch.__version__}|{name}|{height}x{width}|{'macs' if with_macs else 'params'}"

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segdeploy import models
 from segdeploy.errors import SegdeployError
 from segdeploy.models.checkpoints import checkpoint_dataset_meta, state_dict_sha256
 from segdeploy.preprocess import UINT8_MASK_MAX_CLASSES
@@ -43,18 +44,6 @@ EXPORT_SWITCHES = {
                         "LRFormer adaptive pools as exact averaging-matrix MatMuls whose sizes come from the runtime "
                         "shape (dynamic) or are constants of the traced size (static)"),
 }
-# Hazards handled inside the model code whatever the options; recorded so the artifact says how.
-MODEL_CODE_NOTES = {
-    "segnext": ["NMF in float32 whatever the model dtype", "GroupNorm via InstanceNormalization"],
-    "cgrseg": ["RCA pools as means over one axis (ReduceMean)",
-               "pyramid pools as exact averaging matrices (segdeploy.models.pooling)",
-               "EfficientFormerV2 stride-2 kernel-1 AvgPool as a strided slice"],
-    "lrformer": ["adaptive pools as exact averaging-matrix products (segdeploy.models.pooling)"],
-    "offseg": ["CARAFE in standard ops (segdeploy.models.carafe), no mmcv custom op",
-               "dilated unfold as shifted slices of a zero-padded map",
-               "grid_sample as a gather-based bilinear sampler while exporting",
-               "EfficientFormerV2 stride-2 kernel-1 AvgPool as a strided slice"],
-}
 
 
 def export_options(spec, dynamic: bool) -> dict:
@@ -65,7 +54,7 @@ def export_options(spec, dynamic: bool) -> dict:
 
 def export_hazards(spec, options: dict) -> list[str]:
     notes = [note for key, (_, _, note) in EXPORT_SWITCHES.items() if key in options]
-    return notes + MODEL_CODE_NOTES.get(spec.family, [])
+    return notes + list(spec.export_notes)
 
 
 def mask_dtype(num_classes: int) -> torch.dtype:
@@ -165,8 +154,6 @@ def build_deploy_graph(model_name: str, *, checkpoint=None, dynamic: bool = Fals
     """The eager module that gets exported (and that the torch runner and validate run as the reference), plus a
     record of its weights: source, sha256, the options used, and the class names and palette a checkpoint carries
     (mmseg's ``meta.dataset_meta``) or None."""
-    from segdeploy import models
-
     spec = models.get_spec(model_name)
     options = export_options(spec, dynamic) if options is None else dict(options)
     model = models.create(model_name, checkpoint=checkpoint, **options)

@@ -352,6 +352,7 @@ def _spec(name: str, variant: str) -> ModelSpec:
     short = 640 if variant == "l" else 512
     return ModelSpec(
         name=name, family="lrformer", variant=variant.upper(), builder=_builder(variant),
+        export_notes=("adaptive pools as exact averaging-matrix products (segdeploy.models.pooling)",),
         input_size=(short, short), size_multiple=LRFormer.size_multiple, output_stride=8,
         source_config=_CONFIG.format(variant=variant),
         notes="Pooled attention grids follow the input's aspect ratio, so a static ONNX graph is valid for one "

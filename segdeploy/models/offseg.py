@@ -334,6 +334,10 @@ def _builder(variant: str):
 def _spec(name: str, variant: str) -> ModelSpec:
     return ModelSpec(
         name=name, family="offseg", variant=variant.upper(), builder=_builder(variant),
+        export_notes=("CARAFE in standard ops (segdeploy.models.carafe), no mmcv custom op",
+                      "dilated unfold as shifted slices of a zero-padded map",
+                      "grid_sample as a gather-based bilinear sampler while exporting",
+                      "EfficientFormerV2 stride-2 kernel-1 AvgPool as a strided slice"),
         size_multiple=OffSeg.size_multiple, output_stride=4,
         # decode_head.conv_seg is inherited and unused; the class count lives in the offset-learning head (the
         # LayerNorm over classes is the last class-sized layer; cls_repr is (1, K, 256))

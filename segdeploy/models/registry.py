@@ -47,6 +47,8 @@ class ModelSpec:
     classifier_key: str = "decode_head.conv_seg.weight"
     source_config: str = ""
     notes: str = ""
+    # Export hazards the family's code handles whatever the options; recorded so the artifact says how.
+    export_notes: tuple[str, ...] = ()
     # Maps a foreign checkpoint layout (e.g. mmseg 1.x) onto this implementation's keys; identity by default.
     checkpoint_filter: Callable[[dict], dict] | None = field(default=None, repr=False, compare=False)
     # Options accepted by the builder, with their defaults, so the CLI can show and pass them.

@@ -287,6 +287,7 @@ def _builder(variant: str):
 def _spec(name: str, variant: str) -> ModelSpec:
     return ModelSpec(
         name=name, family="segnext", variant=variant.upper(), builder=_builder(variant),
+        export_notes=("NMF in float32 whatever the model dtype", "GroupNorm via InstanceNormalization"),
         size_multiple=SegNeXt.size_multiple, output_stride=8,
         source_config=_CONFIG.format(size=_SIZE_NAMES[variant]),
         notes="NMF rank R is not stored in checkpoints: original-repo B/L use 64 (default), mmseg 1.x B/L configs "

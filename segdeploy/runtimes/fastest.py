@@ -17,10 +17,11 @@ import json
 import os
 from dataclasses import dataclass
 
-from segdeploy import __version__
+from segdeploy import __version__, flavours
+from segdeploy.files.atomic import write_text_atomic
+from segdeploy.files.destinations import user_cache_dir
 from segdeploy.hostinfo import cpu_info
-from segdeploy.io import user_cache_dir, write_text_atomic
-from segdeploy.runtimes.registry import backend_status, default_backend_for, fastest_cpu_backend, get_backend
+from segdeploy.runtimes.registry import BACKENDS, backend_status, default_backend_for, fastest_cpu_backend, get_backend
 
 SCHEMA = "segdeploy.fastest/1"
 ENV = "SEGDEPLOY_BACKEND_CACHE"
@@ -116,9 +117,6 @@ def choose(model: str | None, precision: str = "fp32", consumes: tuple[str, ...]
     return Choice(default, f"{default}: the default (no bench measurement of {what} on this CPU yet{hint})", False)
 
 
-TARGET_OF_FLAVOUR = {"int8-cpu": "cpu", "int8-openvino": "openvino", "int8-tensorrt": "tensorrt"}
-
-
 def export_advice(model: str, precision: str, threads: int | None = None) -> list[str]:
     """What export tells about an artifact of ``precision`` (a label such as fp32 or int8-cpu): the backend bench
     measured fastest for it here, and, for INT8, the flavour measured fastest within tolerance when it is another."""
@@ -130,7 +128,8 @@ def export_advice(model: str, precision: str, threads: int | None = None) -> lis
         lines.append(f"backend: {choice.reason}")
     best = lookup(model, "int8", threads) if precision.startswith("int8") else None
     if best is not None and best.get("flavour") and best["flavour"] != precision:
-        target = TARGET_OF_FLAVOUR.get(best["flavour"], best["flavour"])
+        flavour = flavours.of_label(best["flavour"])
+        target = flavour.name if flavour else best["flavour"]
         lines.append(f"recommendation: the {best['flavour']} flavour on {best['backend']} was the fastest INT8 within "
                      f"tolerance when segdeploy bench measured it here on {best.get('measured')} "
                      f"({best['throughput_ips']:.1f} img/s): export --target {target} for it")
@@ -138,6 +137,4 @@ def export_advice(model: str, precision: str, threads: int | None = None) -> lis
 
 
 def _backends() -> tuple[str, ...]:
-    from segdeploy.runtimes.registry import BACKENDS
-
     return tuple(BACKENDS)

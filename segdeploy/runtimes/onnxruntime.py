@@ -15,7 +15,7 @@ import numpy as np
 
 from segdeploy.errors import ArtifactError, InputError, SegdeployError
 from segdeploy.runtimes.base import LayerProfile, LayerTime, Runner, TensorInfo, Timing
-from segdeploy.runtimes.manifests import artifact_manifest, tensor_infos
+from segdeploy.runtimes.manifest_check import artifact_manifest, tensor_infos
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -59,8 +59,10 @@ def resolve_providers(providers=None) -> list:
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
 
-    def __init__(self, path, providers=None, threads: int | None = None, graph_optimization: str = "all"):
-        """``path``: an .onnx file, or the serialized model as bytes / an onnx.ModelProto (for in-memory graphs)."""
+    def __init__(self, path, providers=None, threads: int | None = None, graph_optimization: str = "all",
+                 manifest=None):
+        """``path``: an .onnx file, or the serialized model as bytes / an onnx.ModelProto (for in-memory graphs);
+        ``manifest``: the file's, where the caller read it already."""
         super().__init__()
         import onnxruntime as ort
 
@@ -86,7 +88,7 @@ class OnnxRuntimeRunner(Runner):
             raise ArtifactError(f"ONNX Runtime cannot load {what}: {detail}") from None
         found_inputs = [self._info(i) for i in self.session.get_inputs()]
         found_outputs = [self._info(o) for o in self.session.get_outputs()]
-        self.manifest = artifact_manifest(self.path) if self.path else None
+        self.manifest = artifact_manifest(self.path, manifest) if self.path else None
         self._inputs, self._outputs = tensor_infos(self.manifest, found_inputs, found_outputs, self.path)
 
     def _options(self):

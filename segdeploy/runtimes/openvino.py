@@ -13,7 +13,7 @@ import numpy as np
 
 from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.runtimes.base import LayerProfile, LayerTime, Runner, TensorInfo, Timing
-from segdeploy.runtimes.manifests import artifact_manifest, tensor_infos
+from segdeploy.runtimes.manifest_check import artifact_manifest, tensor_infos
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
@@ -47,7 +47,7 @@ class OpenVinoRunner(Runner):
     backend = "openvino"
 
     def __init__(self, path: str | os.PathLike, *, device: str = "CPU", precision: str = "fp32",
-                 threads: int | None = None, hint: str = "LATENCY"):
+                 threads: int | None = None, hint: str = "LATENCY", manifest=None):
         super().__init__()
         ov = _import_openvino()
         self.path = os.fspath(path)
@@ -72,7 +72,7 @@ class OpenVinoRunner(Runner):
                                    np.dtype(p.get_element_type().to_dtype()).name) for p in self.model.inputs]
         found_outputs = [TensorInfo(p.get_any_name(), tuple(_dim(d) for d in p.get_partial_shape()),
                                     np.dtype(p.get_element_type().to_dtype()).name) for p in self.model.outputs]
-        self.manifest = artifact_manifest(self.path)
+        self.manifest = artifact_manifest(self.path, manifest)  # ``manifest``: the file's, where read already
         self._inputs, self._outputs = tensor_infos(self.manifest, found_inputs, found_outputs, self.path)
         self._requests: dict[tuple, object] = {}  # input shapes -> infer request of a model compiled for them
         if all(isinstance(d, int) for info in self._inputs for d in info.shape):

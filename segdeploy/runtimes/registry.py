@@ -1,19 +1,21 @@
-"""The backends segdeploy can run, one record each: what it consumes (the PyTorch model, an ONNX graph or an engine),
-which precisions it runs, a probe that says whether it is usable here and why not, and the factory of its runner.
+"""The backends segdeploy can run: each one's facts (segdeploy.backends: what it consumes, which precisions it
+runs, its capabilities) with a probe that says whether it is usable here and why not, and the factory of its runner.
 
 Bench, predict, eval, validate, doctor and the commands learn from here (``BACKENDS``) which backends exist, what
-each consumes, which one is the default and whether it is usable. A backend's name appears elsewhere only where a
-module does work specific to that backend: its runner, the INT8 flavour made for it, ONNX Runtime's execution
-providers, Triton's platforms, the FP32 peak measurement, the version probes. Nothing imports a backend's heavy
-package unless asked for its status.
+each consumes, which one is the default and whether it is usable. Nothing imports a backend's heavy package unless
+asked for its status.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from segdeploy import backends, tensorrt_host
+from segdeploy.artifact.reader import LoadedArtifact
+from segdeploy.backends import ONNXRUNTIME, OPENVINO, TENSORRT, TORCH, Backend
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.hostinfo import installed_distributions, package_version
+from segdeploy.runtimes.tensorrt import TensorRTRunner
 
 
 @dataclass
@@ -31,16 +33,10 @@ class BackendStatus:
 
 
 @dataclass(frozen=True)
-class BackendRecord:
-    name: str
-    consumes: str  # "model" | "onnx" | "engine" (artifact kinds, as in segdeploy.artifact.formats)
-    # the precisions it can be asked to compute in; artifacts run the precision their graph carries
-    precisions: tuple[str, ...]
-    devices: str  # what --device takes, for messages
-    probe: Callable[[], BackendStatus] = field(repr=False)
-    factory: Callable[..., object] = field(repr=False)
-    cpu_rank: int | None = None  # order among the CPU backends, fastest first (None: not a CPU backend)
-    install_hint: str = ""
+class BackendRecord(Backend):
+    """A backend's facts with what runs it here: its probe and its runner's factory."""
+    probe: Callable[[], BackendStatus] | None = field(default=None, repr=False)
+    factory: Callable[..., object] | None = field(default=None, repr=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -58,13 +54,13 @@ def _torch_status() -> BackendStatus:
         reason = f"CPU-only build of torch {torch.__version__}: no CUDA, no fp16, no CUDA graphs"
     else:
         reason = f"torch built with CUDA {torch.version.cuda} but no GPU is visible"
-    return BackendStatus("torch", True, torch.__version__, devices, reason, distribution="torch")
+    return BackendStatus(TORCH, True, torch.__version__, devices, reason, distribution=TORCH)
 
 
 def _onnxruntime_status() -> BackendStatus:
-    found = installed_distributions("onnxruntime")
+    found = installed_distributions(ONNXRUNTIME)
     if not found:
-        return BackendStatus("onnxruntime", False, reason="ONNX Runtime is not installed (pip install onnxruntime, "
+        return BackendStatus(ONNXRUNTIME, False, reason="ONNX Runtime is not installed (pip install onnxruntime, "
                                                           "or onnxruntime-gpu on NVIDIA machines)")
     dist, version = next(iter(found.items()))
     caveat = ""
@@ -74,48 +70,47 @@ def _onnxruntime_status() -> BackendStatus:
     try:
         import onnxruntime
     except ImportError as exc:
-        return BackendStatus("onnxruntime", False, version, reason=f"import onnxruntime failed: {exc}",
+        return BackendStatus(ONNXRUNTIME, False, version, reason=f"import onnxruntime failed: {exc}",
                              distribution=dist)
-    return BackendStatus("onnxruntime", True, onnxruntime.__version__, onnxruntime.get_available_providers(),
+    return BackendStatus(ONNXRUNTIME, True, onnxruntime.__version__, onnxruntime.get_available_providers(),
                          caveat, distribution=dist)
 
 
 def _openvino_status() -> BackendStatus:
-    version = package_version("openvino")
+    version = package_version(OPENVINO)
     if version is None:
-        return BackendStatus("openvino", False,
+        return BackendStatus(OPENVINO, False,
                              reason="OpenVINO is not installed (optional: pip install 'segdeploy[openvino]')")
     try:
         import openvino
         devices = openvino.Core().available_devices
     except Exception as exc:  # a broken install must not take doctor down with it
-        return BackendStatus("openvino", False, version, reason=f"OpenVINO fails to start: {exc}",
-                             distribution="openvino")
-    return BackendStatus("openvino", True, version, list(devices), distribution="openvino")
+        return BackendStatus(OPENVINO, False, version, reason=f"OpenVINO fails to start: {exc}",
+                             distribution=OPENVINO)
+    return BackendStatus(OPENVINO, True, version, list(devices), distribution=OPENVINO)
 
 
 def _tensorrt_status() -> BackendStatus:
     # found without importing it: pip wheels by their metadata, JetPack's apt install (no pip metadata) by module
-    from segdeploy import tensorrt_host
 
     install = tensorrt_host.find_tensorrt()
     if not install.installed:
-        return BackendStatus("tensorrt", False, reason="TensorRT is not installed (pip install tensorrt, or JetPack's "
+        return BackendStatus(TENSORRT, False, reason="TensorRT is not installed (pip install tensorrt, or JetPack's "
                                                        "python3-libnvinfer; needs an NVIDIA GPU with a CUDA build of "
                                                        "torch for the buffers)")
     version = install.version
     import torch
 
     if not torch.cuda.is_available():
-        return BackendStatus("tensorrt", False, version, reason=f"TensorRT {version} ({install.source}) is installed "
+        return BackendStatus(TENSORRT, False, version, reason=f"TensorRT {version} ({install.source}) is installed "
                                                                 f"but torch {torch.__version__} sees no CUDA GPU")
     try:
         import tensorrt  # noqa: F401
     except Exception as exc:
-        return BackendStatus("tensorrt", False, version, reason=f"import tensorrt failed: {exc}")
+        return BackendStatus(TENSORRT, False, version, reason=f"import tensorrt failed: {exc}")
     devices = [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
     note = "" if install.source.startswith("pip") else f"installed without pip metadata ({install.location})"
-    return BackendStatus("tensorrt", True, version, devices, reason=note)
+    return BackendStatus(TENSORRT, True, version, devices, reason=note)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -136,7 +131,7 @@ def _check_cpu(backend: str, device: str) -> None:
 
 
 def _onnxruntime_runner(*, model=None, artifact=None, device="cpu", precision=None, threads=None, **options):
-    _check_cpu("onnxruntime", device)
+    _check_cpu(ONNXRUNTIME, device)
     if precision not in (None, "fp32"):
         raise InputError("onnxruntime runs the precision the artifact's graph carries; export an fp16 or int8 "
                          "artifact instead of asking for one")
@@ -146,7 +141,7 @@ def _onnxruntime_runner(*, model=None, artifact=None, device="cpu", precision=No
 
 
 def _openvino_runner(*, model=None, artifact=None, device="cpu", precision=None, threads=None, **options):
-    _check_cpu("openvino", device)
+    _check_cpu(OPENVINO, device)
     from segdeploy.runtimes.openvino import OpenVinoRunner
 
     return OpenVinoRunner(artifact, precision=precision or "fp32", threads=threads, **options)
@@ -155,23 +150,16 @@ def _openvino_runner(*, model=None, artifact=None, device="cpu", precision=None,
 def _tensorrt_runner(*, model=None, artifact=None, device="cuda:0", precision=None, threads=None, **options):
     if precision not in (None, "fp32", "as-built"):
         raise InputError("tensorrt runs the precision its engine was built with")
-    from segdeploy.runtimes.tensorrt import TensorRTRunner
 
     index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
     return TensorRTRunner(artifact, device=index, **options)
 
 
+_PROBES = {TORCH: (_torch_status, _torch_runner), ONNXRUNTIME: (_onnxruntime_status, _onnxruntime_runner),
+           OPENVINO: (_openvino_status, _openvino_runner), TENSORRT: (_tensorrt_status, _tensorrt_runner)}
 BACKENDS: dict[str, BackendRecord] = {
-    record.name: record for record in (
-        BackendRecord("torch", "model", ("fp32", "fp16"), "cpu or cuda[:N]", _torch_status, _torch_runner, 2),
-        BackendRecord("onnxruntime", "onnx", ("fp32",), "cpu", _onnxruntime_status, _onnxruntime_runner, 1,
-                      "pip install onnxruntime (onnxruntime-gpu on NVIDIA machines)"),
-        # OpenVINO's inference precision hint: fp32 by default (its CPU default is bf16 where the CPU has it)
-        BackendRecord("openvino", "onnx", ("fp32", "bf16", "fp16"), "cpu", _openvino_status, _openvino_runner, 0,
-                      "pip install 'segdeploy[openvino]'"),
-        BackendRecord("tensorrt", "engine", ("fp32",), "cuda[:N]", _tensorrt_status, _tensorrt_runner, None,
-                      "pip install tensorrt (NVIDIA GPU)"),
-    )
+    name: BackendRecord(**vars(facts), probe=_PROBES[name][0], factory=_PROBES[name][1])
+    for name, facts in backends.BACKENDS.items()
 }
 
 
@@ -212,7 +200,7 @@ def fastest_cpu_backend(consumes: tuple[str, ...] = ("model", "onnx")) -> str:
     for name in cpu_backends():
         if BACKENDS[name].consumes in consumes and backend_status(name).available:
             return name
-    return "torch"
+    return TORCH
 
 
 def backends_for(kind: str) -> list[str]:
@@ -235,10 +223,15 @@ def default_backend_for(kind: str) -> str:
 def create_runner(backend: str, *, model=None, artifact=None, device: str = "cpu", precision: str | None = None,
                   threads: int | None = None, **options):
     """A runner of ``backend``: ``model`` (a registered name, DeployGraph or nn.Module) for the model backend,
-    ``artifact`` (a path) for the others. ``options`` are backend-specific (torch: layout, compile, cuda_graphs,
-    checkpoint, outputs, preprocess; onnxruntime: graph_optimization, providers; openvino: hint)."""
+    ``artifact`` (a path, or an artifact.reader.LoadedArtifact) for the others. ``options`` are backend-specific
+    (torch: layout, compile, cuda_graphs, checkpoint, outputs, preprocess; onnxruntime: graph_optimization,
+    providers; openvino: hint)."""
     record = get_backend(backend)
     require_backend(backend)
+    if isinstance(artifact, LoadedArtifact):  # opened once: an ONNX runner takes the manifest read already
+        if artifact.kind == "onnx" and record.consumes == "onnx":
+            options.setdefault("manifest", artifact.manifest)
+        artifact = artifact.path
     if record.consumes != "model" and artifact is None:
         raise InputError(f"the {backend} backend runs an exported artifact; export it first")
     if threads is not None and threads < 1:

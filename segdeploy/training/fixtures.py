@@ -20,18 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-from segdeploy import __version__
+from segdeploy import __version__, backends
 from segdeploy.datasets import open_dataset
 from segdeploy.datasets.synthetic import GENERATOR_VERSION, STYLES, SynthConfig, dataset_meta, write_dataset
 from segdeploy.errors import InputError
-from segdeploy.io import (
-    folder_holds,
-    folder_lock,
-    user_cache_dir,
-    write_bytes_atomic,
-    write_folder_atomic,
-    write_text_atomic,
-)
+from segdeploy.files.atomic import folder_holds, write_bytes_atomic, write_folder_atomic, write_text_atomic
+from segdeploy.files.destinations import user_cache_dir
+from segdeploy.files.locking import folder_lock
 from segdeploy.training.trainer import TrainConfig, train
 
 TRAINER_VERSION = 1
@@ -221,7 +216,7 @@ def _make(recipe: FixtureRecipe, evaluate: Evaluator, cache_dir: str, log: Calla
     dataset_record = {"classes": meta_data["classes"], "palette": meta_data["palette"]}
     fixture = {"name": recipe.name, "model": recipe.model, "key": recipe.key(), "purpose": recipe.purpose,
                "data": asdict(recipe.data), "train": recipe.train.as_dict(), "segdeploy": __version__,
-               "torch": str(torch.__version__), "cpu": cpu_model(),
+               backends.TORCH: str(torch.__version__), "cpu": cpu_model(),
                "train_seconds": round(result.seconds, 1), "final_loss": round(result.final_loss, 4),
                "made": time.strftime("%Y-%m-%dT%H:%M:%S")}
     state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from manifests import sample_manifest
+from segdeploy import flavours
 from segdeploy.artifact import manifest as mf
+from segdeploy.artifact import manifest_schema
 from segdeploy.artifact.reader import read_manifest
 from segdeploy.errors import ArtifactError
 
@@ -23,7 +25,7 @@ def test_round_trip_through_json(dynamic, outputs):
 
 def test_schema_names_every_dataclass_field():
     """The schema and the dataclasses are one definition written twice: they must list the same keys."""
-    schema = mf.schema()
+    schema = manifest_schema.schema()
     assert set(schema["properties"]) == {f.name for f in dataclasses.fields(mf.Manifest)}
     nested = {"model": mf.ModelInfo, "weights": mf.Weights, "precision": mf.Precision, "profile": mf.Profile,
               "preprocessing": mf.Preprocessing, "export": mf.ExportInfo}
@@ -35,7 +37,7 @@ def test_schema_names_every_dataclass_field():
     assert set(engine) == {f.name for f in dataclasses.fields(mf.EngineInfo)}
     precision = schema["properties"]["precision"]["properties"]
     assert precision["mode"]["enum"] == list(mf.PRECISIONS)
-    assert precision["flavour"]["enum"] == [*mf.INT8_FLAVOURS, None]
+    assert precision["flavour"]["enum"] == [*flavours.NAMES, None]
 
 
 def _broken(edit):

@@ -73,13 +73,13 @@ def test_info_refuses_damaged_engines(workdir, capfd, name):
 @pytest.mark.parametrize("name", DAMAGED)
 def test_runner_preflight_refuses_damaged_engines(workdir, name):
     """What the TensorRT runner does before TensorRT sees the file, testable without TensorRT."""
-    from segdeploy.runtimes.tensorrt import preflight
+    from segdeploy.runtimes.tensorrt_checks import preflight
 
     path = workdir / "m.engine"
     path.write_bytes(_engine(name))
     if name == "header lying about its model":
         # a well-formed header: the preflight passes it on, and the registry check that follows it in the runner
-        # (runtimes/manifests, the one info runs above) catches the lie
+        # (runtimes/manifest_check, the one info runs above) catches the lie
         manifest, _, _ = preflight(str(path), "10.3.0", "8.7")
         assert list(manifest.preprocessing.mean) == [0, 0, 0]
         return
@@ -93,14 +93,14 @@ def test_headerless_engine_is_described_not_refused(workdir, capfd):
     path.write_bytes(PLAN)
     outcome = run_cli(capfd, "info", path)
     assert outcome.code == 0 and "no segdeploy manifest" in outcome.out, outcome.describe()
-    from segdeploy.runtimes.tensorrt import preflight
+    from segdeploy.runtimes.tensorrt_checks import preflight
 
     manifest, offset, warnings = preflight(str(path), "10.3.0", "8.7")
     assert manifest is None and offset == 0 and "no segdeploy header" in warnings[0]
 
 
 def test_foreign_engine_refused_before_deserialization(workdir):
-    from segdeploy.runtimes.tensorrt import preflight
+    from segdeploy.runtimes.tensorrt_checks import preflight
 
     path = workdir / "m.engine"
     path.write_bytes(pack(engine_manifest(), PLAN))

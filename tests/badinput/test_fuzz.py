@@ -16,7 +16,8 @@ from hostile import json_paths, run_cli, small_checkpoint_bytes
 from manifests import SHA, sample_manifest
 from segdeploy.artifact import EngineInfo
 from segdeploy.artifact.engine_header import pack, read_header, split
-from segdeploy.artifact.manifest import Manifest, parse_json, read_sidecar
+from segdeploy.artifact.manifest import Manifest
+from segdeploy.artifact.manifest_store import parse_json, read_sidecar
 from segdeploy.errors import ArtifactError, CheckpointError
 from segdeploy.models.checkpoints import read_state_dict
 from segdeploy.models.facts import check_manifest

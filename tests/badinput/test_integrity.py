@@ -80,7 +80,7 @@ def test_an_onnx_file_renamed_engine_is_described_as_what_it_is(artifact, workdi
     outcome = run_cli(capfd, "info", path)
     assert outcome.code == 0 and "TensorRT plan" not in outcome.out, outcome.describe()
     assert "onnx" in outcome.out and "segnext_t" in outcome.out, outcome.describe()
-    from segdeploy.runtimes.tensorrt import preflight
+    from segdeploy.runtimes.tensorrt_checks import preflight
 
     with pytest.raises(ArtifactError, match="not a TensorRT engine: it holds an ONNX model"):
         preflight(str(path), "10.3.0", "8.7")
@@ -144,7 +144,7 @@ def test_other_numbers_are_refused_at_the_parser(workdir, capfd, flag, value):
 
 
 def test_the_manifest_writer_refuses_non_finite_numbers(artifact, workdir):
-    from segdeploy.artifact.manifest import read_sidecar
+    from segdeploy.artifact.manifest_store import read_sidecar
     from segdeploy.export.onnx import write_artifact
 
     manifest = read_sidecar(artifact.with_suffix(".json"))

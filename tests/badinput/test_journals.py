@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from hostile import PHOTO, Tree, assert_unchanged, copy_artifact, run_cli
 from segdeploy.errors import ArtifactError
-from segdeploy.io import wait_for_writers, write_files_atomic
+from segdeploy.files.atomic import write_files_atomic
+from segdeploy.files.journal import wait_for_writers
 
 # the journal of the reproduction, verbatim
 PLANTED = {"entries": [{"name": "thesis.txt", "backup": None}, {"name": "photos", "backup": None}]}

@@ -12,7 +12,7 @@ import pytest
 
 from hostile import Tree, assert_unchanged, cli_env, copy_artifact, corrupt_onnx_bytes, run_cli
 from segdeploy.errors import ArtifactError, SegdeployError
-from segdeploy.io import TEST_POINTS
+from segdeploy.files.locking import TEST_POINTS
 
 EXPORT = ("export", "--model", "segnext_t", "--fmt", "triton", "--size", "64", "--no-validate", "--output", "repo")
 

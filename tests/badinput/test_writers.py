@@ -1,9 +1,9 @@
 """Concurrent and killed writers: real processes, paused (SIGSTOP) or killed (SIGKILL, SIGTERM, SIGINT) at named
-points of segdeploy.io's commit (its SEGDEPLOY_TEST_SIGNAL_AT hook). Whatever happens, an artifact and its sidecar
+points of segdeploy.files' commit (its SEGDEPLOY_TEST_SIGNAL_AT hook). Whatever happens, an artifact and its sidecar
 on disk are one writer's pair or nothing (the old pair, when one was being replaced), never a mix or a half, and
 no temp file outlives the next reader or writer.
 
-The fast cases drive segdeploy.io directly from a small writer process; the slow ones run real exports."""
+The fast cases drive segdeploy.files directly from a small writer process; the slow ones run real exports."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,8 @@ import pytest
 
 from hostile import ROOT, Tree, answer_lines, cli_env, interruptible, pair_state, resume, start_writer, wait_stopped
 from segdeploy.errors import ArtifactError
-from segdeploy.io import TEST_POINTS, wait_for_writers
+from segdeploy.files.journal import wait_for_writers
+from segdeploy.files.locking import TEST_POINTS
 
 SIGNALS = ("SIGKILL", "SIGTERM", "SIGINT")
 
@@ -100,7 +101,7 @@ def test_two_writers_never_interleave(tmp_path, point, force):
 
 READER = """
 import sys
-from segdeploy.io import wait_for_writers
+from segdeploy.files.journal import wait_for_writers
 wait_for_writers(sys.argv[1])
 print(open(sys.argv[1]).read()[:3])
 """
@@ -134,7 +135,7 @@ def test_leftovers_of_a_dead_writer_are_removed_by_the_next(tmp_path):
 
 FOLDER_WRITER = """
 import sys
-from segdeploy.io import write_folder_atomic
+from segdeploy.files.atomic import write_folder_atomic
 write_folder_atomic(sys.argv[1], {"1/model.onnx": sys.argv[2].encode() * 100, "config.pbtxt": sys.argv[2].encode()},
                     force=True, stage_in=sys.argv[3] if len(sys.argv) > 3 else None)
 """

@@ -125,7 +125,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
 def test_artifacts_are_written_with_ordinary_permissions(tmp_path):
     import os
 
-    from segdeploy.io import write_text_atomic
+    from segdeploy.files.atomic import write_text_atomic
 
     path = tmp_path / "report.json"
     write_text_atomic(path, "{}\n")

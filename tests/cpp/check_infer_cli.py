@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from segdeploy.artifact.manifest import ONNX_METADATA_KEY, sidecar_path
+from segdeploy.artifact.manifest import ONNX_METADATA_KEY
+from segdeploy.artifact.manifest_store import sidecar_path
 
 
 def run(binary: str, *args: str) -> subprocess.CompletedProcess:

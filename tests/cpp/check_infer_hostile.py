@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import onnx
 
-from segdeploy.artifact.manifest import ONNX_METADATA_KEY, sidecar_path
+from segdeploy.artifact.manifest import ONNX_METADATA_KEY
+from segdeploy.artifact.manifest_store import sidecar_path
 
 
 def run(binary: str, *args: str) -> subprocess.CompletedProcess:

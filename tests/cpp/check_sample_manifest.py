@@ -6,7 +6,7 @@ import os
 import sys
 
 from manifests import sample_manifest
-from segdeploy.artifact.manifest import read_sidecar
+from segdeploy.artifact.manifest_store import read_sidecar
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 path = os.path.join(REPO, "cpp", "tests", "data", "manifest.json")

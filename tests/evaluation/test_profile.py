@@ -21,7 +21,7 @@ from segdeploy.evaluation.profile.scopes import ScopeResolver, common_scope, sco
 from segdeploy.models.deploy import build_deploy_graph
 from segdeploy.runtimes.base import LayerTime
 from segdeploy.runtimes.onnxruntime import profile_from_trace
-from segdeploy.runtimes.tensorrt import tensorrt_layer_sources
+from segdeploy.runtimes.tensorrt_hooks import tensorrt_layer_sources
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 QUICK = Protocol(warmup_s=0.0, min_s=0.0, min_iters=2)

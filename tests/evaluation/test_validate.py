@@ -15,15 +15,8 @@ from hostile import answer_lines
 from segdeploy import models
 from segdeploy.cli import main
 from segdeploy.errors import CheckpointError, SegdeployError
-from segdeploy.evaluation.compare import (
-    TOLERANCES,
-    OutputReport,
-    agreement,
-    compare_runners,
-    confusion,
-    mean_iou,
-    numeric_stats,
-)
+from segdeploy.evaluation.compare import OutputReport, agreement, compare_runners, confusion, mean_iou, numeric_stats
+from segdeploy.evaluation.tolerances import TOLERANCES
 from segdeploy.evaluation.validate import validate_artifact
 from segdeploy.runtimes.base import Runner, TensorInfo
 
@@ -294,9 +287,10 @@ def test_a_foreign_onnx_file_validates_with_model(artifact, capsys, tmp_path):
 def lying_copy(artifact, tmp_path, edit):
     """The artifact with its manifest edited (embedded copy; no sidecar beside it)."""
     from segdeploy.artifact import manifest as mf
+    from segdeploy.artifact import manifest_store
 
     model = onnx.load(artifact)
-    data = mf.embedded(model).to_dict()
+    data = manifest_store.embedded(model).to_dict()
     edit(data)
     prop = next(p for p in model.metadata_props if p.key == mf.ONNX_METADATA_KEY)
     prop.value = json.dumps(data)

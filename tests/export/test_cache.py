@@ -9,7 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from exports import verifier
-from segdeploy.artifact import manifest as mf
+from segdeploy.artifact import manifest_store
 from segdeploy.export.cache import cache_path, cached_onnx, stale_reason
 from segdeploy.export.onnx import export_onnx
 
@@ -28,7 +28,7 @@ def test_a_hit_is_reused_and_a_bad_entry_rebuilt(tmp_path):
     said.clear()
     assert cached_onnx("segnext_t", cache_dir=str(tmp_path), progress=said.append, verify=verifier(), **SIZE) == path
     assert any("without verification" in line for line in said)
-    assert mf.read_sidecar(mf.sidecar_path(path)).validation["passed"]
+    assert manifest_store.read_sidecar(manifest_store.sidecar_path(path)).validation["passed"]
     assert stale_reason(path, request, verified=True) is None
 
     with open(path, "r+b") as f:  # corrupt
@@ -44,7 +44,7 @@ def test_a_swapped_in_artifact_of_another_model_is_rebuilt(tmp_path):
     other = export_onnx("cgrseg_t", tmp_path / "other.onnx", **SIZE).path
     os.makedirs(os.path.dirname(path))
     shutil.copy(other, path)
-    shutil.copy(mf.sidecar_path(other), mf.sidecar_path(path))
+    shutil.copy(manifest_store.sidecar_path(other), manifest_store.sidecar_path(path))
     assert "model='cgrseg_t'" in stale_reason(path, request)
     said = []
     cached_onnx("segnext_t", cache_dir=str(tmp_path / "cache"), progress=said.append, **SIZE)

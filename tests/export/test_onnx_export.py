@@ -18,6 +18,7 @@ from exports import CI_SIZE, export
 from goldens import IMAGES
 from segdeploy import models, preprocess
 from segdeploy.artifact import manifest as mf
+from segdeploy.artifact import manifest_schema, manifest_store
 from segdeploy.artifact.onnx_file import graph_sha256
 from segdeploy.artifact.reader import read_manifest
 from segdeploy.cli import main
@@ -156,8 +157,8 @@ def test_manifest_is_complete_and_the_same_in_sidecar_and_graph(segnext_static):
     with open(segnext_static.sidecar_path, encoding="utf-8") as f:
         sidecar = json.load(f)
     model = onnx.load(segnext_static.path)
-    embedded = mf.embedded(model)
-    mf.check_document(sidecar)  # schema-valid
+    embedded = manifest_store.embedded(model)
+    manifest_schema.check_document(sidecar)  # schema-valid
     assert mf.Manifest.from_dict(sidecar) == embedded == segnext_static.manifest
     m = embedded
     assert m.model.name == "segnext_t" and m.num_classes == 150
@@ -276,16 +277,16 @@ def test_a_failing_step_leaves_no_partial_artifact(tmp_path, monkeypatch):
 
 
 def test_a_failed_sidecar_write_removes_the_graph(tmp_path, monkeypatch):
-    import segdeploy.io
+    import segdeploy.files.staging
 
-    real = segdeploy.io._Pending.write
+    real = segdeploy.files.staging.Pending.write
 
     def failing_write(self, data):
         if self.path.endswith(".json"):
             raise OSError(28, "No space left on device")
         return real(self, data)
 
-    monkeypatch.setattr(segdeploy.io._Pending, "write", failing_write)
+    monkeypatch.setattr(segdeploy.files.staging.Pending, "write", failing_write)
     with pytest.raises(ArtifactError, match="no space left"):
         export_onnx("segnext_t", tmp_path / "a.onnx", height=256, width=256, simplify=False)
     assert os.listdir(tmp_path) == []

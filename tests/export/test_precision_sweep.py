@@ -18,7 +18,7 @@ import pytest
 
 from exports import verifier
 from segdeploy import models
-from segdeploy.evaluation.compare import tolerance_for
+from segdeploy.evaluation.tolerances import tolerance_for
 from segdeploy.evaluation.validate import validate_artifact
 from segdeploy.export.onnx import export_onnx
 from segdeploy.export.passes.qdq_tensorrt import placement_problems

@@ -14,7 +14,7 @@ from segdeploy import hostinfo
 from segdeploy.errors import ArtifactError, InputError, SegdeployError
 from segdeploy.runtimes import registry
 from segdeploy.runtimes.base import Runner, TensorInfo, random_feed, resolve_shape
-from segdeploy.runtimes.manifests import tensor_infos
+from segdeploy.runtimes.manifest_check import tensor_infos
 from segdeploy.runtimes.torch import TorchRunner, build_graph
 
 MODEL, SIZE = "segnext_t", 64

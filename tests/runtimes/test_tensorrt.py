@@ -18,19 +18,18 @@ from manifests import SHA, sample_manifest
 from segdeploy.artifact import EngineInfo
 from segdeploy.artifact.engine_header import pack
 from segdeploy.errors import ArtifactError, InputError, SegdeployError
-from segdeploy.runtimes.tensorrt import (
+from segdeploy.runtimes.tensorrt import TensorRTRunner
+from segdeploy.runtimes.tensorrt_checks import (
     TRT_DTYPES,
-    TensorRTRunner,
-    ThreadGuard,
     choose_profile,
     data_dependent,
     dimension_names,
     io_problem,
-    make_layer_profiler,
     numpy_dtype,
     preflight,
     runtime_settings,
 )
+from segdeploy.runtimes.tensorrt_hooks import ThreadGuard, make_layer_profiler
 from tensorrt_fakes import FAKE_PLAN, CpuTorch, EngineTensor, conv_engine, conv_reference, recording_tensorrt
 
 PLAN = b"ftrt" + bytes(128)
@@ -337,7 +336,7 @@ def conv_artifact(path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from segdeploy.artifact.manifest import embed
+    from segdeploy.artifact.manifest_store import embed
 
     weight = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32) * 0.05
     graph = helper.make_graph(

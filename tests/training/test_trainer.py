@@ -11,7 +11,7 @@ import torch
 from segdeploy import models
 from segdeploy.datasets import open_dataset
 from segdeploy.datasets.synthetic import SynthConfig, write_dataset
-from segdeploy.io import folder_lock
+from segdeploy.files.locking import folder_lock
 from segdeploy.models.checkpoints import checkpoint_dataset_meta
 from segdeploy.training import fixtures
 from segdeploy.training.fixtures import FixtureRecipe, fixture_dir, make_fixture

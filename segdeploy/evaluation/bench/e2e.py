@@ -23,12 +23,18 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from segdeploy import backends
+from segdeploy.datasets import synthetic
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.bench.protocol import Progress, Protocol
-from segdeploy.evaluation.segment import STAGE_TEXT, STAGES, Segmenter, stage_split
-from segdeploy.export.cache import DEFAULT_CACHE_DIR
+from segdeploy.evaluation.segment import STAGE_TEXT, STAGES, Segmenter, open_segmenter, stage_split
+from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
 from segdeploy.export.trace import DEFAULT_OPSET
 from segdeploy.hostinfo import machine_info
+from segdeploy.media import resolve_source
+from segdeploy.models import get_spec
+from segdeploy.preprocess import read_image
+from segdeploy.runtimes.registry import create_runner, get_backend, require_backend
 
 SCHEMA = "segdeploy.bench.e2e/1"
 PIPELINES = {"host": {"outputs": "logits", "preprocess": False}, "in-graph": {"outputs": "mask", "preprocess": True}}
@@ -49,7 +55,7 @@ class Photo:
 @dataclass
 class E2ERequest:
     models: list[str] = field(default_factory=list)
-    backends: list[str] = field(default_factory=lambda: ["onnxruntime"])
+    backends: list[str] = field(default_factory=lambda: [backends.ONNXRUNTIME])
     pipelines: list[str] = field(default_factory=lambda: list(PIPELINES))
     images: str | None = None
     checkpoint: str | None = None
@@ -64,8 +70,6 @@ def default_photos() -> list[Photo]:
     """Photo-like scenes at camera sizes, made from the photographs the package ships (the synthetic dataset's
     textures, public domain and CC0), JPEG-encoded: a fixed set, so runs on different machines see the same bytes."""
     import cv2
-
-    from segdeploy.datasets import synthetic
 
     tiles = synthetic.texture_tiles(16)
     photos = []
@@ -82,9 +86,6 @@ def default_photos() -> list[Photo]:
 
 def load_photos(text: str) -> list[Photo]:
     """The images of a file, folder or glob, read into memory (each must decode)."""
-    from segdeploy.media import resolve_source
-    from segdeploy.preprocess import read_image
-
     source = resolve_source(text)
     if source.kind == "video":
         raise InputError(f"--images takes images, not a video: {text}")
@@ -107,10 +108,6 @@ def open_target(request: E2ERequest, model: str, backend: str, pipeline: str, pr
                 ) -> Segmenter:
     """The segmenter of one (model, backend, pipeline): a dynamic export from the cache for ONNX backends, the
     PyTorch model itself (host pipeline only) for the model backend."""
-    from segdeploy.evaluation.segment import open_segmenter
-    from segdeploy.export.cache import cached_onnx
-    from segdeploy.runtimes.registry import create_runner, get_backend
-
     record = get_backend(backend)
     if record.consumes == "model":
         return open_segmenter(model=model, checkpoint=request.checkpoint, backend=backend, threads=request.threads)
@@ -140,9 +137,6 @@ def segment_photo(segmenter: Segmenter, photo: Photo) -> tuple[dict, np.ndarray,
 
 
 def check(request: E2ERequest) -> None:
-    from segdeploy.models import get_spec
-    from segdeploy.runtimes.registry import get_backend, require_backend
-
     if not request.models:
         raise InputError("bench --e2e needs --model NAME[,NAME...]")
     for model in request.models:
@@ -162,8 +156,6 @@ def check(request: E2ERequest) -> None:
 
 def run_e2e(request: E2ERequest, progress: Progress | None = None) -> dict:
     """Time every (model, backend, pipeline, photo) end to end, interleaved; returns the report."""
-    from segdeploy.runtimes.registry import get_backend
-
     check(request)
     machine = machine_info()
     threads = request.threads or machine["cpu"]["usable_cores"]

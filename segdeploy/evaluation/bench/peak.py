@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from segdeploy import backends
+
 
 def _fastest_seconds(call, seconds: float) -> tuple[float, int]:
     times, start = [], time.perf_counter()
@@ -69,7 +71,7 @@ def fp32_peak_gflops(device: str = "cpu", threads: int | None = None, n: int = 2
     if threads:
         torch.set_num_threads(threads)
     engines = {"torch.mm": lambda: _torch_matmul(device, n)}
-    if torch.device(device).type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+    if torch.device(device).type == "cpu" and importlib.util.find_spec(backends.ONNXRUNTIME) is not None:
         engines["onnxruntime MatMul"] = lambda: _onnxruntime_matmul(n, threads)
     rounds: dict[str, list[float]] = {name: [] for name in engines}
     calls: dict[str, int] = dict.fromkeys(engines, 0)

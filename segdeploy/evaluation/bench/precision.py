@@ -20,17 +20,27 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from segdeploy import __version__
+from segdeploy import __version__, backends, flavours
+from segdeploy.artifact.formats import ONNX_SUFFIX
+from segdeploy.artifact.onnx_file import file_sha256
+from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 from segdeploy.errors import InputError, SegdeployError
+from segdeploy.evaluation.accuracy import agreement_percent, held_out, miou, predict_masks
 from segdeploy.evaluation.bench.protocol import Progress, Protocol, time_runner
+from segdeploy.evaluation.tolerances import tolerance_for
+from segdeploy.export.precision import PrecisionOptions
+from segdeploy.export.precision.calibration_images import check_disjoint, select_images
+from segdeploy.files.atomic import write_bytes_atomic
 from segdeploy.hostinfo import int8_speed_note, machine_info
 from segdeploy.runtimes.base import random_feed
 from segdeploy.runtimes.registry import create_runner, get_backend
 
 SCHEMA = "segdeploy.bench.precision/1"
-PRECISIONS = {"fp32": ("fp32", None), "fp16": ("fp16", None), "int8": ("int8", "cpu"), "int8-cpu": ("int8", "cpu"),
-              "int8-openvino": ("int8", "openvino"), "int8-tensorrt": ("int8", "tensorrt")}
-INT8_FOR_BACKEND = {"onnxruntime": "int8-cpu", "openvino": "int8-openvino", "tensorrt": "int8-tensorrt"}
+# the CPU flavours first, then the one for engines
+_INT8 = sorted(flavours.FLAVOURS.values(), key=lambda f: f.builds_engine)
+PRECISIONS = {"fp32": ("fp32", None), "fp16": ("fp16", None), "int8": ("int8", flavours.DEFAULT),
+              **{f.label: ("int8", f.name) for f in _INT8}}
+INT8_FOR_BACKEND = {backend: f.label for f in _INT8 for backend in f.fast_on}
 SPEED_TARGET = 1.3  # CPU INT8 (cpu or openvino flavour) over the best FP32 CPU path, on CPUs with int8 dot products
 
 
@@ -38,7 +48,7 @@ SPEED_TARGET = 1.3  # CPU INT8 (cpu or openvino flavour) over the best FP32 CPU 
 class PrecisionBench:
     model: str
     precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
-    backends: list[str] = field(default_factory=lambda: ["onnxruntime"])
+    backends: list[str] = field(default_factory=lambda: [backends.ONNXRUNTIME])
     height: int = 512
     width: int = 512
     checkpoint: str | None = None
@@ -53,7 +63,7 @@ class PrecisionBench:
     rebuild: bool = False
 
 
-def parse_precisions(text: str, backends=("onnxruntime",)) -> list[str]:
+def parse_precisions(text: str, backends=(backends.ONNXRUNTIME,)) -> list[str]:
     """The comparison's rows; a bare ``int8`` is the INT8 flavour made for each backend compared (int8-cpu for ONNX
     Runtime, int8-openvino for OpenVINO)."""
     names = [p.strip().lower() for p in str(text).split(",") if p.strip()]
@@ -63,7 +73,8 @@ def parse_precisions(text: str, backends=("onnxruntime",)) -> list[str]:
     canonical = []
     for name in names:
         if name == "int8":
-            canonical += [INT8_FOR_BACKEND[b] for b in backends if b in INT8_FOR_BACKEND] or ["int8-cpu"]
+            canonical += [INT8_FOR_BACKEND[b] for b in backends if b in INT8_FOR_BACKEND] or \
+                [flavours.get(flavours.DEFAULT).label]
         else:
             canonical.append(name)
     return list(dict.fromkeys(canonical))
@@ -88,8 +99,6 @@ def calibration_folder(request: PrecisionBench) -> str | None:
 
 def calibration_images(request: PrecisionBench):
     """The calibration images the request's INT8 exports are calibrated on (None without a calibration folder)."""
-    from segdeploy.export.precision.calibrate import select_images
-
     calib = calibration_folder(request)
     return select_images(calib, request.calib_count) if calib else None
 
@@ -113,8 +122,6 @@ def check(request: PrecisionBench) -> None:
 
 
 def artifact_key(request: PrecisionBench, label: str, calib_sha: str | None) -> str:
-    from segdeploy.artifact.onnx_file import file_sha256
-
     payload = {"model": request.model, "size": [request.height, request.width], "precision": label,
                "checkpoint": file_sha256(request.checkpoint) if request.checkpoint else None,
                "calib": calib_sha, "count": request.calib_count, "method": request.calib_method,
@@ -125,13 +132,12 @@ def artifact_key(request: PrecisionBench, label: str, calib_sha: str | None) -> 
 def precision_artifact(request: PrecisionBench, label: str, images, progress: Progress | None) -> str:
     """The artifact of ``label`` from the cache, exported (not verified: the table's accuracy columns judge it)."""
     from segdeploy.export.onnx import export_onnx
-    from segdeploy.export.precision import PrecisionOptions
 
     mode, target = PRECISIONS[label]
     calib = calibration_folder(request) if mode != "fp32" else None
     key = artifact_key(request, label, images.sha256 if images is not None and mode != "fp32" else None)
     path = os.path.join(request.cache_dir, "precision",
-                        f"{request.model}_{request.height}x{request.width}_{label}_{key}.onnx")
+                        f"{request.model}_{request.height}x{request.width}_{label}_{key}{ONNX_SUFFIX}")
     if os.path.isfile(path) and not request.rebuild:
         return path
     options = PrecisionOptions(mode, target, calib=calib if mode != "fp32" else None,
@@ -143,10 +149,6 @@ def precision_artifact(request: PrecisionBench, label: str, images, progress: Pr
 
 
 def compare_precisions(request: PrecisionBench, progress: Progress | None = None) -> dict:
-    from segdeploy.artifact.reader import ArtifactWarning, read_manifest
-    from segdeploy.evaluation.accuracy import held_out
-    from segdeploy.export.precision.calibrate import check_disjoint
-
     check(request)
     machine = machine_info()
     threads = request.threads or machine["cpu"]["usable_cores"]
@@ -191,7 +193,6 @@ def measure_row(request: PrecisionBench, backend: str, label: str, artifact: str
                 progress: Progress | None) -> tuple[dict, list | None]:
     """One (precision, backend) row: accuracy on the held-out set (masks returned for the agreement of later rows),
     then the timing; a failure becomes the row's status."""
-    from segdeploy.evaluation.accuracy import agreement_percent, miou, predict_masks
     from segdeploy.evaluation.feeds import manifest_image_feed
 
     runs_model = get_backend(backend).consumes == "model"
@@ -255,9 +256,8 @@ def _relate(rows: list[dict], held) -> None:
 
 def within_tolerance(row: dict) -> bool | None:
     """The precision's tolerance on the held-out set: label agreement with FP32, and the mIoU drop where labelled."""
-    from segdeploy.evaluation.compare import tolerance_for
-
-    tolerance = tolerance_for(PRECISIONS[row["precision"]][0])
+    mode, flavour = PRECISIONS[row["precision"]]
+    tolerance = tolerance_for(mode, flavour)
     if row.get("agreement") is None:
         return None
     ok = row["agreement"] >= 100 * tolerance.min_agreement
@@ -360,15 +360,13 @@ def plot(report: dict, path: str, force: bool = False) -> None:
         raise InputError("--plot needs matplotlib (pip install segdeploy[plot])") from None
     import io
 
-    from segdeploy.io import write_bytes_atomic
-
     rows = [r for r in report["rows"] if r["status"] == "ok"]
     key = "miou" if any(r.get("miou") is not None for r in rows) else "agreement"
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
         if r.get(key) is None:
             continue
-        marker = {"onnxruntime": "o", "openvino": "s", "torch": "^"}.get(r["backend"], "D")
+        marker = get_backend(r["backend"]).plot_marker
         ax.scatter(r["throughput_ips"], r[key], marker=marker, s=60)
         ax.annotate(f"{r['precision']} {r['backend']}", (r["throughput_ips"], r[key]), textcoords="offset points",
                     xytext=(5, 4), fontsize=8)

@@ -11,8 +11,8 @@ from segdeploy.evaluation.bench.papers import best_paper_match
 from segdeploy.evaluation.bench.plot import render_plot
 from segdeploy.evaluation.bench.protocol import Protocol
 from segdeploy.evaluation.bench.stats import PERCENTILES
+from segdeploy.files.atomic import write_bytes_atomic
 from segdeploy.hostinfo import int8_speed_note
-from segdeploy.io import write_bytes_atomic
 
 CSV_COLUMNS = ("model", "backend", "device", "precision", "layout", "batch", "max_batch", "height", "width", "threads",
                "streams", "status", "iterations", "latency_mean_ms", "latency_std_ms", "latency_mean_clipped_ms",

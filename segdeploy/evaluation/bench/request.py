@@ -4,10 +4,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from segdeploy import backends
+from segdeploy.artifact.formats import format_of
+from segdeploy.artifact.reader import LoadedArtifact, open_artifact
 from segdeploy.errors import InputError
 from segdeploy.evaluation.bench.protocol import Protocol
+from segdeploy.evaluation.bench.streams import MAX_STREAMS
 from segdeploy.export.cache import DEFAULT_CACHE_DIR
 from segdeploy.export.trace import DEFAULT_OPSET
+from segdeploy.runtimes.registry import get_backend, require_backend
 
 MAX_BATCH = 4096  # the top of --max-batch; what fits in memory is checked apart
 
@@ -16,7 +21,7 @@ MAX_BATCH = 4096  # the top of --max-batch; what fits in memory is checked apart
 class BenchRequest:
     models: list[str] = field(default_factory=list)
     artifact: str | None = None
-    backends: list[str] = field(default_factory=lambda: ["torch"])
+    backends: list[str] = field(default_factory=lambda: [backends.TORCH])
     height: int = 512
     width: int = 512
     batches: list = field(default_factory=lambda: [1])  # ints and/or "max"
@@ -58,8 +63,6 @@ def parse_batches(text: str) -> list:
 
 def parse_streams(text: str) -> list[int]:
     """"1,2,4" -> [1, 2, 4]: requests in flight at once; 1 is the single synchronous stream."""
-    from segdeploy.evaluation.bench.streams import MAX_STREAMS
-
     out = []
     for part in str(text).split(","):
         try:
@@ -82,25 +85,24 @@ def check_device(device: str) -> None:
         raise InputError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU here")
 
 
-def check_request(request: BenchRequest) -> None:
-    """Fail early, with one line, on anything the run would otherwise trip over halfway."""
-    from segdeploy.artifact.formats import format_of
-    from segdeploy.artifact.reader import read_runnable_manifest
+def check_request(request: BenchRequest) -> LoadedArtifact | None:
+    """Fail early, with one line, on anything the run would otherwise trip over halfway. Returns the artifact opened
+    (read and checked once, for its runners), if the request names one."""
     from segdeploy.models import get_spec
-    from segdeploy.runtimes.registry import get_backend, require_backend
 
     if not request.models and not request.artifact:
         raise InputError("give --model NAME[,NAME...] or --artifact FILE")
     if request.artifact and len(request.models) > 1:
         raise InputError("--artifact benchmarks one model; give at most one --model to name it")
     kind = "model"
-    artifact_manifest = None
+    artifact_manifest = opened = None
     if request.artifact:
         if not os.path.isfile(request.artifact):
             raise InputError(f"artifact not found: {request.artifact}")
         kind = format_of(request.artifact).kind
         # a corrupt or lying artifact is one line now, not a failed row per backend later
-        manifest = artifact_manifest = read_runnable_manifest(request.artifact, required=False)
+        opened = open_artifact(request.artifact, required=False)
+        manifest = artifact_manifest = opened.manifest
         if manifest is not None and request.models and request.models[0] != manifest.model.name:
             raise InputError(f"{request.artifact} was exported from {manifest.model.name}, not {request.models[0]}")
         if manifest is not None:
@@ -135,13 +137,14 @@ def check_request(request: BenchRequest) -> None:
     if request.threads is not None and request.threads < 1:
         raise InputError("--threads must be >= 1")
     if any(s > 1 for s in request.streams):
-        served = [b for b in request.backends if get_backend(b).consumes == "model" or b == "tensorrt"]
+        served = [b for b in request.backends if not get_backend(b).streams]
         if served:
             raise InputError(f"--streams above 1 runs parallel streams of an ONNX artifact (onnxruntime sessions, "
                              f"OpenVINO's throughput mode); {', '.join(served)} runs one stream here")
     if not 1 <= request.max_batch_limit <= MAX_BATCH:
         raise InputError(f"--max-batch takes 1 to {MAX_BATCH}, not {request.max_batch_limit}")
     check_memory(request, artifact_manifest)
+    return opened
 
 
 def check_profile(request: BenchRequest, manifest) -> None:

@@ -18,7 +18,8 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, replace
 
-from segdeploy.artifact.reader import ArtifactWarning, read_manifest
+from segdeploy import flavours
+from segdeploy.artifact.reader import ArtifactWarning, LoadedArtifact
 from segdeploy.errors import InputError, SegdeployError
 from segdeploy.evaluation.bench.memory import RssSampler, available_memory, current_rss, release_free_memory
 from segdeploy.evaluation.bench.papers import FLOPS_PER_MAC, add_flops, paper_comparison
@@ -49,12 +50,6 @@ def onnx_artifact(model: str, request: BenchRequest, batch: int, progress: Progr
                        progress=(lambda step: progress(step, 0.0)) if progress else None)
 
 
-def artifact_model_name(path: str) -> str | None:
-    """The registered model an artifact was exported from (None for a foreign file: no paper comparison)."""
-    manifest = read_manifest(path, required=False)
-    return manifest.model.name if manifest else None
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Rows
 
@@ -62,8 +57,10 @@ def artifact_model_name(path: str) -> str | None:
 class _Target:
     """One (model or artifact, backend, layout): hands out a runner per batch size, reusing it when it can."""
 
-    def __init__(self, request: BenchRequest, model: str | None, backend: str, layout: str | None):
+    def __init__(self, request: BenchRequest, model: str | None, backend: str, layout: str | None,
+                 opened: LoadedArtifact | None = None):
         self.request, self.model, self.backend, self.layout = request, model, backend, layout
+        self.opened = opened  # the request's artifact, read once (bench.request.check_request)
         self._runner = None
         self.rows: dict[tuple, dict] = {}  # (batch, streams) -> row, so "1,max" measures batch 1 once
         self.baseline_rss = None  # RSS before the current runner was built: the zero of its memory figure
@@ -79,7 +76,7 @@ class _Target:
                                              cuda_graphs=r.cuda_graphs, checkpoint=r.checkpoint)
             return self._runner
         self.close()
-        artifact = r.artifact or onnx_artifact(self.model, r, batch, progress)
+        artifact = self.opened or r.artifact or onnx_artifact(self.model, r, batch, progress)
         release_free_memory()
         self.baseline_rss = current_rss()
         with warnings.catch_warnings():
@@ -126,7 +123,7 @@ def _measure_row(target: _Target, batch: int, machine: dict, peak: dict | None, 
             runner = target.runner(batch, progress)
             if runner.manifest is not None:  # an artifact runs the precision its graph carries
                 p = runner.manifest.precision
-                row["precision"] = p.mode + (f"-{p.flavour}" if p.flavour else "")
+                row["precision"] = flavours.label(p.mode, p.flavour)
             feed = random_feed(runner, batch, r.height, r.width)
             info = runner.inputs()[0]
             fed_batch, fed_height, fed_width = image_dims(info, feed[info.name].shape)
@@ -201,7 +198,7 @@ def max_batch_sweep(target: _Target, machine: dict, peak: dict | None, progress:
 def run_bench(request: BenchRequest, progress: Progress | None = None,
               on_row: Callable[[dict], None] | None = None) -> dict:
     """Run every (model, backend, layout, batch) of ``request``; returns the report."""
-    check_request(request)
+    opened = check_request(request)
     machine = machine_info()
     if request.threads is None:  # every backend gets the same count, not each its own default
         request = replace(request, threads=machine["cpu"]["usable_cores"])
@@ -212,13 +209,14 @@ def run_bench(request: BenchRequest, progress: Progress | None = None,
         peak = fp32_peak_gflops(request.device if request.device.startswith("cuda") else "cpu", request.threads)
     models = request.models or [None]
     if request.artifact:
-        models = [request.models[0] if request.models else artifact_model_name(request.artifact)]
+        found = opened.manifest if opened is not None else None
+        models = [request.models[0] if request.models else (found.model.name if found else None)]
     results = []
     for model in models:
         for backend in request.backends:
             runs_model = get_backend(backend).consumes == "model"
             for layout in (request.layouts if runs_model else [None]):
-                target = _Target(request, model, backend, layout)
+                target = _Target(request, model, backend, layout, opened)
                 try:
                     for streams, batch in [(s, b) for s in request.streams for b in request.batches]:
                         if batch == "max":

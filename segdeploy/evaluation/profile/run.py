@@ -19,13 +19,23 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from segdeploy import backends, flavours
 from segdeploy.artifact.formats import format_of
+from segdeploy.artifact.onnx_file import load_onnx
 from segdeploy.artifact.reader import read_runnable_manifest
 from segdeploy.errors import InputError
+from segdeploy.evaluation.bench.peak import fp32_peak_gflops
+from segdeploy.evaluation.bench.precision import (
+    INT8_FOR_BACKEND,
+    PRECISIONS,
+    PrecisionBench,
+    calibration_images,
+    precision_artifact,
+)
 from segdeploy.evaluation.bench.protocol import Progress, Protocol, time_runner
 from segdeploy.evaluation.profile.fold import by_operator, fold
 from segdeploy.evaluation.profile.scopes import ScopeResolver, scope_of
-from segdeploy.export.cache import DEFAULT_CACHE_DIR
+from segdeploy.export.cache import DEFAULT_CACHE_DIR, cached_onnx
 from segdeploy.export.trace import DEFAULT_OPSET
 from segdeploy.hostinfo import machine_info
 from segdeploy.runtimes.base import image_dims, random_feed
@@ -85,7 +95,8 @@ def check(request: ProfileRequest) -> None:
         backend = request.backend or default_backend_for(kind)
         if get_backend(backend).consumes != kind:
             raise InputError(f"backend {backend} runs {get_backend(backend).consumes} artifacts, not {kind}")
-        if request.precision not in ("fp32", "bf16") or (request.precision == "bf16" and backend != "openvino"):
+        if request.precision not in ("fp32", "bf16") or (request.precision == "bf16" and
+                                                          not get_backend(backend).precision_hint):
             raise InputError("an artifact runs the precision its graph carries; --precision picks the export of a "
                              "model (or bf16 on openvino)")
         if kind == "onnx":
@@ -110,15 +121,20 @@ def check(request: ProfileRequest) -> None:
     require_backend(backend)
 
 
+def hinted() -> list[str]:
+    """The backends that run an ONNX artifact in an inference precision they are asked for."""
+    return [b.name for b in backends.BACKENDS.values() if b.precision_hint]
+
+
 def export_label(request: ProfileRequest, backend: str) -> str:
     """The precision comparison's label of the export a model is profiled in (a bare int8: the backend's flavour)."""
-    from segdeploy.evaluation.bench.precision import INT8_FOR_BACKEND, PRECISIONS
-
     if request.precision == "bf16":
-        if backend != "openvino":
-            raise InputError("bf16 is OpenVINO's inference precision; on onnxruntime export fp16 or int8 instead")
+        if not get_backend(backend).precision_hint:
+            raise InputError(f"bf16 is {', '.join(backends.label(n) for n in hinted())}'s inference precision; on "
+                             f"{backend} export fp16 or int8 instead")
         return "fp32"
-    label = INT8_FOR_BACKEND.get(backend, "int8-cpu") if request.precision == "int8" else request.precision
+    label = INT8_FOR_BACKEND.get(backend, flavours.get(flavours.DEFAULT).label) if request.precision == "int8" \
+        else request.precision
     if label not in PRECISIONS:
         raise InputError(f"--precision takes fp32, fp16, bf16 (openvino), int8 or one of "
                          f"{', '.join(p for p in PRECISIONS if p.startswith('int8-'))}, not {request.precision!r}")
@@ -131,12 +147,9 @@ def artifact_for(request: ProfileRequest, backend: str, progress: Progress | Non
     label = export_label(request, backend)
     say = (lambda step, *_: progress(step, 0.0)) if progress else None
     if label == "fp32":
-        from segdeploy.export.cache import cached_onnx
-
         return cached_onnx(request.model, checkpoint=request.checkpoint, height=request.height, width=request.width,
                            batch=request.batch, opset=request.opset, cache_dir=request.cache_dir,
                            rebuild=request.force_export, progress=say)
-    from segdeploy.evaluation.bench.precision import PrecisionBench, calibration_images, precision_artifact
 
     bench = PrecisionBench(model=request.model, precisions=["fp32", label], backends=[backend],
                            height=request.height, width=request.width, checkpoint=request.checkpoint,
@@ -150,7 +163,6 @@ def graph_flops(artifact: str, feed: dict) -> tuple[list[str], dict]:
     has no graph to read (its layers' names are read as they are)."""
     if format_of(artifact).kind != "onnx":
         return [], {}
-    from segdeploy.artifact.onnx_file import load_onnx
     from segdeploy.evaluation.profile.flops import node_flops
 
     model = load_onnx(artifact)
@@ -166,15 +178,13 @@ def graph_flops(artifact: str, feed: dict) -> tuple[list[str], dict]:
 
 def profile(request: ProfileRequest, progress: Progress | None = None) -> dict:
     """Run the profile (see the module docstring); returns the report."""
-    from segdeploy.evaluation.bench.peak import fp32_peak_gflops
-
     check(request)
     machine = machine_info()
     threads = request.threads or machine["cpu"]["usable_cores"]
     kind = format_of(request.artifact).kind if request.artifact else "onnx"
     backend = request.backend or default_backend_for(kind)
     artifact = artifact_for(request, backend, progress)
-    options = {"precision": request.precision} if backend == "openvino" else {}
+    options = {"precision": request.precision} if get_backend(backend).precision_hint else {}
     device = "cuda:0" if get_backend(backend).devices.startswith("cuda") else "cpu"
     if progress:
         progress(f"loading {os.path.basename(artifact)} on {backend}", 0.0)
@@ -208,13 +218,14 @@ def profile(request: ProfileRequest, progress: Progress | None = None) -> dict:
         _rates(row, peak)
     layer_ms = sum(layer["ms"] for layer in layers)
     run_mean = statistic(layer_profile.run_ms)
-    precision = manifest.precision.mode + (f"-{manifest.precision.flavour}" if manifest.precision.flavour else "") \
+    precision = flavours.label(manifest.precision.mode, manifest.precision.flavour) \
         if manifest is not None else "as stored"
     return {
         "schema": SCHEMA, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": manifest.model.name if manifest is not None else request.model, "artifact": artifact,
-        "backend": backend, "precision": precision, "inference_precision": request.precision
-        if backend == "openvino" else None, "batch": batch, "height": height, "width": width, "threads": threads,
+        "backend": backend, "precision": precision,
+        "inference_precision": request.precision if get_backend(backend).precision_hint else None,
+        "batch": batch, "height": height, "width": width, "threads": threads,
         "runs": request.runs, "warmup": request.warmup, "depth": request.depth, "statistic": request.statistic,
         "latency_ms": timed["latency_ms"], "protocol": asdict(request.protocol),
         "profiled": {"layer_ms": layer_ms, "run_ms": layer_profile.run_ms, "run_ms_mean": run_mean,

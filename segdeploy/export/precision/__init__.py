@@ -16,40 +16,45 @@ against them.
 """
 from __future__ import annotations
 
+import importlib
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from segdeploy import flavours, preprocess
 from segdeploy.artifact import manifest as mf
 from segdeploy.errors import InputError, ToleranceError
 from segdeploy.export.passes import PassReport
 from segdeploy.export.precision.calibrate import (
-    DEFAULT_COUNT,
     DEFAULT_METHOD,
     DEFAULT_PERCENTILE,
     METHODS,
-    CalibrationImages,
     RangeTable,
     calibrate,
-    check_disjoint,
     collect,
+)
+from segdeploy.export.precision.calibration_images import (
+    DEFAULT_COUNT,
+    CalibrationImages,
+    check_disjoint,
     select_images,
 )
+from segdeploy.export.precision.sensitivity import SENSITIVITY_IMAGES, group_blocks, keep_until_within, rank_blocks
+from segdeploy.files.destinations import user_cache_dir
 
 MODES = mf.PRECISIONS
-TARGETS = mf.INT8_FLAVOURS
-DEFAULT_TARGET = "cpu"  # ONNX artifacts run on ONNX Runtime by default; engines default to "tensorrt"
-FLOAT_KIND = {"tensorrt": "float16", "cpu": "float32", "openvino": "float32"}  # what an INT8 graph's float parts are
+TARGETS = flavours.NAMES
 REFERENCE_INPUTS = 4  # seeded inputs of the FP16 reference run when no calibration images are given
 
 
 @dataclass
 class PrecisionOptions:
     mode: str = "fp32"
-    target: str | None = None  # int8: "tensorrt", "cpu" (the default) or "openvino"
+    target: str | None = None  # int8: a flavour's name (segdeploy.flavours; flavours.DEFAULT when None)
     io_dtype: str = "float32"
     calib: str | None = None  # folder of images or dataset folder
     calib_count: int = DEFAULT_COUNT
@@ -82,8 +87,8 @@ class PrecisionOptions:
             raise InputError("--calib and --max-drop go with --precision fp16 or int8")
         if self.max_drop is not None and not 0 <= self.max_drop <= 100:  # NaN fails both comparisons
             raise InputError(f"--max-drop must be 0-100 points, not {self.max_drop}")
-        target = self.target or (DEFAULT_TARGET if self.mode == "int8" else None)
-        if self.mode == "int8" and target != "tensorrt" and self.io_dtype != "float32":
+        target = self.target or (flavours.DEFAULT if self.mode == "int8" else None)
+        if self.mode == "int8" and self.io_dtype not in flavours.get(target).io_dtypes:
             raise InputError(f"the INT8 {target} flavour keeps float32 I/O (its float parts run in float32)")
         return PrecisionOptions(**{**self.__dict__, "target": target})
 
@@ -113,20 +118,10 @@ class GraphInput:
     channel_order: str
 
     def image(self, path: str) -> dict:
-        import types
-
-        import cv2
-
-        from segdeploy import preprocess
-
+        spec = types.SimpleNamespace(mean=self.mean, std=self.std, channel_order=self.channel_order)
         batch, height, width = self.shape
-        image = preprocess.read_image(path)
-        if self.dtype == "uint8":
-            x = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)[None]
-        else:
-            spec = types.SimpleNamespace(mean=self.mean, std=self.std, channel_order=self.channel_order)
-            x = preprocess.prepare(image, spec, (height, width))
-        return {self.name: np.ascontiguousarray(np.repeat(x, batch, axis=0))}
+        return {self.name: preprocess.network_input(preprocess.read_image(path), (height, width), spec,
+                                                    uint8_input=self.dtype == "uint8", batch=batch)}
 
     def seeded(self, seed: int) -> dict:
         from segdeploy import recipe
@@ -158,12 +153,11 @@ def prepare(options: PrecisionOptions, *, opset: int, evaluator: Evaluator | Non
             ) -> CalibrationImages | None:
     """What can be refused before any tracing: the flavour's opset, the calibration folder, and calibration images
     that are also evaluation images. Returns the chosen calibration images."""
-    from segdeploy.export.passes.qdq_tensorrt import QDQ_FLOAT16_OPSET
-
     options = options.checked()
-    if options.mode == "int8" and options.target == "tensorrt" and opset < QDQ_FLOAT16_OPSET:
-        raise InputError(f"the INT8 TensorRT flavour needs opset {QDQ_FLOAT16_OPSET} or newer (float16 Q/DQ); "
-                         f"export with --opset {QDQ_FLOAT16_OPSET} or 20, not {opset}")
+    needed = flavours.get(options.target).min_opset if options.mode == "int8" else None
+    if needed is not None and opset < needed:
+        raise InputError(f"the INT8 {options.target} flavour needs opset {needed} or newer (float16 Q/DQ); "
+                         f"export with --opset {needed} or 20, not {opset}")
     if options.max_drop is not None and evaluator is None:
         raise InputError("--max-drop is judged on a held-out set: add --eval-data DIR")
     images = select_images(options.calib, options.calib_count) if options.calib else None
@@ -240,8 +234,6 @@ def _statistics(model_proto, options: PrecisionOptions, images: CalibrationImage
                                  "ranges of real images)"}
     cache_dir = options.cache_dir
     if cache_dir is None:
-        from segdeploy.io import user_cache_dir
-
         cache_dir = user_cache_dir("calibration")
     started = time.monotonic()
     table, cached = calibrate(model_proto, images, graph_input.image, input_shape=graph_input.shape,
@@ -254,37 +246,30 @@ def _statistics(model_proto, options: PrecisionOptions, images: CalibrationImage
 
 
 def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions):
+    """The flavour's pass, as a function of the nodes to keep in float (the mixed-precision search varies them)."""
+    flavour = flavours.get(options.target)
+    module, name = flavour.pass_function.split(":")
+    quantize = getattr(importlib.import_module(f"segdeploy.export.passes.{module}"), name)
     method, percentile = options.calib_method, options.percentile
-    if options.target == "tensorrt":
-        from segdeploy.export.passes.qdq_tensorrt import quantize_tensorrt
 
-        def ranges(name):
-            return table.range(name, method, percentile, symmetric=True)
+    def ranges(tensor):
+        return table.range(tensor, method, percentile, symmetric=flavour.symmetric)
 
-        fp16_ranges = table.all_minmax()
-        return lambda keep: quantize_tensorrt(model_proto, ranges, keep=keep, fp16_ranges=fp16_ranges,
-                                              io_dtype=options.io_dtype)
-    if options.target == "openvino":
-        from segdeploy.export.passes.qdq_openvino import quantize_openvino
-
-        return lambda keep: quantize_openvino(
-            model_proto, lambda name: table.range(name, method, percentile, symmetric=True), keep=keep)
-    from segdeploy.export.passes.qdq_cpu import quantize_cpu
-
-    return lambda keep: quantize_cpu(model_proto, lambda name: table.range(name, method, percentile), keep=keep)
+    # a float16 flavour casts its float parts with the ranges of every tensor, and may take float16 I/O
+    extra = {"fp16_ranges": table.all_minmax(), "io_dtype": options.io_dtype} \
+        if flavour.float_kind == "float16" else {}
+    return lambda keep: quantize(model_proto, ranges, keep=keep, **extra)
 
 
 def _mixed_precision(model_proto, build, report, reference: float, score: float, images: CalibrationImages,
                      graph_input: GraphInput, options: PrecisionOptions, evaluator: Evaluator, threads, say):
-    from segdeploy.export.precision.sensitivity import SENSITIVITY_IMAGES, group_blocks, keep_until_within, rank_blocks
-
     layers = list(report.details["quantized"]) + list(report.details.get("residual_adds", []))
     blocks = group_blocks(layers)
     feeds = [graph_input.image(p) for p in images.paths[:SENSITIVITY_IMAGES]]
     run = _runner(feeds, threads)
     expected = run(model_proto)
     ranking = rank_blocks(blocks, lambda keep: build(keep)[0], run, expected, progress=say)
-    float_kind = FLOAT_KIND[options.target]
+    float_kind = flavours.get(options.target).float_kind
     built = {}
 
     def evaluate(kept):

@@ -27,103 +27,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdeploy.errors import InputError
+from segdeploy.export.precision.calibration_images import CalibrationImages
+from segdeploy.files.atomic import write_bytes_atomic
 
 METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_METHOD = "minmax"
-DEFAULT_COUNT = 32
 DEFAULT_PERCENTILE = 99.99
 BINS = 4096  # signed histogram over [-R, R]; 2048 bins per sign, as TensorRT's entropy calibrator uses
 MEMORY_BUDGET = 1 << 30  # bytes of extra outputs per ONNX Runtime run
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 STATS_VERSION = 1
 # Operators whose output values are a subset (or a rearrangement) of their first input's.
 PASS_THROUGH_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Slice", "Gather",
                               "GatherElements", "GatherND", "Split", "Expand", "Tile", "DepthToSpace", "SpaceToDepth",
                               "MaxPool", "ReduceMax", "ReduceMin", "Pad", "Concat", "Resize", "Upsample"})
-
 Progress = Callable[..., None]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Images
-
-
-@dataclass(frozen=True)
-class CalibrationImages:
-    folder: str
-    split: str  # what part of the folder: "images", "ade20k training", ...
-    paths: tuple[str, ...]
-    digests: tuple[str, ...]  # SHA-256 of each file's bytes, in order
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256("\n".join(self.digests).encode()).hexdigest()
-
-    def provenance(self) -> dict:
-        return {"images_sha256": self.sha256, "count": len(self.paths), "source": self.split,
-                "image_digests": [d[:16] for d in self.digests]}
-
-
-def image_files(folder: str | os.PathLike) -> tuple[list[str], str]:
-    """The calibration candidates under ``folder`` (sorted) and what they are."""
-    folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        raise InputError(f"--calib must be a folder of images or a dataset folder: {folder}")
-    for parts, what in ((("images", "training"), "ade20k training split"),
-                        (("leftImg8bit", "train"), "cityscapes train split"),
-                        (("images",), "images/ of an image/mask dataset")):
-        sub = os.path.join(folder, *parts)
-        if os.path.isdir(sub):
-            files = _images_under(sub)
-            if files:
-                return files, what
-    files = _images_under(folder, recursive=False)
-    if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder} (nor a dataset's training split)")
-    return files, "images"
-
-
-def _images_under(folder: str, recursive: bool = True) -> list[str]:
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        found += [os.path.join(root, f) for f in sorted(files)
-                  if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")]
-        if not recursive:
-            break
-    return sorted(found)
-
-
-def select_images(folder: str | os.PathLike, count: int = DEFAULT_COUNT) -> CalibrationImages:
-    if count < 1:
-        raise InputError(f"--calib-count must be at least 1, not {count}")
-    files, what = image_files(folder)
-    if count < len(files):  # evenly spaced: a fixed choice that spans the folder
-        files = [files[(i * len(files)) // count] for i in range(count)]
-    return CalibrationImages(os.path.abspath(os.fspath(folder)), what, tuple(files),
-                             tuple(file_digest(f) for f in files))
-
-
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_disjoint(calibration_digests: Iterable[str], evaluation_paths: Iterable[str], what: str) -> None:
-    """Refuse an evaluation set that shares an image (by content) with the calibration images."""
-    calibration = {d[:16] for d in calibration_digests}
-    shared = [p for p in evaluation_paths if file_digest(p)[:16] in calibration]
-    if shared:
-        raise InputError(f"{len(shared)} of the images {what} is measured on were used for calibration (first: "
-                         f"{shared[0]}); calibrate on other images (a dataset folder's training split) so the "
-                         "accuracy is not measured on what the ranges were fitted to")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Statistics
 
 
 class TensorStats:
@@ -224,8 +141,6 @@ class RangeTable:
     def save(self, path: str) -> None:
         import io
 
-        from segdeploy.io import write_bytes_atomic
-
         buffer = io.BytesIO()
         np.savez_compressed(buffer, names=np.array(self.names), low=self.low, high=self.high, radius=self.radius,
                             hist=self.hist.astype(np.float32),
@@ -300,10 +215,6 @@ def _entropy_threshold(hist: np.ndarray, radius: float, levels: int = 128, step:
         if divergence < best:
             best, best_i = divergence, i
     return (best_i + 0.5) * width
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Collection
 
 
 def collected_tensors(model) -> tuple[list[tuple[str, int]], dict[str, str]]:

@@ -17,11 +17,21 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
+from segdeploy import tensorrt_host
+from segdeploy.artifact import EngineInfo, Manifest, read_manifest
+from segdeploy.artifact.engine_header import pack, read_header
+from segdeploy.artifact.formats import ENGINE_FORMATS, engine_format_of
+from segdeploy.artifact.onnx_file import check_graph_unchanged, file_sha256, load_onnx
 from segdeploy.errors import ArtifactError, SegdeployError
-from segdeploy.export.tensorrt.plan import BuildOptions, BuildPlan, make_plan
+from segdeploy.export.tensorrt.builder import build_serialized, import_tensorrt
+from segdeploy.export.tensorrt.bundle import write_bundle
+from segdeploy.export.tensorrt.plan import BuildOptions, BuildPlan, check_plan, make_plan
+from segdeploy.export.tensorrt.trtexec import trtexec_command
+from segdeploy.files.atomic import write_bytes_atomic
+from segdeploy.files.destinations import make_parents, remove_made
+from segdeploy.files.locking import os_reason
 
 BUILDERS = ("tensorrt-python", "trtexec", "bundle")
-ENGINE_FORMATS = ("engine", "plan")  # segdeploy's header + the plan | the bare plan
 # The releases a bundle is linted for: JetPack 6's TensorRT and the current major.
 BUNDLE_LINT_TARGETS = ("10.3", "11")
 
@@ -40,37 +50,26 @@ class EngineResult:
 
 
 class Host:
-    """What export_engine asks of the machine; tests replace it to take every branch without TensorRT."""
+    """What export_engine asks of the machine; tests replace it (or tensorrt_host's functions) to take every branch
+    without TensorRT."""
 
     def find_tensorrt(self):
-        from segdeploy.tensorrt_host import find_tensorrt
-
-        return find_tensorrt()
+        return tensorrt_host.find_tensorrt()
 
     def import_tensorrt(self):
-        from segdeploy.export.tensorrt.builder import import_tensorrt
-
         return import_tensorrt()
 
     def find_trtexec(self):
-        from segdeploy.tensorrt_host import find_trtexec
-
-        return find_trtexec()
+        return tensorrt_host.find_trtexec()
 
     def trtexec_version(self, path):
-        from segdeploy.tensorrt_host import trtexec_version
-
-        return trtexec_version(path)
+        return tensorrt_host.trtexec_version(path)
 
     def gpu(self):
-        from segdeploy.tensorrt_host import gpu_info
-
-        return gpu_info(0)
+        return tensorrt_host.gpu_info(0)
 
     def platform(self):
-        from segdeploy.tensorrt_host import host_platform
-
-        return host_platform()
+        return tensorrt_host.host_platform()
 
     def run(self, argv):
         return subprocess.run(argv, capture_output=True, text=True)
@@ -80,7 +79,7 @@ def default_output(onnx_path: str, kind: str, engine_format: str = "engine") -> 
     stem = os.path.splitext(os.fspath(onnx_path))[0]
     if kind != "engine":
         return stem + "_trt_bundle"
-    return stem + (".plan" if engine_format == "plan" else ".engine")
+    return stem + ENGINE_FORMATS["plan" if engine_format == "plan" else "engine"]
 
 
 def engine_format_for(output, engine_format: str | None) -> str:
@@ -89,7 +88,7 @@ def engine_format_for(output, engine_format: str | None) -> str:
         if engine_format not in ENGINE_FORMATS:
             raise SegdeployError(f"unknown engine format {engine_format!r}; one of {', '.join(ENGINE_FORMATS)}")
         return engine_format
-    return "plan" if output and os.path.splitext(os.fspath(output))[1].lower() == ".plan" else "engine"
+    return engine_format_of(output)
 
 
 def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, output=None, *, force: bool = False,
@@ -99,9 +98,6 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
     writes the bare plan (no segdeploy header) for trtexec, Polygraphy, DeepStream and Triton. ``onnx_sha256``: the
     file's SHA-256 as a bundle records it; a file that does not hash to it is refused before anything is built. The
     engine's header records the hash of the file the builder read (checked again after the build)."""
-    from segdeploy.artifact import read_manifest
-    from segdeploy.artifact.onnx_file import check_graph_unchanged, file_sha256, load_onnx
-    from segdeploy.export.tensorrt.plan import check_plan
     from segdeploy.models.facts import check_manifest
 
     host = host or Host()
@@ -133,8 +129,6 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
         plan.check_version(version)  # before the lint, which knows only releases segdeploy builds with
     findings = _lint(model, [version] if version else list(BUNDLE_LINT_TARGETS), onnx_path, lint)
     if builder == "bundle":
-        from segdeploy.export.tensorrt.bundle import write_bundle
-
         path = write_bundle(onnx_path, manifest, plan, output, onnx_sha256=onnx_sha,
                             lint_notes=[f.line() for f in findings], force=force)
         if existed:  # write_bundle kept it: it holds exactly this bundle
@@ -161,8 +155,6 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
     command = None
     log(f"building with {builder} (TensorRT {version}) on {gpu.name} (SM {gpu.compute_capability})")
     if builder == "tensorrt-python":
-        from segdeploy.export.tensorrt.builder import build_serialized
-
         serialized, strongly_typed = build_serialized(trt, onnx_path, plan)
     else:
         serialized, command = _build_with_trtexec(host, trtexec, int(version.split(".")[0]), onnx_path, plan, output)
@@ -172,8 +164,6 @@ def export_engine(onnx_path, plan: BuildPlan | BuildOptions | None = None, outpu
     engine = engine_manifest(manifest, plan, tensorrt_version=version, gpu=gpu, builder=builder,
                              onnx_sha256=onnx_sha, plan_bytes=serialized, strongly_typed=strongly_typed,
                              platform=platform.name)
-    from segdeploy.artifact.engine_header import pack
-    from segdeploy.io import write_bytes_atomic
 
     if engine_format == "plan":
         write_bytes_atomic(output, serialized, force=force)
@@ -195,9 +185,6 @@ def planned_kind(builders=BUILDERS, host: Host | None = None) -> str:
 
 
 def _onnx_sha256(path: str) -> str:
-    from segdeploy.artifact.onnx_file import file_sha256
-    from segdeploy.io import os_reason
-
     if not os.path.isfile(path):
         raise ArtifactError(f"artifact not found: {path}" if not os.path.isdir(path) else
                             f"{path} is a folder, not an ONNX file")
@@ -210,8 +197,6 @@ def _onnx_sha256(path: str) -> str:
 def _same_engine(path: str, manifest, plan: BuildPlan, version: str, gpu, onnx_sha: str, platform: str):
     """The header manifest of the engine at ``path`` when it is the engine this build would make (the same ONNX,
     plan, TensorRT release and GPU, its plan intact); else None."""
-    from segdeploy.artifact.engine_header import read_header
-
     try:
         found, offset = read_header(path)
         if found is None or found.engine is None:
@@ -276,12 +261,9 @@ def _lint(model, targets, onnx_path, enabled):
 
 
 def _build_with_trtexec(host: Host, trtexec: str, major: int, onnx_path: str, plan: BuildPlan, output: str):
-    from segdeploy.export.tensorrt.trtexec import trtexec_command
-    from segdeploy.io import make_parents, remove_made
-
     parent = os.path.dirname(os.path.abspath(output))
     made = make_parents(parent)
-    # named like segdeploy.io's temp files, so the next writer of this engine removes what a killed build left
+    # named like segdeploy.files' temp files, so the next writer of this engine removes what a killed build left
     fd, bare = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".plan.tmp", dir=parent)
     os.close(fd)
     try:
@@ -311,8 +293,6 @@ def _trtexec_error(done) -> str:
 def engine_manifest(manifest, plan: BuildPlan, *, tensorrt_version: str, gpu, builder: str, onnx_sha256: str,
                     plan_bytes: bytes, strongly_typed: bool, platform: str | None = None):
     """The manifest an engine's header carries: the ONNX artifact's, with the engine facts filled in."""
-    from segdeploy.artifact import EngineInfo, Manifest
-
     info = EngineInfo(tensorrt_version=tensorrt_version, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
                       onnx_sha256=onnx_sha256, builder=builder, version_compatible=plan.version_compatible,
                       hardware_compatibility=plan.hardware_compat, dla_core=plan.dla_core,

@@ -18,7 +18,7 @@ import os
 
 from segdeploy.errors import SegdeployError
 from segdeploy.export.tensorrt.plan import BuildPlan
-from segdeploy.io import write_bytes_atomic
+from segdeploy.files.atomic import write_bytes_atomic
 from segdeploy.tensorrt_host import version_tuple
 
 HARDWARE_LEVEL_NAMES = {"ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}

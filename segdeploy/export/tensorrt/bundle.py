@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 
+from segdeploy.artifact.formats import ENGINE_FORMATS, ONNX_SUFFIX, is_engine_name
+from segdeploy.artifact.manifest_store import read_json_file
 from segdeploy.errors import ArtifactError
-from segdeploy.export.tensorrt.plan import DLA_RELEASES, SAME_CC_SINCE, BuildPlan
+from segdeploy.export.tensorrt.plan import DLA_RELEASES, SAME_CC_SINCE, BuildPlan, check_plan
 from segdeploy.export.tensorrt.trtexec import command_line, trtexec_command
-from segdeploy.io import folder_holds, os_reason, write_folder_atomic
+from segdeploy.files.atomic import folder_holds, write_folder_atomic
+from segdeploy.files.locking import os_reason
 
 BUNDLE_VERSION = 1
 PLAN_FILE = "build_plan.json"
@@ -110,14 +113,14 @@ def write_bundle(onnx_path: str, manifest, plan: BuildPlan, folder: str, *, onnx
     this bundle, refuse any other without ``force``."""
     folder = os.path.abspath(os.fspath(folder))
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
-    onnx_name, plan_name = f"{stem}.onnx", f"{stem}.plan"
+    onnx_name, plan_name = stem + ONNX_SUFFIX, stem + ENGINE_FORMATS["plan"]
     bundle_plan = plan
     if plan.timing_cache:
         from dataclasses import replace
 
         bundle_plan = replace(plan, timing_cache=BUNDLE_TIMING_CACHE)
     document = {"bundle_version": BUNDLE_VERSION, "onnx": onnx_name, "onnx_sha256": onnx_sha256,
-                "engine": f"{stem}.engine", "trtexec_plan": plan_name, "plan": bundle_plan.to_dict(),
+                "engine": stem + ENGINE_FORMATS["engine"], "trtexec_plan": plan_name, "plan": bundle_plan.to_dict(),
                 "lint": list(lint_notes),
                 "commands": {str(major): command_line(trtexec_command(bundle_plan, onnx_name, plan_name, major))
                              for major in (10, 11) if accepted_versions(bundle_plan, major)}}
@@ -155,9 +158,6 @@ def read_bundle(folder: str) -> tuple[dict, BuildPlan, str]:
     gives (onnx, engine, trtexec_plan, timing cache) is a file of the bundle; the returned document's ``engine`` and
     the plan's timing cache are paths inside the folder; the plan's settings pass the checks export applies to its
     flags (plan.check_plan; the ONNX artifact's own checks come when it is read)."""
-    from segdeploy.artifact.manifest import read_json_file
-    from segdeploy.export.tensorrt.plan import check_plan
-
     folder = os.fspath(folder)
     path = os.path.join(folder, PLAN_FILE)
     if not os.path.isdir(folder):
@@ -173,7 +173,7 @@ def read_bundle(folder: str) -> tuple[dict, BuildPlan, str]:
     onnx_path = inside(folder, document.get("onnx"), "'onnx'", path)
     engine_name = document.get("engine")
     engine_path = inside(folder, engine_name, "'engine'", path)
-    if os.path.splitext(engine_name)[1].lower() not in (".engine", ".plan"):
+    if not is_engine_name(engine_name):
         raise ArtifactError(f"{path}: 'engine' must be an .engine or .plan file name, not {engine_name!r}")
     if "trtexec_plan" in document:
         inside(folder, document["trtexec_plan"], "'trtexec_plan'", path)

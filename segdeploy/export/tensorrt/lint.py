@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from segdeploy.artifact.onnx_file import load_onnx
 from segdeploy.errors import SegdeployError
-from segdeploy.export.passes.graph_index import declared_types_and_shapes
 from segdeploy.export.tensorrt import onnx_support as support
+from segdeploy.export.tensorrt.lint_graph import Graph, onnx_type, type_name
 from segdeploy.tensorrt_host import version_tuple
 
 ERROR, WARNING = "error", "warning"
@@ -50,83 +51,8 @@ def parse_target(text: str | None) -> tuple[int, ...]:
     return version
 
 
-class Graph:
-    """The top-level graph of an ONNX model with what the rules ask about: producers, constants, element types
-    (from ONNX shape inference) and static shapes. Subgraphs (If/Loop bodies) are not linted."""
-
-    def __init__(self, model):
-        import onnx
-
-        try:
-            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-        except Exception:  # an uninferable graph is still linted, with the types the file itself declares
-            inferred = model
-        graph = inferred.graph
-        self.model = inferred
-        self.nodes = list(graph.node)
-        self.opset = next((o.version for o in inferred.opset_import if o.domain in ("", "ai.onnx")), None)
-        self.inputs = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
-        self.outputs = [o.name for o in graph.output]
-        self.constants = {t.name: t for t in graph.initializer}
-        self.producer = {}
-        for node in self.nodes:
-            for name in node.output:
-                self.producer[name] = node
-            if node.op_type == "Constant" and node.output:
-                value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
-                if value is not None:
-                    self.constants[node.output[0]] = value
-        self.types, self.shapes = declared_types_and_shapes(graph, self.constants)
-
-    def name(self, node, index: int | None = None) -> str:
-        if node.name:
-            return node.name
-        index = self.nodes.index(node) if index is None else index
-        return f"#{index} {node.op_type} -> {node.output[0] if node.output else '?'}"
-
-    def constant(self, tensor_name: str):
-        """The value of a constant tensor (an initializer, a Constant's output, or either through Identity)."""
-        import onnx.numpy_helper
-
-        producer = self.producer.get(tensor_name)
-        if tensor_name not in self.constants and producer is not None and producer.op_type == "Identity":
-            return self.constant(producer.input[0])
-        tensor = self.constants.get(tensor_name)
-        return None if tensor is None else onnx.numpy_helper.to_array(tensor)
-
-    def is_constant(self, tensor_name: str) -> bool:
-        producer = self.producer.get(tensor_name)
-        if tensor_name in self.constants:
-            return True
-        return producer is not None and producer.op_type == "Identity" and self.is_constant(producer.input[0])
-
-    def attr(self, node, name: str, default=None):
-        import onnx.helper
-
-        for a in node.attribute:
-            if a.name == name:
-                value = onnx.helper.get_attribute_value(a)
-                return value.decode() if isinstance(value, bytes) else value
-        return default
-
-    def each(self, *op_types: str) -> Iterator[tuple[int, object]]:
-        for index, node in enumerate(self.nodes):
-            if not op_types or node.op_type in op_types:
-                yield index, node
-
-
-def _type_name(elem_type: int | None) -> str:
-    import onnx
-
-    return onnx.TensorProto.DataType.Name(elem_type) if elem_type else "unknown"
-
-
 def _finding(rule: str, severity: str, g: Graph, index: int, node, message: str) -> Finding:
     return Finding(rule, severity, g.name(node, index), node.op_type, message)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The rules, one function each
 
 
 def check_opset(g: Graph, version) -> Iterator[Finding]:
@@ -201,9 +127,9 @@ def check_resize(g: Graph, version) -> Iterator[Finding]:
     for index, node in g.each("Resize", "Upsample"):
         mode = g.attr(node, "mode", "nearest")
         in_type = g.types.get(node.input[0])
-        if in_type in (_onnx_type("UINT8"), _onnx_type("BOOL")):
+        if in_type in (onnx_type("UINT8"), onnx_type("BOOL")):
             yield _finding("resize-type", ERROR, g, index, node,
-                           f"Resize of a {_type_name(in_type)} tensor: TensorRT resizes float and int tensors only")
+                           f"Resize of a {type_name(in_type)} tensor: TensorRT resizes float and int tensors only")
         if g.attr(node, "antialias", 0):
             yield _finding("resize-antialias", ERROR, g, index, node, "antialiased Resize is not supported")
         coord = g.attr(node, "coordinate_transformation_mode", "half_pixel")
@@ -239,12 +165,6 @@ def check_scatternd(g: Graph, version) -> Iterator[Finding]:
                            f"ScatterND with reduction={reduction!r}: TensorRT supports plain ScatterND only")
 
 
-def _onnx_type(name: str) -> int:
-    import onnx
-
-    return onnx.TensorProto.DataType.Value(name)
-
-
 def _qdq_tensors(g: Graph) -> set[str]:
     """Tensors that belong to Q/DQ pairs (quantized values and zero points), which the Q/DQ rules judge."""
     names = set()
@@ -258,7 +178,7 @@ def _qdq_tensors(g: Graph) -> set[str]:
 
 
 def check_uint8_inside(g: Graph, version) -> Iterator[Finding]:
-    uint8 = _onnx_type("UINT8")
+    uint8 = onnx_type("UINT8")
     io = set(g.inputs) | set(g.outputs)
     skip = _qdq_tensors(g)
     for index, node in g.each():
@@ -270,20 +190,20 @@ def check_uint8_inside(g: Graph, version) -> Iterator[Finding]:
 
 
 def check_uint8_cast(g: Graph, version) -> Iterator[Finding]:
-    uint8 = _onnx_type("UINT8")
-    floats = {_onnx_type("FLOAT"), _onnx_type("FLOAT16")}
+    uint8 = onnx_type("UINT8")
+    floats = {onnx_type("FLOAT"), onnx_type("FLOAT16")}
     for index, node in g.each("Cast"):
         source, target = g.types.get(node.input[0]), g.attr(node, "to")
         if target == uint8 and source not in floats | {uint8}:
             yield _finding("uint8-cast", ERROR, g, index, node,
-                           f"Cast {_type_name(source)} -> UINT8: TensorRT casts to UINT8 from FLOAT or FLOAT16 only")
+                           f"Cast {type_name(source)} -> UINT8: TensorRT casts to UINT8 from FLOAT or FLOAT16 only")
         if source == uint8 and target not in floats | {uint8}:
             yield _finding("uint8-cast", ERROR, g, index, node,
-                           f"Cast UINT8 -> {_type_name(target)}: TensorRT casts UINT8 to FLOAT or FLOAT16 only")
+                           f"Cast UINT8 -> {type_name(target)}: TensorRT casts UINT8 to FLOAT or FLOAT16 only")
 
 
 def check_transpose_uint8(g: Graph, version) -> Iterator[Finding]:
-    uint8 = _onnx_type("UINT8")
+    uint8 = onnx_type("UINT8")
     for index, node in g.each("Transpose"):
         if g.types.get(node.input[0]) == uint8:
             yield _finding("transpose-uint8", ERROR, g, index, node,
@@ -301,7 +221,7 @@ def _is_weight(g: Graph, node) -> bool:
 
 
 def check_qdq(g: Graph, version) -> Iterator[Finding]:
-    float16 = {_onnx_type("FLOAT16"), _onnx_type("BFLOAT16")}
+    float16 = {onnx_type("FLOAT16"), onnx_type("BFLOAT16")}
     for index, node in g.each("QuantizeLinear", "DequantizeLinear"):
         scale_name = node.input[1] if len(node.input) > 1 else ""
         scale = g.constant(scale_name) if scale_name else None
@@ -327,7 +247,7 @@ def check_qdq(g: Graph, version) -> Iterator[Finding]:
                 yield _finding("qdq-zero-point", ERROR, g, index, node,
                                f"non-zero zero point {node.input[2]!r}: TensorRT quantizes symmetrically (zero "
                                "points all 0, int8)")
-            elif g.types.get(node.input[2]) == _onnx_type("UINT8"):
+            elif g.types.get(node.input[2]) == onnx_type("UINT8"):
                 yield _finding("qdq-uint8", ERROR, g, index, node,
                                f"UINT8 zero point {node.input[2]!r}: TensorRT quantizes to INT8 only and refuses it; "
                                "export the tensorrt INT8 flavour (int8 zero points, all 0)")
@@ -364,7 +284,7 @@ def check_weight_axis(g: Graph, version) -> Iterator[Finding]:
 
 
 def check_float64(g: Graph, version) -> Iterator[Finding]:
-    double = _onnx_type("DOUBLE")
+    double = onnx_type("DOUBLE")
     for index, node in g.each():
         for name in node.output:
             if g.types.get(name) == double:
@@ -403,8 +323,6 @@ def lint_model(model, tensorrt_version: str = "10.3") -> list[Finding]:
 
 
 def lint_file(path, tensorrt_version: str = "10.3") -> list[Finding]:
-    from segdeploy.artifact.onnx_file import load_onnx
-
     return lint_model(load_onnx(path, check=False), tensorrt_version)  # flaws are the lint's to report
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from segdeploy import flavours
 from segdeploy.errors import ArtifactError, SegdeployError
 from segdeploy.tensorrt_host import unsupported_release, version_tuple
 
@@ -251,11 +252,10 @@ def make_plan(manifest, options: BuildOptions | None = None) -> BuildPlan:
     if options.precision is not None and options.precision != precision:
         raise SegdeployError(f"the ONNX artifact is {precision}; a {options.precision} engine is built from the "
                              f"{options.precision} artifact (export --precision {options.precision})")
-    if precision == "int8" and manifest.precision.flavour != "tensorrt":
-        why = "asymmetric uint8 activations, which TensorRT cannot build: TensorRT quantizes symmetrically" \
-            if manifest.precision.flavour == "cpu" else "float32 outside the quantized layers, for OpenVINO"
-        raise SegdeployError(f"this int8 artifact is the {manifest.precision.flavour!r} flavour ({why}); export "
-                             "the int8 artifact for TensorRT")
+    flavour = flavours.get(manifest.precision.flavour) if precision == "int8" else None
+    if flavour is not None and not flavour.builds_engine:
+        raise SegdeployError(f"this int8 artifact is the {flavour.name!r} flavour ({flavour.not_for_engines}); "
+                             "export the int8 artifact for TensorRT")
     check_options(options)
     profile = input_ranges(manifest)
     notes = []

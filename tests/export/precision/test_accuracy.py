@@ -14,7 +14,7 @@ import pytest
 from exports import TRAINED_PRECISIONS, export_precision
 from segdeploy.cli import main
 from segdeploy.errors import InputError
-from segdeploy.evaluation.compare import tolerance_for
+from segdeploy.evaluation.tolerances import tolerance_for
 from segdeploy.evaluation.validate import validate_artifact
 from segdeploy.export.precision import PrecisionOptions
 

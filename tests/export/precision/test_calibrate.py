@@ -10,15 +10,8 @@ import pytest
 
 from precision_graphs import conv_softmax_model
 from segdeploy.errors import InputError
-from segdeploy.export.precision.calibrate import (
-    BINS,
-    TensorStats,
-    calibrate,
-    check_disjoint,
-    collect,
-    image_files,
-    select_images,
-)
+from segdeploy.export.precision.calibrate import BINS, TensorStats, calibrate, collect
+from segdeploy.export.precision.calibration_images import check_disjoint, image_files, select_images
 
 
 def write_images(folder, count, size=(16, 16), start=0):

@@ -136,7 +136,7 @@ def onnx_artifact(tmp_path):
     path = tmp_path / "cgrseg_t.onnx"
     model = embed_hashed(model, manifest)
     onnx.save(model, path)
-    from segdeploy.artifact.manifest import embedded
+    from segdeploy.artifact.manifest_store import embedded
 
     return str(path), embedded(model)
 

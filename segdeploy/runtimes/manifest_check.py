@@ -13,11 +13,13 @@ from segdeploy.models.facts import check_manifest
 from segdeploy.runtimes.base import TensorInfo
 
 
-def artifact_manifest(path: str | None) -> mf.Manifest | None:
+def artifact_manifest(path: str | None, manifest: mf.Manifest | None = None) -> mf.Manifest | None:
     """The artifact's manifest (checked against the registry where it names a registered model), or None for a
-    foreign file that carries none. The graph's hash is the caller's to check (predict, eval, bench and Triton
+    foreign file that carries none; ``manifest``: the one the caller read already (artifact.reader.open_artifact),
+    so the file is not read again. The graph's hash is the caller's to check (predict, eval, bench and Triton
     refuse an edited graph; validate measures what it computes): runners run what they are given."""
-    manifest = read_manifest(path, required=False) if path else None
+    if manifest is None:
+        manifest = read_manifest(path, required=False) if path else None
     if manifest is not None:
         warn_if_unvalidated(manifest, path)
     if manifest is not None:
