@@ -149,8 +149,6 @@ def check(request: E2ERequest) -> None:
             raise InputError(f"bench --e2e runs ONNX backends and the model backend, not {backend}")
         require_backend(backend)
     if request.images:
-        from segdeploy.media import resolve_source
-
         resolve_source(request.images)  # a source that is not there: refused before the models load
 
 
