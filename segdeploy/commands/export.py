@@ -88,8 +88,8 @@ def run(args) -> int:
     require_exportable(args.fmt)
     request = export_request(args)
     run_export(request, verify=verifier(args.threads) if args.validate and not args.from_onnx else None,
-                         make_evaluator=lambda: accuracy_evaluator(args, request.height, request.width),
-                         report=Printer(request.fmt, request.model, args.threads))
+               make_evaluator=lambda: accuracy_evaluator(args, request.height, request.width),
+               report=Printer(request.fmt, request.model, args.threads))
     return 0
 
 
