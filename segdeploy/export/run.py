@@ -166,8 +166,8 @@ def build_on_onnx(request: ExportRequest, report: Report) -> ExportOutcome:
     if not formats.is_onnx_name(path):
         raise InputError(f"--from-onnx takes an ONNX artifact (.onnx), not {path}")
     manifest = read_runnable_manifest(path)
-    asked = request.build.precision
-    if asked != "fp32" and asked != manifest.precision.mode:
+    asked = request.build.precision  # None, or fp32 (the flag's default): the graph's
+    if asked not in (None, "fp32") and asked != manifest.precision.mode:
         raise InputError(f"{path} is {manifest.precision.mode}; the engine's precision is the graph's (leave "
                          "--precision out, or export that precision first)")
     request = dataclasses.replace(request, build=dataclasses.replace(request.build,
