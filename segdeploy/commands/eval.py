@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import os
 
-from segdeploy import backends
 from segdeploy.artifact import formats
 from segdeploy.commands import common
 from segdeploy.console import ProgressBar, print_table
@@ -58,18 +57,6 @@ def _is_artifact(text: str) -> bool:
     return formats.for_path(text) is not None or os.path.isfile(text)
 
 
-def build_predictor(target: str, *, is_model: bool, backend: str | None, checkpoint, threads, cache_dir,
-                    model_hint: str | None = None, log=None):
-    from segdeploy.evaluation.eval import artifact_predictor, model_predictor
-
-    if is_model:
-        return model_predictor(target, checkpoint=checkpoint, backend=backend, threads=threads, cache_dir=cache_dir,
-                               log=log)
-    if checkpoint is not None:
-        raise InputError("--checkpoint goes with --model; an artifact carries its own weights")
-    return artifact_predictor(target, backend=backend, threads=threads, model=model_hint)
-
-
 class Progress:
     """The evaluation's progress on stderr (console.ProgressBar: a live bar on a terminal, timestamped lines in
     logs), with images/s and the running mIoU."""
@@ -120,7 +107,7 @@ def markdown(report) -> str:
 
 
 def run(args) -> int:
-    from segdeploy.evaluation.eval import evaluate
+    from segdeploy.evaluation.eval import EvalRequest, class_mismatch, run_eval
 
     if args.artifact is None and args.model is None:
         raise InputError("nothing to evaluate: give an artifact or --model")
@@ -139,37 +126,16 @@ def run(args) -> int:
     is_model = args.artifact is None
     if is_model and args.checkpoint is None and dataset.num_classes is not None:
         from segdeploy import models
-        from segdeploy.evaluation.eval import class_mismatch
 
         classes = models.get_spec(args.model).num_classes  # the recipe weights': refused before any export
         if classes != dataset.num_classes:
             raise class_mismatch(f"{args.model} (recipe weights)", classes, dataset)
-    target = args.model if is_model else args.artifact
-    with common.status(f"loading {target}") as say:  # a model on an ONNX backend is exported first (a minute)
-        predictor = build_predictor(target, is_model=is_model, backend=args.backend, checkpoint=args.checkpoint,
-                                    threads=args.threads, cache_dir=args.cache_dir, model_hint=args.model, log=say)
-    if predictor.segmenter.backend_reason:
-        print(f"backend {predictor.segmenter.backend_reason}")
-    reference = None
-    try:
-        if args.reference:
-            ref_is_model = not _is_artifact(args.reference)
-            # the reference stays on its documented backend, whatever the recorded fastest one is
-            with common.status(f"loading the reference {args.reference}") as say:
-                reference = build_predictor(args.reference, is_model=ref_is_model,
-                                            backend=args.reference_backend or (backends.TORCH if ref_is_model
-                                                                               else backends.ONNXRUNTIME),
-                                            checkpoint=(args.reference_checkpoint or args.checkpoint) if ref_is_model
-                                            else None, threads=args.threads, cache_dir=args.cache_dir, log=say)
-        progress = Progress(len(dataset), predictor.label)
-        try:
-            report = evaluate(predictor, dataset, reference=reference, progress=progress)
-        finally:
-            progress.close()
-    finally:
-        predictor.close()
-        if reference is not None:
-            reference.close()
+    request = EvalRequest(
+        target=args.model if is_model else args.artifact, is_model=is_model, backend=args.backend,
+        checkpoint=args.checkpoint, model_hint=args.model, threads=args.threads, cache_dir=args.cache_dir,
+        reference=args.reference, reference_is_model=bool(args.reference) and not _is_artifact(args.reference),
+        reference_backend=args.reference_backend, reference_checkpoint=args.reference_checkpoint)
+    report = run_eval(request, dataset, status=common.status, progress=Progress, log=print)
 
     print_table(f"{dataset.describe()}", SUMMARY_COLUMNS, summary_rows(report))
     if is_model and args.checkpoint is None:

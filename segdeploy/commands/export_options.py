@@ -1,22 +1,19 @@
-"""export's flags turned into the options of the layer below (precision, TensorRT build, accuracy evaluator) and the
-destinations checked before any work; the argument groups other commands share (precision, TensorRT build).
+"""export's flags turned into one ExportRequest (with its precision and TensorRT build options) and the accuracy
+evaluator export.run is handed; the argument groups other commands share (precision, TensorRT build).
 """
 from __future__ import annotations
 
-import os
-
 from segdeploy import backends, flavours
-from segdeploy.artifact import formats
 from segdeploy.commands import common
 from segdeploy.errors import InputError
 from segdeploy.evaluation.accuracy import GraphAccuracy
 from segdeploy.export.precision import MODES, TARGETS, PrecisionOptions
 from segdeploy.export.precision.calibrate import DEFAULT_PERCENTILE, METHODS
 from segdeploy.export.precision.calibration_images import DEFAULT_COUNT
-from segdeploy.export.tensorrt import planned_kind
+from segdeploy.export.request import ExportRequest
+from segdeploy.export.tensorrt import BUILDERS
 from segdeploy.export.tensorrt.plan import MAX_DLA_CORE, MAX_WORKSPACE_MB, BuildOptions
 from segdeploy.export.triton import MAX_INSTANCES
-from segdeploy.files.destinations import check_destination
 
 
 def add_precision_arguments(p) -> None:
@@ -84,27 +81,33 @@ def add_engine_arguments(p) -> None:
                    help=f"instance_group count, 1-{MAX_INSTANCES}")
 
 
-def build_options(args):
+def export_request(args) -> ExportRequest:
+    """export's flags as the request export.run carries out (the flags alone are checked here; the model, the
+    destinations and the data there)."""
+    # with --from-onnx the artifact's manifest says the size
+    height, width = (512, 512) if args.from_onnx else common.parse_size(args.size)
+    return ExportRequest(
+        model=args.model, fmt=args.fmt, output=args.output, from_onnx=args.from_onnx, checkpoint=args.checkpoint,
+        height=height, width=width, batch=args.batch, dynamic=args.dynamic, opset=args.opset, simplify=args.simplify,
+        outputs=args.outputs, preprocess=args.preprocess,
+        precision=PrecisionOptions() if args.from_onnx else precision_options(args), force=args.force,
+        validate=args.validate, threads=args.threads, build=build_options(args),
+        builders=BUILDERS if args.builder == "auto" else (args.builder,), engine_format=args.engine_format,
+        platform=args.platform, instance_kind=args.instance_kind, instances=args.instances)
+
+
+def build_options(args) -> BuildOptions:
     return BuildOptions(precision=args.precision, workspace_mb=args.workspace, opt_level=args.opt_level,
                         timing_cache=args.timing_cache, dla_core=args.dla_core, gpu_fallback=args.gpu_fallback,
                         version_compatible=args.version_compatible, hardware_compat=args.hardware_compat,
                         tf32=args.tf32)
 
 
-def onnx_output(args):
-    """Where the ONNX artifact goes: --output itself for onnx; beside the engine for trt; default for triton."""
-    if args.fmt == "onnx" or not args.output:
-        return args.output
-    if args.fmt == "trt":
-        return formats.with_suffix(args.output, formats.ONNX_SUFFIX)
-    return None
-
-
 def builds_engine(args) -> bool:
     return args.fmt == "trt" or (args.fmt == "triton" and backends.get(args.platform).consumes == "engine")
 
 
-def precision_options(args):
+def precision_options(args) -> PrecisionOptions:
     """The export's precision from the flags; INT8 defaults to the flavour of where it will run."""
     target = args.target
     if args.precision == "int8" and target is None:
@@ -125,50 +128,3 @@ def accuracy_evaluator(args, height: int, width: int):
     return GraphAccuracy(args.eval_data, mean=spec.mean, std=spec.std, channel_order=spec.channel_order,
                          align_corners=spec.align_corners, size=(height, width), uint8_input=args.preprocess,
                          batch=args.batch, threads=args.threads)
-
-
-def check_trt_output(args) -> str:
-    """What --fmt trt writes here ("engine", a file, where TensorRT is present; "bundle", a folder, where it is
-    not), with --output refused before any work when it names the other kind."""
-    kind = planned_kind()
-    if args.output:
-        engine_name = formats.is_engine_name(args.output)
-        if kind == "engine" and not engine_name:
-            raise InputError(f"--fmt trt builds an engine here: --output must end in .engine or .plan, not "
-                             f"{args.output}")
-        if kind == "bundle" and (engine_name or formats.suffix_of(args.output) in (formats.ONNX_SUFFIX,
-                                                                                    formats.MANIFEST_SUFFIX)):
-            raise InputError(f"no TensorRT here, so --fmt trt writes a build bundle (a folder) to build the engine "
-                             f"on the target: give --output a folder name, not the file name {args.output}")
-    return kind
-
-
-def check_final_destination(args, model: str, onnx_exists: bool = False) -> None:
-    """The engine, bundle or model repository --fmt trt/triton ends with must be writable before minutes of export
-    and build: a repository that is a file, a folder without permission, and an existing engine, bundle or model
-    folder without --force, unless the ONNX artifact exists (it may then be this very build, which is reused; the
-    build step decides)."""
-    if args.fmt == "trt" and args.output:
-        if getattr(args, "trt_kind", "engine") == "engine":
-            if not (onnx_exists and os.path.exists(args.output)):
-                check_destination(args.output, args.force, "engine")
-            return
-        bundle = os.path.abspath(args.output)
-        if os.path.exists(bundle) and not os.path.isdir(bundle):
-            raise InputError(f"--output {args.output} is a file; without TensorRT --fmt trt writes a bundle folder")
-        if os.path.exists(bundle) and not args.force and not onnx_exists:
-            raise InputError(f"{args.output} exists; pass --force to replace the bundle")
-        check_destination(os.path.join(os.path.dirname(bundle), f".{os.path.basename(bundle)}.probe"), True,
-                          "build bundle")
-        return
-    if args.fmt == "triton":
-        repository = os.path.abspath(args.output or os.path.join("artifacts", "triton"))
-        if os.path.exists(repository) and not os.path.isdir(repository):
-            raise InputError(f"--output {args.output} is a file; --fmt triton writes a model repository folder")
-        target = os.path.join(repository, model)
-        if os.path.exists(target) and not args.force and not onnx_exists:
-            raise InputError(f"{target} exists; pass --force to replace the model")
-        check_destination(os.path.join(repository, f".{model}.probe"), True, "model repository")
-        # the model is staged beside the repository (Triton loads every folder inside it)
-        check_destination(os.path.join(os.path.dirname(repository), f".{model}.probe"), True,
-                          "folder the model is staged in, beside the repository,")

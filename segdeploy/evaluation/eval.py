@@ -15,6 +15,7 @@ carries its own preprocessing in its manifest.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -222,6 +223,72 @@ def evaluate(predictor: Predictor, dataset: Dataset, *, reference: Predictor | N
     describe = predictor.runner.describe()
     return EvalReport(predictor.label, dataset.describe(), total, metrics, tuple(names), seconds, predict_seconds,
                       float(np.mean(predictor.infer_ms)) if predictor.infer_ms else float("nan"), describe, ref)
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `segdeploy eval` is asked to score: a registered model (exported first for an ONNX backend) or an
+    artifact, and optionally a reference scored on the same images."""
+    target: str  # a registered model's name, or an artifact's path
+    is_model: bool
+    backend: str | None = None  # None: the recorded fastest, else the default for the target
+    checkpoint: str | None = None  # a model's weights
+    model_hint: str | None = None  # an artifact's model, when its manifest does not say
+    threads: int | None = None
+    cache_dir: str = DEFAULT_CACHE_DIR
+    reference: str | None = None  # a model or an artifact
+    reference_is_model: bool = False
+    reference_backend: str | None = None  # None: PyTorch for a model, ONNX Runtime for an artifact
+    reference_checkpoint: str | None = None  # None: the target's checkpoint
+
+
+@contextlib.contextmanager
+def _quiet(message: str):
+    yield lambda *_: None
+
+
+def run_eval(request: EvalRequest, dataset: Dataset, *, status=_quiet, progress=None, log=None) -> EvalReport:
+    """Load what ``request`` names, score it (and its reference) on ``dataset`` and close them. ``status(message)``:
+    a context manager for a slow step, yielding a callback for its text; ``progress(total, label)``: the per-image
+    callback of :func:`evaluate`, with ``close()``; ``log(line)``: what is worth telling (a backend's fallback)."""
+    with status(f"loading {request.target}") as say:  # a model on an ONNX backend is exported first (a minute)
+        predictor = build_predictor(request.target, is_model=request.is_model, backend=request.backend,
+                                    checkpoint=request.checkpoint, threads=request.threads,
+                                    cache_dir=request.cache_dir, model_hint=request.model_hint, log=say)
+    if predictor.segmenter.backend_reason and log is not None:
+        log(f"backend {predictor.segmenter.backend_reason}")
+    reference = None
+    try:
+        if request.reference:
+            ref_is_model = request.reference_is_model
+            # the reference stays on its documented backend, whatever the recorded fastest one is
+            with status(f"loading the reference {request.reference}") as say:
+                reference = build_predictor(request.reference, is_model=ref_is_model,
+                                            backend=request.reference_backend or (backends.TORCH if ref_is_model
+                                                                                  else backends.ONNXRUNTIME),
+                                            checkpoint=(request.reference_checkpoint or request.checkpoint)
+                                            if ref_is_model else None, threads=request.threads,
+                                            cache_dir=request.cache_dir, log=say)
+        bar = progress(len(dataset), predictor.label) if progress is not None else None
+        try:
+            return evaluate(predictor, dataset, reference=reference, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        predictor.close()
+        if reference is not None:
+            reference.close()
+
+
+def build_predictor(target: str, *, is_model: bool, backend: str | None, checkpoint, threads, cache_dir,
+                    model_hint: str | None = None, log=None) -> Predictor:
+    if is_model:
+        return model_predictor(target, checkpoint=checkpoint, backend=backend, threads=threads, cache_dir=cache_dir,
+                               log=log)
+    if checkpoint is not None:
+        raise InputError("--checkpoint goes with --model; an artifact carries its own weights")
+    return artifact_predictor(target, backend=backend, threads=threads, model=model_hint)
 
 
 def evaluate_checkpoint(checkpoint: str, model: str, data_dir: str, *, backend: str = backends.TORCH,

@@ -23,7 +23,7 @@ from segdeploy.export.precision.calibration_images import select_images
 
 
 @dataclass(frozen=True)
-class ExportRequest:
+class ExportIdentity:
     model: str
     weights_sha256: str
     batch: int
@@ -43,8 +43,8 @@ class ExportRequest:
     segdeploy: str = __version__
 
     @classmethod
-    def of_manifest(cls, manifest) -> ExportRequest:
-        """The request an artifact was made from, as its manifest records it."""
+    def of_manifest(cls, manifest) -> ExportIdentity:
+        """The export an artifact was made by, as its manifest records it."""
         details = manifest.precision.details or {}
         calibration = details.get("calibration")  # INT8's; FP16 records only where its ranges came from
         if calibration is None and (details.get("ranges") or {}).get("images_sha256"):
@@ -64,10 +64,10 @@ class ExportRequest:
             segdeploy=str(manifest.tool_versions.get("segdeploy")))
 
 
-def export_request(model: str, *, checkpoint=None, batch: int, height: int, width: int, dynamic: bool, opset: int,
-                   simplify: bool, outputs: str, preprocess: bool, precision, evaluator=None,
-                   verify: bool = True) -> ExportRequest:
-    """The request of an export about to run. Builds the model to hash its weights (seconds, where the export
+def export_identity(model: str, *, checkpoint=None, batch: int, height: int, width: int, dynamic: bool, opset: int,
+                    simplify: bool, outputs: str, preprocess: bool, precision, evaluator=None,
+                    verify: bool = True) -> ExportIdentity:
+    """The identity of an export about to run. Builds the model to hash its weights (seconds, where the export
     takes a minute) and hashes the calibration images and the held-out set."""
     from segdeploy.models.deploy import build_deploy_graph
 
@@ -82,7 +82,7 @@ def export_request(model: str, *, checkpoint=None, batch: int, height: int, widt
     accuracy = None
     if evaluator is not None:
         accuracy = (evaluator.describe().get("images_sha256"), precision.max_drop)
-    return ExportRequest(model=model, weights_sha256=weights["sha256"], batch=batch, height=height, width=width,
+    return ExportIdentity(model=model, weights_sha256=weights["sha256"], batch=batch, height=height, width=width,
                          dynamic=dynamic, opset=opset, simplify=simplify, outputs=outputs, preprocess=preprocess,
                          precision=precision.mode, flavour=precision.target if precision.mode == "int8" else None,
                          io_dtype=precision.io_dtype, calibration=calibration, accuracy=accuracy, verified=verify)
@@ -100,10 +100,10 @@ _SAID = {
 }
 
 
-def difference(found: ExportRequest, wanted: ExportRequest) -> str | None:
+def difference(found: ExportIdentity, wanted: ExportIdentity) -> str | None:
     """Why the artifact ``found`` describes is not the export ``wanted`` (None: it is). A verified artifact serves
     a request without verification too; an unverified one does not serve a request to verify."""
-    for f in fields(ExportRequest):
+    for f in fields(ExportIdentity):
         have, want = getattr(found, f.name), getattr(wanted, f.name)
         if f.name == "verified":
             if want and not have:
@@ -122,7 +122,7 @@ def difference(found: ExportRequest, wanted: ExportRequest) -> str | None:
 
 
 def reusable(path: str, wanted):
-    """(manifest, None) when the artifact at ``path`` and its sidecar are the export ``wanted`` (an ExportRequest,
+    """(manifest, None) when the artifact at ``path`` and its sidecar are the export ``wanted`` (an ExportIdentity,
     or a function that makes it: called only once the artifact is found intact), intact; else (None, why not)."""
     import warnings
 
@@ -138,6 +138,6 @@ def reusable(path: str, wanted):
         check_graph_unchanged(model_proto, manifest, path)
     except ArtifactError as exc:
         return None, str(exc)
-    reason = difference(ExportRequest.of_manifest(manifest), wanted() if callable(wanted) else wanted)
+    reason = difference(ExportIdentity.of_manifest(manifest), wanted() if callable(wanted) else wanted)
     return (manifest, None) if reason is None else (None, reason)
 

@@ -15,7 +15,7 @@ from hostile import answer_lines
 from manifests import sample_manifest
 from segdeploy import __version__
 from segdeploy.cli import main
-from segdeploy.export.identity import ExportRequest, difference
+from segdeploy.export.identity import ExportIdentity, difference
 
 SIZE = "256x256"
 MODEL = "segnext_t"
@@ -24,7 +24,7 @@ MODEL = "segnext_t"
 def test_a_request_is_read_back_from_the_manifest_and_every_field_counts():
     manifest = sample_manifest()
     manifest.tool_versions["segdeploy"] = __version__
-    found = ExportRequest.of_manifest(manifest)
+    found = ExportIdentity.of_manifest(manifest)
     assert (found.model, found.batch, found.height, found.width, found.dynamic, found.opset, found.precision) == \
         ("cgrseg_t", 1, 512, 512, False, 20, "fp32")
     assert difference(found, found) is None
@@ -51,14 +51,14 @@ def test_a_request_is_read_back_from_the_manifest_and_every_field_counts():
 def test_calibration_is_read_from_where_each_precision_records_it():
     fp16 = sample_manifest(precision="fp16")
     fp16.precision.details = {"ranges": {"source": "32 calibration images", "images_sha256": "c" * 64}}
-    assert ExportRequest.of_manifest(fp16).calibration == ("c" * 64, None, None)
+    assert ExportIdentity.of_manifest(fp16).calibration == ("c" * 64, None, None)
     fp16.precision.details = {"ranges": {"source": "4 seeded inputs"}}
-    assert ExportRequest.of_manifest(fp16).calibration is None
+    assert ExportIdentity.of_manifest(fp16).calibration is None
     int8 = sample_manifest(precision="int8", flavour="cpu")
     int8.precision.details = {"calibration": {"images_sha256": "c" * 64, "method": "percentile",
                                               "percentile": 99.9, "count": 32},
                               "accuracy": {"images_sha256": "d" * 64, "budget": 1.0, "metric": "mIoU"}}
-    found = ExportRequest.of_manifest(int8)
+    found = ExportIdentity.of_manifest(int8)
     assert (found.calibration, found.accuracy, found.flavour) == (("c" * 64, "percentile", 99.9), ("d" * 64, 1.0),
                                                                    "cpu")
 

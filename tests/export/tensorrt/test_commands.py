@@ -94,7 +94,9 @@ def test_export_flags_reach_the_build_plan(tmp_path, monkeypatch, capsys):
     """export --fmt trt without TensorRT here: the flags land in the bundle's plan."""
     from segdeploy import tensorrt_host
     from segdeploy.cli import build_parser
-    from segdeploy.commands import export as export_command
+    from segdeploy.commands.export import Printer
+    from segdeploy.commands.export_options import export_request
+    from segdeploy.export.run import build_engine
 
     monkeypatch.setattr(tensorrt_host, "find_tensorrt", lambda: tensorrt_host.TensorRTInstall(None, "absent"))
     monkeypatch.setattr(tensorrt_host, "find_trtexec", lambda: None)
@@ -102,28 +104,29 @@ def test_export_flags_reach_the_build_plan(tmp_path, monkeypatch, capsys):
     args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "trt", "--precision", "fp16",
                                       "--workspace", "512", "--opt-level", "5", "--dla-core", "0", "--gpu-fallback",
                                       "--version-compatible", "--tf32"])
-    result = export_command.export_trt(args, onnx_path)
+    result = build_engine(export_request(args), onnx_path, Printer("trt", "cgrseg_t", None))
     from segdeploy.export.tensorrt.bundle import read_bundle
 
     _, plan, _ = read_bundle(result.path)
     assert (plan.workspace_mb, plan.opt_level, plan.dla_core, plan.gpu_fallback, plan.version_compatible,
             plan.tf32) == (512, 5, 0, True, True, True)
-    assert "bundle" in capsys.readouterr().out
+    assert f"wrote the build bundle (a folder) {result.path}" in capsys.readouterr().out
     args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "triton", "--hardware-compat"])
     assert args.hardware_compat == "ampere_plus" and not args.tf32 and args.builder == "auto"
 
 
 def test_builder_bundle_flag_forces_a_bundle_where_tensorrt_is_installed(real_trt, tmp_path, monkeypatch, capsys):
     from segdeploy.cli import build_parser
-    from segdeploy.commands import export as export_command
+    from segdeploy.commands.export_options import export_request
     from segdeploy.export import tensorrt as export_tensorrt
+    from segdeploy.export.run import build_engine
     from tensorrt_fakes import FakeHost, recording_tensorrt
 
     trt = recording_tensorrt(real_trt)
     monkeypatch.setattr(export_tensorrt, "Host", lambda: FakeHost(trt=trt))
     onnx_path = write_onnx_artifact(tmp_path / "m.onnx")
     args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "trt", "--builder", "bundle"])
-    assert export_command.export_trt(args, onnx_path).kind == "bundle" and not trt.calls
+    assert build_engine(export_request(args), onnx_path).kind == "bundle" and not trt.calls
     args = build_parser().parse_args(["export", "--model", "cgrseg_t", "--fmt", "trt", "--engine-format", "plan"])
-    result = export_command.export_trt(args, onnx_path)
+    result = build_engine(export_request(args), onnx_path)
     assert (result.kind, result.builder, result.path) == ("engine", "tensorrt-python", str(tmp_path / "m.plan"))
