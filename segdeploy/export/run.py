@@ -26,6 +26,7 @@ from segdeploy.export.tensorrt.plan import check_options
 from segdeploy.export.trace import check_opset
 from segdeploy.files.atomic import identities, remove_unchanged
 from segdeploy.files.destinations import check_destination, remove_made
+from segdeploy.files.journal import dead_unit_made
 
 # INT8 is judged against PyTorch on real images; the recipe weights' logits are near ties, which any quantizer
 # flips, so verification would fail after minutes of calibration. Said before any of it runs.
@@ -80,12 +81,14 @@ def run_export(request: ExportRequest, *, verify: Callable | None = None, make_e
     path = artifact_path(request.model, onnx_output(request), height=request.height, width=request.width,
                          dynamic=request.dynamic, outputs=request.outputs, preprocess=request.preprocess,
                          precision=request.precision)
+    # a file a killed export put in place without committing its unit is not an export: the next write rolls it back
+    present = os.path.exists(path) and not dead_unit_made(path)
     kind = None
     if request.fmt in ("trt", "triton"):
         check_options(request.build)  # refuse impossible flag combinations before the export runs
         if request.fmt == "trt":
             kind = check_engine_output(request)  # an engine (a file) here, else a bundle (a folder)
-        check_final_destination(request, request.model, kind, onnx_exists=os.path.exists(path))
+        check_final_destination(request, request.model, kind, onnx_exists=present)
     evaluator = make_evaluator() if make_evaluator else None
     precision = request.precision
     if precision.mode != "fp32":
@@ -99,7 +102,7 @@ def run_export(request: ExportRequest, *, verify: Callable | None = None, make_e
     while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
         missing.append(folder)
         folder = os.path.dirname(folder)
-    if os.path.exists(path) and not request.force:
+    if present and not request.force:
         manifest = reuse(request, path, evaluator, report)
     else:
         manifest = export(request, path, verify, evaluator, report)
