@@ -1,9 +1,9 @@
 """One export cache for the commands that export on the fly (bench, predict, eval).
 
 An entry is named by what it was exported from and how (model, weights file hash, size, dynamic, opset, graph
-options, segdeploy version), so another request never picks it up. A hit is trusted only after its manifest has been
-read and the graph hashes to what the manifest records and says what was asked for; a swapped-in, corrupt or stale
-file is rebuilt (and the caller told why), never used silently.
+options, segdeploy version and the revision of the export passes), so another request never picks it up. A hit is
+trusted only after its manifest has been read and the graph hashes to what the manifest records and says what was
+asked for; a swapped-in, corrupt or stale file is rebuilt (and the caller told why), never used silently.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from segdeploy.artifact.formats import ONNX_SUFFIX
 from segdeploy.artifact.onnx_file import file_sha256, graph_sha256, load_onnx
 from segdeploy.artifact.reader import ArtifactWarning, read_manifest
 from segdeploy.errors import ArtifactError
-from segdeploy.export.trace import DEFAULT_OPSET
+from segdeploy.export.trace import DEFAULT_OPSET, GRAPH_REVISION
 from segdeploy.files.destinations import check_destination, user_cache_dir
 
 if TYPE_CHECKING:  # export.onnx builds models (PyTorch): imported when an export runs, not with the cache's names
@@ -37,7 +37,7 @@ def cache_path(model: str, *, checkpoint=None, height: int, width: int, batch: i
     weights = "recipe" if checkpoint is None else file_sha256(checkpoint)
     request = {"model": model, "weights": weights, "batch": batch, "height": height, "width": width,
                "dynamic": dynamic, "opset": opset, "simplify": simplify, "outputs": outputs,
-               "preprocess": preprocess, "segdeploy": __version__}
+               "preprocess": preprocess, "segdeploy": __version__, "graph_revision": GRAPH_REVISION}
     shape = f"{height}x{width}" + (f"_b{batch}" if batch != 1 else "") + ("_dynamic" if dynamic else "")
     return os.path.join(cache_dir, f"{model}_{shape}_{_key(request)}{ONNX_SUFFIX}"), request
 

@@ -30,6 +30,7 @@ from segdeploy.evaluation.bench.protocol import Progress, Protocol, time_runner
 from segdeploy.evaluation.tolerances import tolerance_for
 from segdeploy.export.precision import PrecisionOptions
 from segdeploy.export.precision.calibration_images import check_disjoint, select_images
+from segdeploy.export.trace import GRAPH_REVISION
 from segdeploy.files.atomic import write_bytes_atomic
 from segdeploy.hostinfo import int8_speed_note, machine_info
 from segdeploy.runtimes.base import random_feed
@@ -125,7 +126,7 @@ def artifact_key(request: PrecisionBench, label: str, calib_sha: str | None) -> 
     payload = {"model": request.model, "size": [request.height, request.width], "precision": label,
                "checkpoint": file_sha256(request.checkpoint) if request.checkpoint else None,
                "calib": calib_sha, "count": request.calib_count, "method": request.calib_method,
-               "segdeploy": __version__}
+               "segdeploy": __version__, "graph_revision": GRAPH_REVISION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
