@@ -427,6 +427,27 @@ def json_paths(document, prefix=()):
             yield from json_paths(value, (*prefix, i))
 
 
+def edit_json(draw, document, paths: list, values):
+    """A copy of ``document`` with one to three of ``paths`` replaced by a draw of ``values`` or removed: the edit
+    step of the Hypothesis fuzzers of JSON files (``draw`` is a composite strategy's)."""
+    from hypothesis import strategies as st
+
+    document = copy.deepcopy(document)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(paths))
+        parent = document
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            if draw(st.booleans()) and isinstance(parent, dict):
+                parent.pop(path[-1], None)
+            else:
+                parent[path[-1]] = draw(values)
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier edit removed or replaced the way there
+    return document
+
+
 def unshare_works() -> bool:
     """Whether user and mount namespaces are allowed here (read-only folders and full disks are made in one)."""
     import shutil

@@ -5,7 +5,6 @@ checks export applies to its flags, all before trtexec runs; the engine goes whe
 bundle. Hypothesis fuzzes build plans against the reader and the command."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -16,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hostile import Tree, assert_unchanged, json_paths, run_cli
+from hostile import Tree, assert_unchanged, edit_json, json_paths, run_cli
 from manifests import sample_manifest
 from segdeploy.errors import SegdeployError
 from tensorrt_fakes import write_fake_trtexec, write_onnx_artifact
@@ -239,21 +238,8 @@ json_values = st.recursive(
 
 @st.composite
 def edited_plans(draw, document):
-    document = copy.deepcopy(document)
-    paths = [p for p in json_paths(document) if p and p[0] not in ("lint", "commands")]
-    for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(paths))
-        parent = document
-        try:
-            for key in path[:-1]:
-                parent = parent[key]
-            if draw(st.booleans()) and isinstance(parent, dict):
-                parent.pop(path[-1], None)
-            else:
-                parent[path[-1]] = draw(json_values)
-        except (KeyError, IndexError, TypeError):
-            continue
-    return document
+    return edit_json(draw, document, [p for p in json_paths(document) if p and p[0] not in ("lint", "commands")],
+                     json_values)
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,13 @@ other exception, and never runs code. The default profile runs a few hundred exa
 run thousands, and the CLI on fuzzed sidecars and checkpoints end to end."""
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hostile import json_paths, run_cli, small_checkpoint_bytes
+from hostile import edit_json, json_paths, run_cli, small_checkpoint_bytes
 from manifests import SHA, sample_manifest
 from segdeploy.artifact import EngineInfo
 from segdeploy.artifact.engine_header import pack, read_header, split
@@ -95,20 +94,7 @@ PATHS = [p for p in json_paths(DOCUMENT) if p]
 @st.composite
 def edited_documents(draw):
     """The sample manifest with one to three fields replaced by arbitrary JSON, or removed."""
-    document = copy.deepcopy(DOCUMENT)
-    for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(PATHS))
-        parent = document
-        try:
-            for key in path[:-1]:
-                parent = parent[key]
-            if draw(st.booleans()) and isinstance(parent, dict):
-                parent.pop(path[-1], None)
-            else:
-                parent[path[-1]] = draw(json_values)
-        except (KeyError, IndexError, TypeError):
-            continue  # an earlier edit removed or replaced the way there
-    return document
+    return edit_json(draw, DOCUMENT, PATHS, json_values)
 
 
 def _from_document(document):
