@@ -171,29 +171,22 @@ def _naming(folder: str, name: str) -> list[list[dict]]:
     return found
 
 
-def uncommitted_made(path: str) -> bool:
+def uncommitted_made(path: str, work: str | None = None) -> bool:
     """True when ``path`` is what a writer's unit (live or dead) put in place before its commit point, as its journal
-    proves: a live writer may yet roll it back, a dead one's is the next writer's to remove, so whether it exists is
-    decided under the folder's lock. Reads only."""
+    (in ``work``, default ``path``'s folder) proves: a live writer may yet roll it back, a dead one's is the next
+    writer's to remove, so whether it exists is decided under the folder's lock. Reads only."""
     path = os.path.abspath(path)
-    work = os.path.dirname(path)
+    work = work or os.path.dirname(path)
     rel = os.path.relpath(path, work)
     return any(any(e["name"] == rel and is_same_file(path, e["made"], e["since"]) for e in entries)
                for entries in _naming(work, rel))
 
 
 def dead_unit_made(path: str, work: str | None = None) -> bool:
-    """True when ``path`` is what a dead writer's unit put in place without committing it, as its journal (in
-    ``work``, default ``path``'s folder) proves: the next writer removes it, so it does not count as existing. Reads
-    only."""
-    path = os.path.abspath(path)
-    work = work or os.path.dirname(path)
-    rel = os.path.relpath(path, work)
-    for entries in _naming(work, rel):
-        if any(e["name"] == rel and is_same_file(path, e["made"], e["since"]) for e in entries) and \
-                _no_live_writer(work):
-            return True
-    return False
+    """True when ``path`` is what a dead writer's unit put in place without committing it: the next writer removes
+    it, so it does not count as existing. Reads only."""
+    work = work or os.path.dirname(os.path.abspath(path))
+    return uncommitted_made(path, work) and _no_live_writer(work)
 
 
 def _no_live_writer(folder: str) -> bool:
