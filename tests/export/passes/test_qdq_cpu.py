@@ -3,10 +3,10 @@ MatMul, 3-D ones included), Softmax and attention MatMuls left in float32, and t
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
-from precision_graphs import attention_model, cosine, exported, ranges, run, seeded_feeds
-from segdeploy.export.passes.qdq_cpu import quantize_cpu
+from precision_graphs import attention_model, const, cosine, exported, ranges, run, seeded_feeds, tensor, tiny_model
+from segdeploy.export.passes.qdq_cpu import batchnorm_as_depthwise, quantize_cpu
 
 
 def asymmetric(table):
@@ -49,6 +49,68 @@ def test_keep_leaves_a_layer_in_float():
     assert {"node": "conv", "reason": "kept: sensitive"} in report.details["not_quantized"]
 
 
+def mlp_with_prenorm():
+    """x -> Conv -> Add(x) -> BatchNormalization -> Conv -> Gelu -> Conv: a pre-norm after a skip connection and a
+    GELU between two quantized convolutions."""
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1], name="mixer"),
+             helper.make_node("Add", ["x", "c0"], ["skip"], name="skip"),
+             helper.make_node("BatchNormalization", ["skip", "gamma", "beta", "mean", "var"], ["normed"],
+                              epsilon=1e-5, name="norm"),
+             helper.make_node("Conv", ["normed", "w1"], ["hidden"], name="fc1"),
+             helper.make_node("Gelu", ["hidden"], ["active"], name="act"),
+             helper.make_node("Conv", ["active", "w2"], ["y"], name="fc2")]
+    inits = [const("w0", rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2),
+             const("gamma", rng.uniform(0.5, 2.0, 8).astype(np.float32)),
+             const("beta", rng.standard_normal(8).astype(np.float32)),
+             const("mean", rng.standard_normal(8).astype(np.float32)),
+             const("var", rng.uniform(0.2, 3.0, 8).astype(np.float32)),
+             const("w1", rng.standard_normal((32, 8, 1, 1)).astype(np.float32) * 0.3),
+             const("w2", rng.standard_normal((8, 32, 1, 1)).astype(np.float32) * 0.2)]
+    return tiny_model(nodes, [tensor("x", [1, 8, 16, 16])], [tensor("y", [1, 8, 16, 16])], inits)
+
+
+def onnxruntime_ops(model, tmp_path) -> list[str]:
+    """The operators ONNX Runtime runs for ``model`` after its own fusions."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+
+
+def test_prenorm_batchnorm_becomes_the_same_map_as_a_depthwise_conv():
+    model = mlp_with_prenorm()
+    rewritten, count = batchnorm_as_depthwise(model, {})
+    assert count == 1
+    norm = next(n for n in rewritten.graph.node if n.name == "norm")
+    assert norm.op_type == "Conv" and norm.output == ["normed"]  # same tensor: the calibrated range still applies
+    assert next(a.i for a in norm.attribute if a.name == "group") == 8
+    feed = {"x": np.random.default_rng(2).standard_normal((1, 8, 16, 16)).astype(np.float32)}
+    np.testing.assert_allclose(run(rewritten, feed), run(model, feed), rtol=1e-5, atol=1e-5)
+    kept, count = batchnorm_as_depthwise(model, {"norm": "sensitive"})
+    assert count == 0 and [n.op_type for n in kept.graph.node].count("BatchNormalization") == 1
+
+
+def test_gelu_and_prenorm_run_as_integer_kernels_on_onnxruntime(tmp_path):
+    model = mlp_with_prenorm()
+    feeds = [{"x": np.random.default_rng(i).standard_normal((1, 8, 16, 16)).astype(np.float32)} for i in range(4)]
+    quantized, report = quantize_cpu(model, asymmetric(ranges(model, feeds)))
+    ops = [n.op_type for n in quantized.graph.node]
+    assert "Gelu" not in ops and "BatchNormalization" not in ops and ops.count("Sigmoid") == 1
+    assert "1 GELUs as x * sigmoid(1.702 x) in integer kernels; 1 BatchNormalizations as 1x1 depthwise " \
+           "convolutions" in report.notes
+    fused = onnxruntime_ops(quantized, tmp_path)
+    assert fused.count("QLinearConv") == 4  # mixer, norm, fc1, fc2
+    assert {"QLinearSigmoid", "QLinearMul"} <= set(fused)
+    assert not {"Gelu", "Sigmoid", "BatchNormalization", "Conv"} & set(fused)
+    for feed in feeds:
+        assert cosine(run(model, feed), run(quantized, feed)) > 0.995
+
+
 def test_cgrseg_t_fuses_on_onnxruntime(tmp_path):
     import onnxruntime as ort
 
@@ -68,6 +130,7 @@ def test_cgrseg_t_fuses_on_onnxruntime(tmp_path):
     ops = [n.op_type for n in optimized.graph.node]
     assert ops.count("QLinearConv") > 100
     assert ops.count("Conv") + ops.count("FusedConv") < 30
+    assert "Gelu" not in ops and "BatchNormalization" not in ops and ops.count("QLinearSigmoid") > 50
     types = {v.name: v.type.tensor_type.elem_type for v in quantized.graph.input}
     assert types["input"] == TensorProto.FLOAT
     feed = seeded_feeds(model, 1)[0]
