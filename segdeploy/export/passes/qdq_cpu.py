@@ -15,10 +15,13 @@ an AVX-512 VNNI EPYC; the graph's accuracy is checked like every INT8 export's):
   over the networks' widest tensors (nearly a third of cgrseg_t's INT8 time). It becomes x * sigmoid(1.702 x) in the QDQ
   pairs ONNX Runtime fuses: QLinearSigmoid (a 256-entry table; the 1.702 goes into its input scale) and QLinearMul.
   This is GELU's sigmoid approximation (at most 0.02 from GELU, about one quantization step of these tensors): it
-  moved the two fixtures' INT8 mIoU by +0.06 and +0.11 points, and the activation takes 1.6x less time. (A 256-entry table in
-  standard ops, Cast + Gather, is exact but ONNX Runtime's Gather ran 4x slower than the float chain.)
-- BatchNormalization after a skip connection (SegNeXt's and CGRSeg's pre-norms, which no convolution can absorb)
-  becomes the same per-channel affine map as a 1x1 depthwise Conv, which quantizes into one QLinearConv.
+  moved the two fixtures' INT8 mIoU by +0.06 and +0.11 points, and the activation takes 1.6x less time. (A
+  256-entry table in standard ops, Cast + Gather, is exact, but ONNX Runtime's Gather ran 4x slower than the float
+  chain.)
+- BatchNormalization that no convolution absorbs (SegNeXt's pre-norms after skip connections, CGRSeg's after its
+  gating products) becomes the same per-channel affine map as a 1x1 depthwise Conv: one QLinearConv.
+The stem convolution over the image's 3 channels stays float: ONNX Runtime's integer kernel ran it at half the float
+one's speed.
 
 ONNX Runtime's QDQ quantizer does the placement (it is the reference for what ONNX Runtime fuses); segdeploy gives
 it the ranges from its own calibration (so every flavour shares one calibration run), the nodes to leave in float
@@ -192,7 +195,17 @@ def excluded_nodes(index: GraphIndex, keep: dict[str, str]) -> dict[str, str]:
             out[label] = core[id(node)]
         elif i in islands:
             out[label] = f"float32 island: {islands[i]}"
+        elif _image_stem(index, node):
+            out[label] = "the stem convolution over the image's channels (slower in int8 on ONNX Runtime)"
     return out
+
+
+def _image_stem(index: GraphIndex, node) -> bool:
+    """A Conv reading a graph input of at most 4 channels (leaving it float also spares quantizing the image)."""
+    if node.op_type != "Conv" or not node.input or node.input[0] not in index.graph_inputs:
+        return False
+    shape = index.shapes.get(node.input[1]) if len(node.input) > 1 else None
+    return bool(shape) and len(shape) == 4 and shape[1] <= 4
 
 
 def quantized_layers(model: onnx.ModelProto) -> list[str]:
