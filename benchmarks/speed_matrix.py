@@ -11,6 +11,7 @@ one file are what to compare across runs on a shared machine; absolute times mov
     python benchmarks/speed_matrix.py                                   # T variants, ORT and OpenVINO, all parts
     python benchmarks/speed_matrix.py --parts profile --models cgrseg_t --backends onnxruntime
     python benchmarks/speed_matrix.py --parts e2e --images tests/data/images --out benchmarks/results
+    python benchmarks/speed_matrix.py --parts profile --artifacts a_int8.onnx,a_fp32.onnx --backends onnxruntime
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ PARTS = ("profile", "e2e", "streams")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=T_VARIANTS)
+    p.add_argument("--artifacts", help="profile part: these ONNX artifacts (comma-separated; e.g. a fixture's INT8 "
+                                       "export next to its FP32 one) instead of --models")
     p.add_argument("--backends", default="onnxruntime,openvino")
     p.add_argument("--parts", default=",".join(PARTS))
     p.add_argument("--size", type=int, default=512)
@@ -59,10 +62,12 @@ def header(title: str) -> str:
 
 def run_profiles(args, models, backends) -> tuple[dict, str]:
     reports_, lines = [], [header("segdeploy profile: where the time goes")]
-    for model in models:
+    targets = [{"artifact": a} for a in args.artifacts.split(",") if a] if args.artifacts else \
+        [{"model": m} for m in models]
+    for target in targets:
         for backend in backends:
-            print(f"profiling {model} on {backend}", file=sys.stderr)
-            report = profile(ProfileRequest(model=model, backend=backend, height=args.size, width=args.size,
+            print(f"profiling {next(iter(target.values()))} on {backend}", file=sys.stderr)
+            report = profile(ProfileRequest(**target, backend=backend, height=args.size, width=args.size,
                                             threads=args.threads, runs=args.runs, depth=args.depth,
                                             protocol=Protocol(warmup_s=1.0, min_s=args.min_s, min_iters=10),
                                             cache_dir=args.cache_dir))
