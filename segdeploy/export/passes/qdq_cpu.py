@@ -37,7 +37,7 @@ import onnx
 from segdeploy.errors import ArtifactError
 from segdeploy.export.passes import PassReport, op_counts
 from segdeploy.export.passes.fp16 import decide_float32
-from segdeploy.export.passes.graph_index import GraphIndex, node_label, toposort
+from segdeploy.export.passes.graph_index import GraphIndex, node_label, rebuild, toposort
 from segdeploy.export.passes.quant_rules import attention_core, weight_input
 
 # What gets Q/DQ: the integer kernels (Conv, MatMul, Gemm) and the operators that keep a tensor in uint8 between
@@ -133,12 +133,7 @@ def batchnorm_as_depthwise(model: onnx.ModelProto, keep: dict[str, str]) -> tupl
         count += 1
     if not count:
         return model, 0
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    del result.graph.node[:]
-    result.graph.node.extend(nodes)
-    result.graph.initializer.extend(added)
-    return result, count
+    return rebuild(model, nodes, [*model.graph.initializer, *added]), count
 
 
 def gelu_as_lookups(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
@@ -174,12 +169,7 @@ def gelu_as_lookups(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         count += 1
     if not count:
         return model, 0
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    del result.graph.node[:]
-    result.graph.node.extend(nodes)
-    result.graph.initializer.extend(added)
-    return result, count
+    return rebuild(model, nodes, [*model.graph.initializer, *added]), count
 
 
 def excluded_nodes(index: GraphIndex, keep: dict[str, str]) -> dict[str, str]:
