@@ -191,11 +191,12 @@ def excluded_nodes(index: GraphIndex, keep: dict[str, str]) -> dict[str, str]:
 
 
 def _image_stem(index: GraphIndex, node) -> bool:
-    """A Conv reading a graph input of at most 4 channels (leaving it float also spares quantizing the image)."""
-    if node.op_type != "Conv" or not node.input or node.input[0] not in index.graph_inputs:
+    """A dense Conv over at most 4 input channels: the stem over the image's colours, whether it reads the graph's
+    input or the in-graph normalisation's output (leaving it float also spares quantizing the image)."""
+    if node.op_type != "Conv" or len(node.input) < 2 or any(a.name == "group" and a.i != 1 for a in node.attribute):
         return False
-    shape = index.shapes.get(node.input[1]) if len(node.input) > 1 else None
-    return bool(shape) and len(shape) == 4 and shape[1] <= 4
+    shape = index.shapes.get(node.input[1])
+    return bool(shape) and len(shape) == 4 and shape[1] is not None and shape[1] <= 4
 
 
 def quantized_layers(model: onnx.ModelProto) -> list[str]:

@@ -145,3 +145,20 @@ def test_cgrseg_t_fuses_on_onnxruntime(tmp_path):
     assert types["input"] == TensorProto.FLOAT
     feed = seeded_feeds(model, 1)[0]
     assert cosine(run(model, feed), run(quantized, feed)) > 0.98
+
+
+def test_the_stem_stays_float_behind_in_graph_normalisation_and_depthwise_convs_do_not():
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Sub", ["x", "mean"], ["centred"], name="normalise/Sub"),
+             helper.make_node("Conv", ["centred", "w0"], ["c0"], pads=[1, 1, 1, 1], name="stem"),
+             helper.make_node("Conv", ["c0", "w1"], ["c1"], pads=[1, 1, 1, 1], group=8, name="depthwise"),
+             helper.make_node("Conv", ["c1", "w2"], ["y"], name="pointwise")]
+    inits = [const("mean", np.full((1, 3, 1, 1), 0.5, np.float32)),
+             const("w0", rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3),
+             const("w1", rng.standard_normal((8, 1, 3, 3)).astype(np.float32) * 0.3),  # 1 channel per group
+             const("w2", rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3)]
+    model = tiny_model(nodes, [tensor("x", [1, 3, 16, 16])], [tensor("y", [1, 8, 16, 16])], inits)
+    feeds = [{"x": np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)} for i in range(3)]
+    _, report = quantize_cpu(model, asymmetric(ranges(model, feeds)))
+    assert sorted(report.details["quantized"]) == ["depthwise", "pointwise"]
+    assert any(d["node"] == "stem" and "stem" in d["reason"] for d in report.details["not_quantized"])
