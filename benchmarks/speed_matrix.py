@@ -24,6 +24,7 @@ sys.path.insert(0, ROOT)
 
 import record  # noqa: E402
 from segdeploy.console import print_table  # noqa: E402
+from segdeploy.errors import SegdeployError  # noqa: E402
 from segdeploy.evaluation.bench import e2e, reports  # noqa: E402
 from segdeploy.evaluation.bench.protocol import Protocol  # noqa: E402
 from segdeploy.evaluation.bench.request import BenchRequest  # noqa: E402
@@ -121,7 +122,11 @@ def main(argv=None) -> int:
     runners = {"profile": run_profiles, "e2e": run_e2e, "streams": run_streams}
     for part in parts:
         run = record.start(f"speed_{part}", args, out_dir=args.out or record.RESULTS, argv=[__file__, *argv])
-        payload, markdown = runners[part](args, models, backends)
+        try:
+            payload, markdown = runners[part](args, models, backends)
+        except SegdeployError as exc:  # an unknown model, a missing or refused artifact: one line, nothing written
+            print(f"speed_matrix.py: {exc}", file=sys.stderr)
+            return 2
         if args.out:
             for path in run.write(payload, markdown):
                 print(f"wrote {path}")

@@ -114,3 +114,13 @@ def test_the_readme_sentence_on_make_test_comes_from_the_latest_run(tmp_path, mo
     assert f"`make test` took 15m31s from a fresh clone on {run.header['host']}" in text
     assert "pytest 14m31s for 1,180 tests, 3 skipped, then 52 CTest cases" in text
     assert os.path.basename(run.stem) in text and tables.render(text) == text
+
+
+def test_speed_matrix_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path):
+    for flag, value in (("--artifacts", str(tmp_path / "missing.onnx")), ("--models", "no_such_model")):
+        done = subprocess.run([sys.executable, str(BENCHMARKS / "speed_matrix.py"), "--parts", "profile", flag, value,
+                               "--backends", "onnxruntime", "--out", str(tmp_path / "out")],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].startswith("speed_matrix.py: ")
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
