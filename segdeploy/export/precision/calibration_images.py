@@ -60,12 +60,16 @@ def _images_under(folder: str, recursive: bool = True) -> list[str]:
     return sorted(found)
 
 
+def evenly_spaced(paths: list[str], count: int) -> list[str]:
+    """``count`` of ``paths`` (all when there are fewer), evenly spaced: a fixed choice that spans them."""
+    return [paths[(i * len(paths)) // count] for i in range(count)] if count < len(paths) else list(paths)
+
+
 def select_images(folder: str | os.PathLike, count: int = DEFAULT_COUNT) -> CalibrationImages:
     if count < 1:
         raise InputError(f"--calib-count must be at least 1, not {count}")
     files, what = image_files(folder)
-    if count < len(files):  # evenly spaced: a fixed choice that spans the folder
-        files = [files[(i * len(files)) // count] for i in range(count)]
+    files = evenly_spaced(files, count)
     return CalibrationImages(os.path.abspath(os.fspath(folder)), what, tuple(files),
                              tuple(file_digest(f) for f in files))
 
