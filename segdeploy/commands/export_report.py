@@ -48,6 +48,8 @@ def precision_line(p) -> str:
     quant = details.get("quantization", {})
     if quant.get("quantized") is not None:
         text += f"; {len(quant['quantized'])} layers in int8, {len(quant.get('not_quantized', []))} left in float"
+    for module in details.get("float_modules", []):
+        text += f"; {module['module']} in float ({module['nodes']} nodes)"
     islands = (details.get("float16") or quant.get("float16") or {})
     if islands.get("float32_nodes") is not None:
         text += f"; {islands['float32_nodes']} nodes kept in float32"

@@ -161,7 +161,8 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
         graph_input = GraphInput(graph.input_name, graph.input_dtype, (batch, height, width), tuple(spec.mean),
                                  tuple(spec.std), spec.channel_order)
         converted = apply_precision(model_proto, precision, graph_input, graph_sha256=graph_sha256(model_proto),
-                                    evaluator=evaluator, threads=threads, progress=say, images=calibration_images)
+                                    evaluator=evaluator, threads=threads, progress=say, images=calibration_images,
+                                    float_modules=spec.int8_float_modules)
         model_proto = converted.model
         reports = reports + converted.reports
     validation = {"skipped": True, "reason": unverified}

@@ -22,7 +22,7 @@ from segdeploy.models.base import Segmentor
 from segdeploy.models.carafe import carafe, carafe_subpixels
 from segdeploy.models.efficientformer_v2 import efficientformer_v2
 from segdeploy.models.layers import ConvModule
-from segdeploy.models.registry import ModelSpec, register
+from segdeploy.models.registry import FloatModule, ModelSpec, register
 
 # ---------------------------------------------------------------------------------------------------------------
 # FreqFusion and its sampler
@@ -338,6 +338,10 @@ def _spec(name: str, variant: str) -> ModelSpec:
                       "dilated unfold as shifted slices of a zero-padded map",
                       "grid_sample as a gather-based bilinear sampler while exporting",
                       "EfficientFormerV2 stride-2 kernel-1 AvgPool as a strided slice"),
+        int8_float_modules=(FloatModule(
+            "decode_head.freqfusions", ("cpu",),
+            "FreqFusion moves data (CARAFE's patch gathers, transposes and per-pixel products, the sampler's "
+            "gathers): ONNX Runtime's uint8 Mul, Add, Gather and Transpose there ran slower than its float32 ones"),),
         size_multiple=OffSeg.size_multiple, output_stride=4,
         # decode_head.conv_seg is inherited and unused; the class count lives in the offset-learning head (the
         # LayerNorm over classes is the last class-sized layer; cls_repr is (1, K, 256))

@@ -31,6 +31,14 @@ class PaperFigures:
 
 
 @dataclass(frozen=True)
+class FloatModule:
+    """A module an INT8 flavour leaves in float, and why (what was measured or what breaks)."""
+    module: str  # dotted module path, e.g. "decode_head.freqfusions" (its children included)
+    flavours: tuple[str, ...]  # the INT8 flavours it applies to (segdeploy.flavours names)
+    reason: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     family: str
@@ -49,6 +57,8 @@ class ModelSpec:
     notes: str = ""
     # Export hazards the family's code handles whatever the options; recorded so the artifact says how.
     export_notes: tuple[str, ...] = ()
+    # Modules INT8 leaves in float for this family, per flavour (found by profiling the family's graphs).
+    int8_float_modules: tuple[FloatModule, ...] = ()
     # Maps a foreign checkpoint layout (e.g. mmseg 1.x) onto this implementation's keys; identity by default.
     checkpoint_filter: Callable[[dict], dict] | None = field(default=None, repr=False, compare=False)
     # Options accepted by the builder, with their defaults, so the CLI can show and pass them.

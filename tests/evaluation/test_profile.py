@@ -197,3 +197,13 @@ def test_every_layer_of_a_real_export_lands_in_a_module_of_the_model(segnext, ba
     torch_flops = 2e9 * measure("segnext_t", *CI_SIZE)["gmacs"]
     assert report["flops"]["unresolved"] == 0
     assert report["flops"]["total"] == pytest.approx(torch_flops, rel=0.01)
+
+
+def test_in_module_takes_a_module_and_its_children_only():
+    from segdeploy.export.module_paths import in_module
+
+    assert in_module("/model/decode_head/freqfusions.2/content_encoder/Conv", "decode_head.freqfusions")
+    assert in_module("/model/decode_head/freqfusions.2/Mul_61", "decode_head.freqfusions.2")
+    assert not in_module("/model/decode_head/freqfusions_extra/Mul", "decode_head.freqfusions")
+    assert not in_module("/model/decode_head/align/Conv", "decode_head.freqfusions")
+    assert not in_module("ReorderInput_token_12", "decode_head")

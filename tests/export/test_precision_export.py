@@ -151,3 +151,29 @@ def test_cli_refusals_are_one_line(tmp_path, capsys, calib_dir):
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(answer_lines(err)) == 1, (extra, err)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_family_float_modules_stay_float_in_their_flavour_only(tmp_path, calib_dir):
+    """offseg_t's FreqFusion stays float32 in the cpu flavour (its uint8 data movement ran slower than float on ONNX
+    Runtime): none of its layers is quantized, the manifest names the module once with why, and no other flavour
+    takes the entry."""
+    from segdeploy import models
+    from segdeploy.export.module_paths import in_module
+    from segdeploy.export.passes.qdq_cpu import quantized_layers
+    from segdeploy.export.precision import family_float_nodes
+
+    options = PrecisionOptions("int8", "cpu", calib=str(calib_dir), calib_count=2)
+    result = export_onnx("offseg_t", tmp_path / "offseg.onnx", height=64, width=64, precision=options, threads=2)
+    model = onnx.load(result.path)
+    details = result.manifest.precision.details
+    inside = [n.name for n in model.graph.node if in_module(n.name, "decode_head.freqfusions")]
+    assert inside and not any(in_module(n, "decode_head.freqfusions") for n in quantized_layers(model))
+    assert not any(n.op_type.startswith(("Quantize", "Dequantize")) for n in model.graph.node
+                   if in_module(n.name, "decode_head.freqfusions"))
+    assert any(in_module(n, "backbone") for n in quantized_layers(model))  # the rest is still INT8
+    (module,) = details["float_modules"]
+    assert module["module"] == "decode_head.freqfusions" and module["nodes"] > 100 and "slower" in module["reason"]
+    assert not any(in_module(e["node"], "decode_head.freqfusions") for e in details["quantization"]["not_quantized"])
+    spec = models.get_spec("offseg_t")
+    assert family_float_nodes(model, spec.int8_float_modules, "openvino") == {}
+    assert family_float_nodes(model, models.get_spec("cgrseg_t").int8_float_modules, "cpu") == {}

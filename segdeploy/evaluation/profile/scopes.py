@@ -16,28 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from segdeploy.export.module_paths import module_path
 from segdeploy.runtimes.base import LayerTime
 
 Scope = tuple[str, ...]
-WRAPPER = "model"  # DeployGraph's segmentor attribute: the root of every segdeploy artifact's model scopes
 NEIGHBOUR_HOPS = 8
 
 
 def scope_of(node_name: str) -> Scope | None:
     """The module scope a node name records, None for a name without one (``ReorderInput_token_12``)."""
-    if not node_name.startswith("/"):
-        return None
-    levels = [level for level in node_name.split("/")[1:-1] if level]
-    out, previous = [], None
-    for level in levels:
-        if previous is not None and level.startswith(previous + "."):
-            out.append(level[len(previous) + 1:])  # the exporter writes a child as "<parent level>.<name>"
-        else:
-            out.append(level)
-        previous = level
-    if out and out[0] == WRAPPER:
-        out = out[1:]
-    return tuple(out)
+    return module_path(node_name)
 
 
 def scope_text(scope: Scope) -> str:

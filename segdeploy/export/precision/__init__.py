@@ -28,6 +28,7 @@ import numpy as np
 from segdeploy import flavours, preprocess
 from segdeploy.artifact import manifest as mf
 from segdeploy.errors import InputError, ToleranceError
+from segdeploy.export.module_paths import in_module
 from segdeploy.export.passes import PassReport
 from segdeploy.export.precision.calibrate import (
     DEFAULT_METHOD,
@@ -173,8 +174,10 @@ def prepare(options: PrecisionOptions, *, opset: int, evaluator: Evaluator | Non
 
 def apply_precision(model_proto, options: PrecisionOptions, graph_input: GraphInput, *, graph_sha256: str,
                     evaluator: Evaluator | None = None, threads: int | None = None,
-                    progress: Progress | None = None, images: CalibrationImages | None = None) -> PrecisionResult:
-    """Convert ``model_proto`` (FP32, simplified) to ``options``' precision; ``images``: from :func:`prepare`."""
+                    progress: Progress | None = None, images: CalibrationImages | None = None,
+                    float_modules=()) -> PrecisionResult:
+    """Convert ``model_proto`` (FP32, simplified) to ``options``' precision; ``images``: from :func:`prepare`;
+    ``float_modules``: the family's modules INT8 leaves in float (``ModelSpec.int8_float_modules``)."""
     options = options.checked()
     say = progress or (lambda *a, **k: None)
     if options.mode == "fp32":
@@ -191,12 +194,16 @@ def apply_precision(model_proto, options: PrecisionOptions, graph_input: GraphIn
         result, report = float16(model_proto, ranges=table.all_minmax(), io_dtype=options.io_dtype)
         details["float16"] = report.details
     else:
-        build = _int8_builder(model_proto, table, options)
+        build = _int8_builder(model_proto, table, options, float_modules)
         result, report = build({})
         details["calibration"] = {"method": options.calib_method, **images.provenance(),
                                   **({"percentile": options.percentile} if options.calib_method == "percentile"
                                      else {})}
         details["quantization"] = report.details
+        modules = [{"module": m.module, "nodes": sum(in_module(n.name, m.module) for n in model_proto.graph.node),
+                    "reason": m.reason} for m in float_modules if options.target in m.flavours]
+        if modules:
+            details["float_modules"] = modules
     reports = [report]
     if evaluator is not None:
         say(f"measuring {evaluator.metric} of the FP32 and {options.mode} graphs on the held-out images")
@@ -250,8 +257,16 @@ def _statistics(model_proto, options: PrecisionOptions, images: CalibrationImage
                    "images_sha256": images.sha256}
 
 
-def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions):
-    """The flavour's pass, as a function of the nodes to keep in float (the mixed-precision search varies them)."""
+def family_float_nodes(model_proto, float_modules, target: str) -> dict[str, str]:
+    """node name -> why, for the nodes of the family's float modules that apply to the INT8 flavour ``target``."""
+    wanted = [m for m in float_modules if target in m.flavours]
+    return {node.name: f"in {m.module}" for node in model_proto.graph.node
+            for m in wanted if in_module(node.name, m.module)}
+
+
+def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions, float_modules=()):
+    """The flavour's pass, as a function of the nodes to keep in float (the mixed-precision search varies them,
+    on top of the family's float modules)."""
     flavour = flavours.get(options.target)
     module, name = flavour.pass_function.split(":")
     quantize = getattr(importlib.import_module(f"segdeploy.export.passes.{module}"), name)
@@ -263,7 +278,16 @@ def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions):
     # a float16 flavour casts its float parts with the ranges of every tensor, and may take float16 I/O
     extra = {"fp16_ranges": table.all_minmax(), "io_dtype": options.io_dtype} \
         if flavour.float_kind == "float16" else {}
-    return lambda keep: quantize(model_proto, ranges, keep=keep, **extra)
+    fixed = family_float_nodes(model_proto, float_modules, options.target)
+
+    def build(keep):
+        result, report = quantize(model_proto, ranges, keep={**fixed, **keep}, **extra)
+        # the manifest names the family's float modules once (details["float_modules"]), not node by node
+        if fixed and "not_quantized" in report.details:
+            report.details["not_quantized"] = [e for e in report.details["not_quantized"] if e["node"] not in fixed]
+        return result, report
+
+    return build
 
 
 def _mixed_precision(model_proto, build, report, reference: float, score: float, images: CalibrationImages,
