@@ -40,11 +40,11 @@ def test_each_precision_keeps_the_trained_accuracy(trained_exports, name):
         assert abs(accuracy["drop"]) <= FP16_MIOU_DROP, accuracy
         assert "calibration images" in m.precision.details["ranges"]["source"]
     assert m.validation["passed"] and m.validation["precision"] == mode
-    # verified against PyTorch on one seeded input, 4 calibration images and the 12 held-out ones
-    assert m.validation["cases"] == 1 + 4 + 12
+    # verified against PyTorch on one seeded input, the 8 calibration images and the 12 held-out ones
+    assert m.validation["cases"] == 1 + 8 + 12
     if mode == "int8":
         criteria = [c["criterion"] for c in m.validation["checks"]]
-        assert "label agreement over the 16 real images" in criteria, criteria
+        assert "label agreement over the 20 real images" in criteria, criteria
 
 
 @pytest.mark.parametrize("name", ["int8-cpu", "int8-openvino"])
@@ -80,7 +80,7 @@ def test_export_refuses_an_overlap_of_calibration_and_evaluation(trained_fixture
 
 
 def test_int8_verification_without_a_held_out_set_says_how_to_widen_it(trained_fixture, tmp_path):
-    """Without --eval-data an INT8 graph is judged on four calibration images; when that fails, the line says how
+    """Without --eval-data an INT8 graph is judged on eight calibration images; when that fails, the line says how
     to judge it on more (the held-out images join them, as the test above counts)."""
     from segdeploy.errors import ToleranceError
     from segdeploy.export.onnx import export_onnx
@@ -91,7 +91,7 @@ def test_int8_verification_without_a_held_out_set_says_how_to_widen_it(trained_f
         passed = False
 
         def failure_line(self):
-            return "logits: label agreement over the 4 real images 91.00%, needs >= 95.0%"
+            return "logits: label agreement over the 8 real images 91.00%, needs >= 95.0%"
 
         def summary(self):
             return {"passed": False}
@@ -100,11 +100,12 @@ def test_int8_verification_without_a_held_out_set_says_how_to_widen_it(trained_f
         seen.update(options)
         return Failing()
 
-    options = PrecisionOptions("int8", "cpu", calib=trained_fixture.dataset_dir, calib_count=8)
-    with pytest.raises(ToleranceError, match=r"small sample: add --eval-data DIR") as failure:
+    options = PrecisionOptions("int8", "cpu", calib=trained_fixture.dataset_dir, calib_count=10)
+    with pytest.raises(ToleranceError, match=r"8 calibration images are a small sample: add --eval-data DIR") \
+            as failure:
         export_onnx(trained_fixture.model, tmp_path / "x.onnx", checkpoint=trained_fixture.checkpoint, height=128,
                     width=128, precision=options, verify=verify, threads=2)
-    assert len(seen["images"]) == 4 and "\n" not in str(failure.value)
+    assert len(seen["images"]) == 8 and "\n" not in str(failure.value)
     assert not os.listdir(tmp_path)
 
 
