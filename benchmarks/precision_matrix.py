@@ -265,6 +265,10 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    unknown = [name for name in args.fixtures.split(",") if name not in FIXTURES]
+    if unknown:  # refused before any work: one line, nothing written
+        print(f"precision_matrix.py: unknown fixture {unknown[0]!r}; known: {', '.join(FIXTURES)}", file=sys.stderr)
+        return 2
     run = record.start("precision_matrix", args, out_dir=args.out, argv=None if argv is None else [__file__, *argv])
     args.backends = [b for b in args.backends.split(",") if backend_status(b).available]
     machine = machine_info()

@@ -148,6 +148,10 @@ def resumed_rows(path: str) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     models = list_models() if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:  # refused before any work: one line, nothing written
+        print(f"run_cpu_matrix.py: unknown model {unknown[0]!r}; known: {', '.join(list_models())}", file=sys.stderr)
+        return 2
     backends = []
     for name in (b.strip() for b in args.backends.split(",") if b.strip()):
         status = backend_status(name)

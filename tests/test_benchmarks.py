@@ -124,3 +124,15 @@ def test_speed_matrix_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path)
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].startswith("speed_matrix.py: ")
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("script, flag, name", [("precision_matrix.py", "--fixtures", "no_such_fixture"),
+                                                ("run_cpu_matrix.py", "--models", "no_such_model")])
+def test_matrix_scripts_refuse_unknown_names_in_one_line_and_write_nothing(tmp_path, script, flag, name):
+    out = "--out" if script == "precision_matrix.py" else "--out-dir"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), flag, name, out, str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"{script}: unknown ") and name in done.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
