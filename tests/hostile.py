@@ -232,6 +232,8 @@ MALFORMED_MANIFESTS = {
     "class names not strings": None,
     "palette out of range": None,
     "lone surrogate": b'{"a": "\\ud800"}',
+    "precision details mistyped": None,  # what export's precision line reads back: a module entry, a layer count
+    "accuracy without its score": None,
 }
 
 
@@ -249,6 +251,11 @@ def malformed_manifest(name: str, document: dict) -> bytes:
         d["model"]["class_names"] = list(range(len(d["model"]["class_names"])))
     elif name == "palette out of range":
         d["model"]["palette"][0] = [256, -1, 0]
+    elif name == "precision details mistyped":
+        d["precision"]["details"] = {"float_modules": [1], "quantization": {"quantized": 5}}
+    elif name == "accuracy without its score":
+        d["precision"]["mode"] = "fp16"
+        d["precision"]["details"] = {"accuracy": {"metric": "mIoU", "fp32": 70.0, "drop": 0.1, "images": 4}}
     return json.dumps(d).encode()
 
 

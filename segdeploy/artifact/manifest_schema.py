@@ -85,6 +85,9 @@ def _check_consistency(data: dict, source: str) -> None:
         raise ArtifactError(f"{source}: an int8 manifest names its flavour ({', '.join(INT8_FLAVOURS)})")
     if precision["mode"] != "int8" and precision.get("flavour") is not None:
         raise ArtifactError(f"{source}: only int8 has a flavour, not {precision['mode']}")
+    accuracy = precision.get("details", {}).get("accuracy")
+    if accuracy is not None and not isinstance(accuracy.get(precision["mode"]), (int, float)):
+        raise ArtifactError(f"{source}: its precision's accuracy has no {precision['mode']} score")
     for tensor in (*data["inputs"], *data["outputs"]):
         rank = len(tensor["shape"])
         for ax in tensor.get("dynamic_axes", []):
