@@ -174,11 +174,14 @@ def export_onnx(model_name: str, output: str | os.PathLike | None = None, *, che
         validation = report.summary()
         if not report.passed:
             what = "graph" if precision.mode == "fp32" else f"{label.replace('_', ' ')} graph"
-            # the recipe weights' logits sit near ties, so a lossy graph flips labels that trained weights keep
-            hint = "; the recipe weights' near-tied logits are no fair test of a lossy graph: give a trained " \
-                   "--checkpoint" if precision.mode != "fp32" and checkpoint is None else \
-                f"; {len(converted.verification_images)} calibration images are a small sample: add --eval-data " \
-                "DIR (a held-out set, its images join them)" if precision.mode == "int8" and evaluator is None else ""
+            hint = ""
+            if precision.mode != "fp32" and checkpoint is None:
+                # the recipe weights' logits sit near ties, so a lossy graph flips labels that trained weights keep
+                hint = "; the recipe weights' near-tied logits are no fair test of a lossy graph: give a trained " \
+                       "--checkpoint"
+            elif precision.mode == "int8" and evaluator is None:
+                hint = f"; {len(converted.verification_images)} calibration images are a small sample: add " \
+                       "--eval-data DIR (a held-out set, its images join them)"
             raise ToleranceError(f"{model_name}: the exported {what} does not match PyTorch within the {precision.mode}"
                                  f" tolerance ({report.failure_line()}); nothing was written{hint}")
     manifest = describe(graph, model_proto, batch=batch, height=height, width=width, dynamic=dynamic, opset=opset,

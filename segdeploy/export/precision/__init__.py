@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import time
 import types
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -194,14 +195,16 @@ def apply_precision(model_proto, options: PrecisionOptions, graph_input: GraphIn
         result, report = float16(model_proto, ranges=table.all_minmax(), io_dtype=options.io_dtype)
         details["float16"] = report.details
     else:
-        build = _int8_builder(model_proto, table, options, float_modules)
+        fixed = family_float_nodes(model_proto, float_modules, options.target)
+        build = _int8_builder(model_proto, table, options, fixed)
         result, report = build({})
         details["calibration"] = {"method": options.calib_method, **images.provenance(),
                                   **({"percentile": options.percentile} if options.calib_method == "percentile"
                                      else {})}
         details["quantization"] = report.details
-        modules = [{"module": m.module, "nodes": sum(in_module(n.name, m.module) for n in model_proto.graph.node),
-                    "reason": m.reason} for m in float_modules if options.target in m.flavours]
+        counts = Counter(fixed.values())
+        modules = [{"module": m.module, "nodes": counts[m.module], "reason": m.reason}
+                   for m in float_modules if options.target in m.flavours]
         if modules:
             details["float_modules"] = modules
     reports = [report]
@@ -258,15 +261,15 @@ def _statistics(model_proto, options: PrecisionOptions, images: CalibrationImage
 
 
 def family_float_nodes(model_proto, float_modules, target: str) -> dict[str, str]:
-    """node name -> why, for the nodes of the family's float modules that apply to the INT8 flavour ``target``."""
+    """node name -> its module, for the nodes of the family's float modules that apply to the INT8 flavour
+    ``target``."""
     wanted = [m for m in float_modules if target in m.flavours]
-    return {node.name: f"in {m.module}" for node in model_proto.graph.node
-            for m in wanted if in_module(node.name, m.module)}
+    return {node.name: m.module for node in model_proto.graph.node for m in wanted if in_module(node.name, m.module)}
 
 
-def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions, float_modules=()):
+def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions, fixed: dict[str, str] | None = None):
     """The flavour's pass, as a function of the nodes to keep in float (the mixed-precision search varies them,
-    on top of the family's float modules)."""
+    on top of ``fixed``, the family's float modules' nodes from :func:`family_float_nodes`)."""
     flavour = flavours.get(options.target)
     module, name = flavour.pass_function.split(":")
     quantize = getattr(importlib.import_module(f"segdeploy.export.passes.{module}"), name)
@@ -278,7 +281,7 @@ def _int8_builder(model_proto, table: RangeTable, options: PrecisionOptions, flo
     # a float16 flavour casts its float parts with the ranges of every tensor, and may take float16 I/O
     extra = {"fp16_ranges": table.all_minmax(), "io_dtype": options.io_dtype} \
         if flavour.float_kind == "float16" else {}
-    fixed = family_float_nodes(model_proto, float_modules, options.target)
+    fixed = {node: f"in {module}" for node, module in (fixed or {}).items()}
 
     def build(keep):
         result, report = quantize(model_proto, ranges, keep={**fixed, **keep}, **extra)
