@@ -137,12 +137,21 @@ def write_all(report: dict, run: record.Run, final: bool) -> list[str]:
 
 
 def resumed_rows(path: str) -> list[dict]:
-    """The finished rows of an earlier run's file (this script's, or a bench report), each marked with it."""
-    with open(path) as f:
-        data = json.load(f)
-    report = data.get("results") if isinstance(data.get("results"), dict) else data
+    """The finished rows of an earlier run's file (this script's, or a bench report), each marked with it; ValueError
+    with one line when the file is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume {path}: not a readable JSON results file ({exc})") from None
+    report = data.get("results") if isinstance(data, dict) and isinstance(data.get("results"), dict) else data
+    rows = report.get("results") if isinstance(report, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) and isinstance(row.get("model"), str)
+                                             and isinstance(row.get("backend"), str) for row in rows):
+        raise ValueError(f"--resume {path}: not a CPU-matrix or bench results file (no list of rows, each naming "
+                         "its model and backend)")
     name = os.path.basename(path)
-    return [dict(row, resumed_from=row.get("resumed_from", name)) for row in report["results"]]
+    return [dict(row, resumed_from=row.get("resumed_from", name)) for row in rows]
 
 
 def main(argv=None) -> int:
@@ -159,11 +168,16 @@ def main(argv=None) -> int:
             backends.append(name)
         else:
             print(f"skipping {name}: {status.reason}")
+    try:  # refused before any work: one line, nothing written
+        resumed = resumed_rows(args.resume) if args.resume else []
+    except ValueError as exc:
+        print(f"run_cpu_matrix.py: {exc}", file=sys.stderr)
+        return 2
     run = record.start("cpu_matrix", args, out_dir=args.out_dir,
                        argv=None if argv is None else [__file__, *argv])
     report = {"schema": SCHEMA, "machine": machine_info(), "results": []}
     if args.resume:
-        report["results"] = resumed_rows(args.resume)
+        report["results"] = resumed
         print(f"resuming {args.resume} ({len(report['results'])} rows)")
     for model in models:
         for backend in backends:

@@ -136,3 +136,17 @@ def test_matrix_scripts_refuse_unknown_names_in_one_line_and_write_nothing(tmp_p
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"{script}: unknown ") and name in done.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("content", [b'{"results": 5}', b"not json", b"[1]", b'{"results": [{"model": 3}]}', None])
+def test_cpu_matrix_refuses_a_bad_resume_file_in_one_line_and_writes_nothing(tmp_path, content):
+    resume = tmp_path / "earlier.json"
+    if content is not None:  # None: the file is missing
+        resume.write_bytes(content)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "run_cpu_matrix.py"), "--models", "cgrseg_t", "--resume",
+                           str(resume), "--out-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"run_cpu_matrix.py: --resume {resume}: not a ")
+    assert not (tmp_path / "out").exists()
