@@ -9,8 +9,10 @@ sampler's dilated unfold becomes shifted slices of a zero-padded map, channel su
 and every coordinate or index is computed from tensors (CumSum of ones), so graphs keep dynamic batch/H/W. While
 exporting, the sampler gathers its bilinear corners straight from CARAFE's sub-pixel layout instead of calling
 ``grid_sample`` on the interleaved map (same values; ONNX Runtime's GridSample was the slowest node of the head);
-eager mode keeps ``grid_sample``. Softmaxes run over the last axis. Inputs must have H and W divisible by 32; the
-decode head's logits are at stride 4.
+eager mode keeps ``grid_sample``; the offset-learning head runs channels-first (no transposes of its pixel-sized
+tensors, ``OffsetLearning.forward_channels_first``), eager mode keeps the original's form. Softmax operators run
+over the last axis; the one over the classes is written out. Inputs must have H and W divisible by 32; the decode
+head's logits are at stride 4.
 """
 from __future__ import annotations
 
@@ -238,6 +240,26 @@ class FreqFusion(nn.Module):
 # Offset learning and the decode head
 
 
+class ClassSoftmax(nn.Module):
+    """Softmax over axis 1 of (B, K, M) scores, written out (max, exp, sum, divide): ONNX Runtime runs a Softmax over a
+    non-last axis through two transposes. Parameter-free: a module so that its nodes carry a name the INT8 flavours
+    keep in float (``int8_float_modules``)."""
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        weights = (scores - scores.amax(dim=1, keepdim=True)).exp()
+        return weights / weights.sum(dim=1, keepdim=True)
+
+
+class ClassLayerNorm(nn.Module):
+    """``nn.LayerNorm`` over the classes, axis 1 of (B, K, M) logits, with the head's ``mask_norm`` weights (passed in,
+    so that checkpoints keep their keys). Parameter-free, and a module for the same reason as :class:`ClassSoftmax`."""
+
+    def forward(self, logits: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        centred = logits - logits.mean(dim=1, keepdim=True)
+        scaled = centred / ((centred * centred).mean(dim=1, keepdim=True) + norm.eps).sqrt()
+        return scaled * norm.weight.view(1, -1, 1) + norm.bias.view(1, -1, 1)
+
+
 class OffsetLearning(nn.Module):
     """Learned class tokens and pixel features shift each other by attention, then score each pixel per class.
 
@@ -245,14 +267,22 @@ class OffsetLearning(nn.Module):
     branch over the classes; logits are the LayerNorm (over classes) of the shifted pixel-class scores.
     """
 
+    # How the head is computed: the original's pixel rows (False) or channels-first (True, see
+    # forward_channels_first). None picks channels-first while exporting and the original's form in eager mode; both
+    # give the same values up to float rounding.
+    channels_first: bool | None = None
+
     def __init__(self, channels: int = 256, num_classes: int = 150):
         super().__init__()
         self.cls_repr = nn.Parameter(torch.zeros(1, num_classes, channels))
         self.mask_norm = nn.LayerNorm(num_classes)
         self.cls_offset_proj = nn.Linear(channels, channels, bias=False)
         self.feat_offset_proj = nn.Linear(channels, channels, bias=False)
+        self.class_softmax, self.class_norm = ClassSoftmax(), ClassLayerNorm()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _exporting() if self.channels_first is None else self.channels_first:
+            return self.forward_channels_first(x)
         feats = x.flatten(2).transpose(1, 2)  # B, M, D (token = y*w + x)
         classes = self.cls_repr  # 1, K, D, broadcast over the batch
         scores = feats @ classes.transpose(1, 2)  # B, M, K
@@ -261,6 +291,26 @@ class OffsetLearning(nn.Module):
         feats = feats + self.feat_offset_proj(scores.softmax(dim=-1) @ self.cls_repr)
         logits = self.mask_norm(feats @ classes.transpose(1, 2))  # B, M, K
         return logits.transpose(1, 2).reshape(x.shape[0], -1, x.shape[2], x.shape[3])
+
+    def forward_channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with every pixel-sized tensor channels-first, for export.
+
+        The original's form transposes the (B, D, H, W) map to pixel rows and its (B, H*W, K) logits back: at
+        512x512 those transposes of the head's largest tensors were nearly half of this module's time on OpenVINO.
+        Here the two products with the class tokens are 1x1 convolutions of the map (the pixel branch's projection
+        folded into its weights, which the exporter folds to a constant), so they stay weight layers that the INT8
+        flavours quantize; the softmax over the classes and the LayerNorm run over axis 1, and the one remaining
+        transpose feeds a MatMul, which both runtimes fold into it.
+        """
+        tokens = self.cls_repr  # 1, K, D
+        num_classes, channels = tokens.shape[1:]
+        scores = F.conv2d(x, tokens.reshape(num_classes, channels, 1, 1))  # B, K, H, W
+        flat = x.flatten(2)  # B, D, M
+        classes = tokens + self.cls_offset_proj(scores.flatten(2).softmax(dim=-1) @ flat.transpose(1, 2))  # B, K, D
+        shift = (self.feat_offset_proj.weight @ tokens[0].t()).reshape(channels, num_classes, 1, 1)
+        feats = x + F.conv2d(self.class_softmax(scores), shift)  # B, D, H, W
+        logits = self.class_norm(classes @ feats.flatten(2), self.mask_norm)  # B, K, M
+        return logits.reshape(x.shape[0], -1, x.shape[2], x.shape[3])
 
 
 def interleave_channels(a: torch.Tensor, b: torch.Tensor, chunks: int = 4) -> torch.Tensor:
@@ -341,7 +391,11 @@ def _spec(name: str, variant: str) -> ModelSpec:
         int8_float_modules=(FloatModule(
             "decode_head.freqfusions", ("cpu",),
             "FreqFusion moves data (CARAFE's patch gathers, transposes and per-pixel products, the sampler's "
-            "gathers): ONNX Runtime's uint8 Mul, Add, Gather and Transpose there ran slower than its float32 ones"),),
+            "gathers): ONNX Runtime's uint8 Mul, Add, Gather and Transpose there ran slower than its float32 ones"),
+            *(FloatModule(f"decode_head.offset_learning.{module}", ("cpu",),
+                          f"the {what} over the classes, written out channels-first for export: its squares, sums and "
+                          "division lose the logits' precision in uint8") for module, what in
+              (("class_softmax", "softmax"), ("class_norm", "LayerNorm")))),
         size_multiple=OffSeg.size_multiple, output_stride=4,
         # decode_head.conv_seg is inherited and unused; the class count lives in the offset-learning head (the
         # LayerNorm over classes is the last class-sized layer; cls_repr is (1, K, 256))

@@ -155,8 +155,8 @@ def test_cli_refusals_are_one_line(tmp_path, capsys, calib_dir):
 
 def test_family_float_modules_stay_float_in_their_flavour_only(tmp_path, calib_dir):
     """offseg_t's FreqFusion stays float32 in the cpu flavour (its uint8 data movement ran slower than float on ONNX
-    Runtime): none of its layers is quantized, the manifest names the module once with why, and no other flavour
-    takes the entry."""
+    Runtime), and so do its head's written-out class softmax and LayerNorm: none of their layers is quantized, the
+    manifest names each module once with why, and no other flavour takes the entries."""
     from segdeploy import models
     from segdeploy.export.module_paths import in_module
     from segdeploy.export.passes.qdq_cpu import quantized_layers
@@ -171,8 +171,14 @@ def test_family_float_modules_stay_float_in_their_flavour_only(tmp_path, calib_d
     assert not any(n.op_type.startswith(("Quantize", "Dequantize")) for n in model.graph.node
                    if in_module(n.name, "decode_head.freqfusions"))
     assert any(in_module(n, "backbone") for n in quantized_layers(model))  # the rest is still INT8
-    (module,) = details["float_modules"]
-    assert module["module"] == "decode_head.freqfusions" and module["nodes"] > 100 and "slower" in module["reason"]
+    fusion, softmax, norm = details["float_modules"]
+    assert fusion["module"] == "decode_head.freqfusions" and fusion["nodes"] > 100 and "slower" in fusion["reason"]
+    # the offset-learning head's class softmax and LayerNorm, written out channels-first, stay float as well
+    assert [softmax["module"], norm["module"]] == ["decode_head.offset_learning.class_softmax",
+                                                   "decode_head.offset_learning.class_norm"]
+    assert softmax["nodes"] >= 4 and norm["nodes"] >= 6 and "uint8" in norm["reason"]
+    assert not any(in_module(n.name, "decode_head.offset_learning.class_norm") for n in model.graph.node
+                   if n.op_type.startswith(("Quantize", "Dequantize")))
     assert not any(in_module(e["node"], "decode_head.freqfusions") for e in details["quantization"]["not_quantized"])
     spec = models.get_spec("offseg_t")
     assert family_float_nodes(model, spec.int8_float_modules, "openvino") == {}

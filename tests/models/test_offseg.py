@@ -70,13 +70,16 @@ def test_gather_sampling_equals_grid_sample(batch, offset_scale):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
-def test_the_export_sampling_form_is_golden_exact_too():
-    """Eager mode uses grid_sample; exports use the gather form. Run the gather form on the golden case."""
+def test_the_export_forms_are_golden_exact_too():
+    """Eager mode uses grid_sample and the original's offset learning; exports use the gather form and the
+    channels-first head. Run those on the golden case."""
     g = golden("offseg_t")
     model = recipe_model("offseg_t", int(g["seed"]))
     for module in model.modules():
         if isinstance(module, FreqFusion):
             module.gather_sampling = True
+        if isinstance(module, OffsetLearning):
+            module.channels_first = True
     logits, _ = run_public_case(model, g)
     err = float(np.abs(logits.numpy() - g["logits"]).max())
     assert err <= logits_tolerance(g["logits"]), f"max|logits - golden| = {err:.3g}"
@@ -155,13 +158,39 @@ def test_decode_head_exports_with_standard_ops_and_runs_at_other_sizes():
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
 
 
-def test_offset_learning_exports_and_agrees():
+def test_offset_learning_exports_channels_first_and_agrees_with_the_original_form():
+    """The export form keeps every pixel-sized tensor channels-first: its one Transpose feeds a MatMul (the runtimes
+    fold it in), the products with the class tokens are weight convolutions, and the output equals the eager
+    (original) form's at other batch sizes and shapes."""
+    onnx = pytest.importorskip("onnx")
     head = OffsetLearning(32, 10).eval()
     head.load_state_dict(seeded_state_dict(head, 5))
     x = torch.randn(1, 32, 6, 10)
-    session, ops = _onnx_session(head, (x,), ["x"], {"x": {0: "b", 2: "h", 3: "w"}})
-    assert "LayerNormalization" in ops
-    x = torch.randn(2, 32, 5, 3)
+    session, _ = _onnx_session(head, (x,), ["x"], {"x": {0: "b", 2: "h", 3: "w"}})
+    buffer = io.BytesIO()
+    torch.onnx.export(head, (x,), buffer, opset_version=17, input_names=["x"], dynamo=False)
+    graph = onnx.load_from_string(buffer.getvalue()).graph
+    consumers = {i: n.op_type for n in graph.node for i in n.input}
+    transposes = [n for n in graph.node if n.op_type == "Transpose"]
+    assert len(transposes) == 1 and consumers[transposes[0].output[0]] == "MatMul"
+    assert [n.op_type for n in graph.node].count("Conv") == 2 and "LayerNormalization" not in consumers.values()
+    for shape in ((2, 32, 5, 3), (1, 32, 8, 8)):
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            expected = head(x).numpy()  # eager: the original's form
+        np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_channels_first_offset_learning_equals_the_original_form(batch):
+    head = OffsetLearning(48, 19).eval()
+    head.load_state_dict(seeded_state_dict(head, batch))
+    x = torch.randn(batch, 48, 7, 9)
     with torch.no_grad():
-        expected = head(x).numpy()
-    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, rtol=1e-4, atol=1e-4)
+        head.channels_first = False
+        expected = head(x)
+        head.channels_first = True
+        got = head(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    assert set(head.state_dict()) == {"cls_repr", "mask_norm.weight", "mask_norm.bias", "cls_offset_proj.weight",
+                                      "feat_offset_proj.weight"}  # checkpoints keep their keys

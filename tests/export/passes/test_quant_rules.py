@@ -57,12 +57,14 @@ def test_weights_applied_to_constant_tokens_end_the_core_before_the_projection()
     assert core_names(model) == {"Softmax", "apply"}
 
 
-def test_offseg_quantizes_both_projections_of_its_offset_learning():
+def test_offseg_quantizes_the_weight_products_of_its_offset_learning():
+    """The export form (channels-first): the scores against the class tokens and the pixel branch's shift (the
+    projection folded into the tokens) are 1x1 convolutions, the class branch's projection a weight MatMul; the
+    products of two activations are not quantized."""
     layers, skipped = quantizable_layers(GraphIndex(exported("offseg_t", 64)), {})
-    quantized = {node.name for node, *_ in layers}
     head = "/model/decode_head/offset_learning/"
-    assert {head + "feat_offset_proj/MatMul", head + "cls_offset_proj/MatMul"} <= quantized
+    quantized = {node.name for node, *_ in layers if node.name.startswith(head)}
+    assert quantized == {head + "Conv", head + "Conv_1", head + "cls_offset_proj/MatMul"}
     core = {name: why for name, why in skipped if name.startswith(head)}
-    assert core == {head + "MatMul_1": f"attention core around {head}Softmax",
-                    head + "MatMul_2": f"attention core around {head}Softmax_1",
-                    head + "MatMul_3": "MatMul of two activations (attention-like)"}
+    assert core == {head + "MatMul": f"attention core around {head}Softmax",
+                    head + "MatMul_2": "MatMul of two activations (attention-like)"}
