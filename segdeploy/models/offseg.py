@@ -241,23 +241,26 @@ class FreqFusion(nn.Module):
 
 
 class ClassSoftmax(nn.Module):
-    """Softmax over axis 1 of (B, K, M) scores, written out (max, exp, sum, divide): ONNX Runtime runs a Softmax over a
-    non-last axis through two transposes. Parameter-free: a module so that its nodes carry a name the INT8 flavours
-    keep in float (``int8_float_modules``)."""
+    """Softmax over the channels of (B, K, H, W) scores, written out: ONNX Runtime runs a Softmax over a non-last
+    axis through two transposes, and its ReduceSum over channels is slower than the 1x1 convolution of
+    :func:`channel_sum`. Parameter-free: a module so that its nodes carry a name the INT8 flavours keep in float
+    (``int8_float_modules``)."""
 
-    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+    def forward(self, scores: torch.Tensor, classes: int) -> torch.Tensor:
         weights = (scores - scores.amax(dim=1, keepdim=True)).exp()
-        return weights / weights.sum(dim=1, keepdim=True)
+        return weights / channel_sum(weights, classes)
 
 
 class ClassLayerNorm(nn.Module):
-    """``nn.LayerNorm`` over the classes, axis 1 of (B, K, M) logits, with the head's ``mask_norm`` weights (passed in,
-    so that checkpoints keep their keys). Parameter-free, and a module for the same reason as :class:`ClassSoftmax`."""
+    """``nn.LayerNorm`` over the channels of (B, K, H, W) logits with the head's ``mask_norm`` weights (passed in, so
+    that checkpoints keep their keys); the means are 1x1 convolutions, for the reason given in
+    :class:`ClassSoftmax`. Parameter-free, and a module for the same reason."""
 
     def forward(self, logits: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-        centred = logits - logits.mean(dim=1, keepdim=True)
-        scaled = centred / ((centred * centred).mean(dim=1, keepdim=True) + norm.eps).sqrt()
-        return scaled * norm.weight.view(1, -1, 1) + norm.bias.view(1, -1, 1)
+        classes = norm.weight.shape[0]
+        centred = logits - channel_sum(logits, classes) / classes
+        scaled = centred / (channel_sum(centred * centred, classes) / classes + norm.eps).sqrt()
+        return scaled * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
 
 
 class OffsetLearning(nn.Module):
@@ -308,9 +311,9 @@ class OffsetLearning(nn.Module):
         flat = x.flatten(2)  # B, D, M
         classes = tokens + self.cls_offset_proj(scores.flatten(2).softmax(dim=-1) @ flat.transpose(1, 2))  # B, K, D
         shift = (self.feat_offset_proj.weight @ tokens[0].t()).reshape(channels, num_classes, 1, 1)
-        feats = x + F.conv2d(self.class_softmax(scores), shift)  # B, D, H, W
-        logits = self.class_norm(classes @ feats.flatten(2), self.mask_norm)  # B, K, M
-        return logits.reshape(x.shape[0], -1, x.shape[2], x.shape[3])
+        feats = x + F.conv2d(self.class_softmax(scores, num_classes), shift)  # B, D, H, W
+        logits = (classes @ feats.flatten(2)).reshape(x.shape[0], -1, x.shape[2], x.shape[3])  # B, K, H, W
+        return self.class_norm(logits, self.mask_norm)
 
 
 def interleave_channels(a: torch.Tensor, b: torch.Tensor, chunks: int = 4) -> torch.Tensor:
@@ -392,9 +395,9 @@ def _spec(name: str, variant: str) -> ModelSpec:
             "decode_head.freqfusions", ("cpu",),
             "FreqFusion moves data (CARAFE's patch gathers, transposes and per-pixel products, the sampler's "
             "gathers): ONNX Runtime's uint8 Mul, Add, Gather and Transpose there ran slower than its float32 ones"),
-            *(FloatModule(f"decode_head.offset_learning.{module}", ("cpu",),
-                          f"the {what} over the classes, written out channels-first for export: its squares, sums and "
-                          "division lose the logits' precision in uint8") for module, what in
+            *(FloatModule(f"decode_head.offset_learning.{module}", ("cpu", "openvino", "tensorrt"),
+                          f"the {what} over the classes, written out channels-first for export: its exponentials, "
+                          "squares, sums and division lose the logits' precision in 8 bits") for module, what in
               (("class_softmax", "softmax"), ("class_norm", "LayerNorm")))),
         size_multiple=OffSeg.size_multiple, output_stride=4,
         # decode_head.conv_seg is inherited and unused; the class count lives in the offset-learning head (the

@@ -160,8 +160,8 @@ def test_decode_head_exports_with_standard_ops_and_runs_at_other_sizes():
 
 def test_offset_learning_exports_channels_first_and_agrees_with_the_original_form():
     """The export form keeps every pixel-sized tensor channels-first: its one Transpose feeds a MatMul (the runtimes
-    fold it in), the products with the class tokens are weight convolutions, and the output equals the eager
-    (original) form's at other batch sizes and shapes."""
+    fold it in), the products with the class tokens and the sums over the classes are 1x1 convolutions, and the
+    output equals the eager (original) form's at other batch sizes and shapes."""
     onnx = pytest.importorskip("onnx")
     head = OffsetLearning(32, 10).eval()
     head.load_state_dict(seeded_state_dict(head, 5))
@@ -173,7 +173,9 @@ def test_offset_learning_exports_channels_first_and_agrees_with_the_original_for
     consumers = {i: n.op_type for n in graph.node for i in n.input}
     transposes = [n for n in graph.node if n.op_type == "Transpose"]
     assert len(transposes) == 1 and consumers[transposes[0].output[0]] == "MatMul"
-    assert [n.op_type for n in graph.node].count("Conv") == 2 and "LayerNormalization" not in consumers.values()
+    convs = [n.name for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 5 and "LayerNormalization" not in consumers.values()  # 2 products, 3 channel sums
+    assert not any(n.op_type.startswith("Reduce") and n.op_type != "ReduceMax" for n in graph.node)
     for shape in ((2, 32, 5, 3), (1, 32, 8, 8)):
         x = torch.randn(*shape)
         with torch.no_grad():
