@@ -18,14 +18,9 @@ from torch import nn
 
 from segdeploy.models.base import Segmentor
 from segdeploy.models.efficientformer_v2 import EfficientFormerV2, efficientformer_v2
-from segdeploy.models.layers import ConvModule, resize
+from segdeploy.models.layers import ConvModule, exporting, resize
 from segdeploy.models.pooling import adaptive_avg_pool2d, adaptive_avg_pool2d_from_shape
 from segdeploy.models.registry import ModelSpec, register
-
-
-def _exporting() -> bool:
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Rectangular self-calibration module (rcm.py)
@@ -155,7 +150,7 @@ class CGRSegHead(nn.Module):
         """Average-pool every map to ceil(h/2) x ceil(w/2) of the coarsest one (stride 64) and concatenate."""
         h, w = features[-1].shape[-2:]
         size = ((h - 1) // 2 + 1, (w - 1) // 2 + 1)
-        if self.dynamic_shapes and _exporting():
+        if self.dynamic_shapes and exporting():
             return torch.cat([adaptive_avg_pool2d_from_shape(f, size) for f in features], dim=1)
         return torch.cat([adaptive_avg_pool2d(f, size) for f in features], dim=1)
 

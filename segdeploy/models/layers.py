@@ -69,3 +69,19 @@ def resize(x: torch.Tensor, size, align_corners: bool = False) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size) and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def exporting() -> bool:
+    """Whether the module is being traced or compiled (ONNX export, TorchScript tracing, torch.compile): the families'
+    export forms switch on it."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def channel_sum(x: torch.Tensor, channels: int, groups: int = 1) -> torch.Tensor:
+    """Sum over each of ``groups`` blocks of ``channels`` consecutive channels: (B, G*c, H, W) -> (B, G, H, W).
+
+    Written as a 1x1 convolution with unit weights: ONNX Runtime's ReduceSum over the channel axis of an NCHW map is
+    many times slower than the equivalent GEMM. ``channels`` is passed in (not read from ``x.shape``) so that the
+    exported kernel has a static shape.
+    """
+    return F.conv2d(x, torch.ones(groups, channels, 1, 1, dtype=x.dtype, device=x.device), groups=groups)

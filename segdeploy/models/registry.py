@@ -34,8 +34,11 @@ class PaperFigures:
 class FloatModule:
     """A module an INT8 flavour leaves in float, and why (what was measured or what breaks)."""
     module: str  # dotted module path, e.g. "decode_head.freqfusions" (its children included)
-    flavours: tuple[str, ...]  # the INT8 flavours it applies to (segdeploy.flavours names)
+    flavours: tuple[str, ...] | None  # the INT8 flavours it applies to (segdeploy.flavours names); None: every one
     reason: str
+
+    def applies_to(self, flavour: str) -> bool:
+        return self.flavours is None or flavour in self.flavours
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,7 @@ def apply_precision(model_proto, options: PrecisionOptions, graph_input: GraphIn
         details["quantization"] = report.details
         counts = Counter(fixed.values())
         modules = [{"module": m.module, "nodes": counts[m.module], "reason": m.reason}
-                   for m in float_modules if options.target in m.flavours]
+                   for m in float_modules if m.applies_to(options.target)]
         if modules:
             details["float_modules"] = modules
     reports = [report]
@@ -263,7 +263,7 @@ def _statistics(model_proto, options: PrecisionOptions, images: CalibrationImage
 def family_float_nodes(model_proto, float_modules, target: str) -> dict[str, str]:
     """node name -> its module, for the nodes of the family's float modules that apply to the INT8 flavour
     ``target``."""
-    wanted = [m for m in float_modules if target in m.flavours]
+    wanted = [m for m in float_modules if m.applies_to(target)]
     return {node.name: m.module for node in model_proto.graph.node for m in wanted if in_module(node.name, m.module)}
 
 
