@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from segdeploy.errors import InputError
+from segdeploy.models.layers import exporting
 
 
 def _nearest_multiple(value: int, multiple: int) -> int:
@@ -25,7 +26,7 @@ class Segmentor(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise InputError for inputs this family cannot take; a no-op while tracing for export."""
-        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        if exporting():
             return
         if x.dim() != 4 or x.shape[1] != 3:
             raise InputError(f"expected an input of shape (N, 3, H, W), got {tuple(x.shape)}")

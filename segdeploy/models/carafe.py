@@ -16,9 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from segdeploy.models.layers import exporting
+
 
 def _check(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, scale_factor: int, groups: int) -> None:
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+    if exporting():
         return
     if kernel_size < 1 or kernel_size % 2 == 0 or scale_factor < 1 or groups < 1:
         raise ValueError(f"carafe needs an odd kernel_size and positive scale_factor and groups, got "

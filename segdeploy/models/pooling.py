@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from segdeploy.models.layers import exporting
+
 
 def pooling_matrix(n: int, m: int, dtype=torch.float32, device=None) -> torch.Tensor:
     """(m, n) averaging matrix of PyTorch's adaptive average pooling from length n to length m."""
@@ -53,8 +55,7 @@ def adaptive_avg_pool2d(x: torch.Tensor, output_size: tuple[int, int], traced_si
     runtime input size (dynamic-shape graphs), else they are constants for the traced size.
     """
     oh, ow = int(output_size[0]), int(output_size[1])
-    exporting = torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-    if not exporting:
+    if not exporting():
         return F.adaptive_avg_pool2d(x, (oh, ow))
     h, w = x.shape[-2], x.shape[-1]
     if traced_sizes:
