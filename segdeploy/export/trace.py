@@ -27,11 +27,11 @@ if TYPE_CHECKING:  # onnx (and torch) load when a graph is made, not when the ex
     import onnx
 
 DEFAULT_OPSET = 20
-# Bumped whenever build_onnx or its passes change the graphs they make for the same request (the export-time gathers
-# and the folded scales made it 2, the cpu flavour's integer GELU and depthwise pre-norms 3, the families' INT8 float
-# modules 4, OffSeg's channels-first offset learning 5 and its sums over the classes as convolutions 6): the export
-# caches key on it, so an entry made by older code is made again.
-GRAPH_REVISION = 6
+# Bumped whenever build_onnx or its passes change the graphs they make for the same request (the export-time gathers and
+# the folded scales made it 2, the cpu flavour's integer GELU and depthwise pre-norms 3, the families' INT8 float
+# modules 4, OffSeg's channels-first offset learning 5, its sums over the classes as convolutions 6 and FreqFusion's
+# masks in CARAFE's sub-pixel layout 7): the export caches key on it, so an entry made by older code is made again.
+GRAPH_REVISION = 7
 MAX_OPSET = 20  # the TorchScript exporter's last opset, and TensorRT 10.x's
 
 

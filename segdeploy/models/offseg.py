@@ -1,18 +1,19 @@
 """OffSeg: EfficientFormerV2 backbone, FreqFusion pyramid and an offset-learning head (ICCV 2025).
 
-Written from the authors' repository (HVision-NKU/OffSeg, mmseg 1.x fork): ``OffSegHead`` with FreqFusion
-(Chen et al., TPAMI 2024) and its ``LocalSimGuidedSampler``; state_dict keys follow it exactly, so its ADE20K
-checkpoints load strictly. The backbone is the shared EfficientFormerV2 port (identical to CGRSeg's).
+Written from the authors' repository (HVision-NKU/OffSeg, mmseg 1.x fork): ``OffSegHead`` with FreqFusion (Chen et
+al., TPAMI 2024) and its ``LocalSimGuidedSampler``; state_dict keys follow it exactly, so its ADE20K checkpoints load
+strictly. The backbone is the shared EfficientFormerV2 port (identical to CGRSeg's).
 
 Export notes. mmcv's CUDA-only CARAFE is replaced by :mod:`segdeploy.models.carafe` (standard ops, exact). The
 sampler's dilated unfold becomes shifted slices of a zero-padded map, channel sums are 1x1 convs with unit weights,
 and every coordinate or index is computed from tensors (CumSum of ones), so graphs keep dynamic batch/H/W. While
 exporting, the sampler gathers its bilinear corners straight from CARAFE's sub-pixel layout instead of calling
-``grid_sample`` on the interleaved map (same values; ONNX Runtime's GridSample was the slowest node of the head);
-eager mode keeps ``grid_sample``; the offset-learning head runs channels-first (no transposes of its pixel-sized
-tensors, ``OffsetLearning.forward_channels_first``), eager mode keeps the original's form. Softmax operators run
-over the last axis; the one over the classes is written out. Inputs must have H and W divisible by 32; the decode
-head's logits are at stride 4.
+``grid_sample`` on the interleaved map (same values; ONNX Runtime's GridSample was the slowest node of the head), and
+FreqFusion keeps its upsampling masks in CARAFE's sub-pixel layout (``FreqFusion.forward_subpixels``); eager mode
+keeps ``grid_sample`` and the interleaved masks; the offset-learning head runs channels-first (no transposes of its
+pixel-sized tensors, ``OffsetLearning.forward_channels_first``), eager mode keeps the original's form. Softmax
+operators run over the last axis; the one over the classes is written out. Inputs must have H and W divisible by 32;
+the decode head's logits are at stride 4.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segdeploy.models.base import Segmentor
-from segdeploy.models.carafe import carafe, carafe_subpixels
+from segdeploy.models.carafe import carafe, carafe_weighted, image_to_subpixels, subpixels_to_image
 from segdeploy.models.efficientformer_v2 import efficientformer_v2
 from segdeploy.models.layers import ConvModule, channel_sum, exporting
 from segdeploy.models.offset_learning import OffsetLearning
@@ -42,6 +43,12 @@ def kernel_normalizer(mask: torch.Tensor, kernel_size: int, hamming: torch.Tenso
     exp = (mask - mask.amax(dim=1, keepdim=True)).exp()
     mask = exp / channel_sum(exp, taps) * hamming
     return mask / channel_sum(mask, taps)
+
+
+def tap_normalizer(mask: torch.Tensor, hamming: torch.Tensor) -> torch.Tensor:
+    """:func:`kernel_normalizer` for masks in the sub-pixel layout (taps on the last axis): one Softmax."""
+    mask = mask.softmax(dim=-1) * hamming
+    return mask / mask.sum(dim=-1, keepdim=True)
 
 
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -177,9 +184,9 @@ class FreqFusion(nn.Module):
     high-pass, no Hamming window, sampler groups 4. Returns (low-pass kernels, hr', lr') like the original.
     """
 
-    # How the upsampled low-resolution feature is resampled: grid_sample (True: explicit gathers from the CARAFE
-    # layout, see LocalSimGuidedSampler.sample_subpixels). None picks the gathers while exporting, grid_sample in
-    # eager mode, where PyTorch's kernel is the faster; both give the same values up to float rounding.
+    # Which form runs: the original's (False: interleaved masks, grid_sample) or forward_subpixels (True: masks in
+    # CARAFE's sub-pixel layout, explicit bilinear gathers). None picks forward_subpixels while exporting and the
+    # original in eager mode, where PyTorch's grid_sample is the faster; both give the same values up to float rounding.
     gather_sampling: bool | None = None
 
     def __init__(self, hr_channels: int, lr_channels: int, lowpass_kernel: int = 5, highpass_kernel: int = 3,
@@ -197,6 +204,9 @@ class FreqFusion(nn.Module):
         self.content_encoder2 = nn.Conv2d(compressed, highpass_kernel ** 2, encoder_kernel, padding=pad)
 
     def forward(self, hr_feat: torch.Tensor, lr_feat: torch.Tensor):
+        gather = exporting() if self.gather_sampling is None else self.gather_sampling
+        if gather:
+            return self.forward_subpixels(hr_feat, lr_feat)
         lo, hi = self.lowpass_kernel, self.highpass_kernel
         hr_comp = self.hr_channel_compressor(hr_feat)
         lr_comp = self.lr_channel_compressor(lr_feat)
@@ -214,13 +224,36 @@ class FreqFusion(nn.Module):
         highpass = kernel_normalizer(mask_hr, hi, self.hamming_highpass)
 
         hr_out = hr_feat - carafe(hr_feat, highpass, hi, 1) + hr_feat
-        offsets = self.dysampler.offsets(hr_comp, lr_comp)
-        gather = exporting() if self.gather_sampling is None else self.gather_sampling
-        if gather:
-            lr_out = self.dysampler.sample_subpixels(carafe_subpixels(lr_feat, lowpass, lo, 2), offsets)
-        else:
-            lr_out = self.dysampler.sample(carafe(lr_feat, lowpass, lo, 2), offsets)
+        lr_out = self.dysampler.sample(carafe(lr_feat, lowpass, lo, 2), self.dysampler.offsets(hr_comp, lr_comp))
         return lowpass, hr_out, lr_out
+
+    def forward_subpixels(self, hr_feat: torch.Tensor, lr_feat: torch.Tensor):
+        """:meth:`forward` with the upsampling masks kept in CARAFE's sub-pixel layout (N, h, w, s*s, taps) from
+        prediction to use, and the sampler gathering from CARAFE's output in that layout.
+
+        The same arithmetic: the low-resolution predictions arrive in that layout from CARAFE, the high-resolution
+        ones are moved into it once, the tap softmax runs over the last axis, and the two upsamplings that use the
+        final low-pass kernels share one copy of them. In the form that interleaves the masks, ONNX Runtime spent
+        4.1 of the 44.4 ms of the largest fusion's own operators in 6-D transposes of the masks (trained offseg_t,
+        512x512, 2 threads)."""
+        lo, hi, s = self.lowpass_kernel, self.highpass_kernel, 2
+        hr_comp = self.hr_channel_compressor(hr_feat)
+        lr_comp = self.lr_channel_compressor(lr_feat)
+
+        mask_hr_hr = self.content_encoder2(hr_comp)
+        hr_comp = hr_comp + hr_comp - carafe(hr_comp, kernel_normalizer(mask_hr_hr, hi, self.hamming_highpass), hi, 1)
+        mask_lr_hr = image_to_subpixels(self.content_encoder(hr_comp), s)
+        mask_lr_init = tap_normalizer(mask_lr_hr, self.hamming_lowpass)
+
+        mask_lr = mask_lr_hr + carafe_weighted(self.content_encoder(lr_comp), mask_lr_init, lo)
+        lowpass = tap_normalizer(mask_lr, self.hamming_lowpass)
+        mask_hr = image_to_subpixels(mask_hr_hr, s) + carafe_weighted(self.content_encoder2(lr_comp), lowpass, lo)
+        highpass = subpixels_to_image(tap_normalizer(mask_hr, self.hamming_highpass).unflatten(3, (s, s)))
+
+        hr_out = hr_feat - carafe(hr_feat, highpass, hi, 1) + hr_feat
+        subpixels = carafe_weighted(lr_feat, lowpass, lo).unflatten(3, (s, s))
+        lr_out = self.dysampler.sample_subpixels(subpixels, self.dysampler.offsets(hr_comp, lr_comp))
+        return subpixels_to_image(lowpass.unflatten(3, (s, s))), hr_out, lr_out
 
 
 # ---------------------------------------------------------------------------------------------------------------

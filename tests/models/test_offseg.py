@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from goldens import golden, logits_tolerance, recipe_model, run_public_case
 from segdeploy import models
 from segdeploy.errors import InputError
-from segdeploy.models.carafe import carafe_subpixels, subpixels_to_image
+from segdeploy.models.carafe import carafe_subpixels, image_to_subpixels, subpixels_to_image
 from segdeploy.models.offseg import (
     FreqFusion,
     LocalSimGuidedSampler,
@@ -68,6 +68,35 @@ def test_gather_sampling_equals_grid_sample(batch, offset_scale):
     expected = sampler.sample(subpixels_to_image(subpixels), offset)
     got = sampler.sample_subpixels(subpixels, offset)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_image_to_subpixels_is_the_documented_layout_and_subpixels_to_image_inverts_it():
+    image = torch.randn(2, 5, 6, 8)
+    sub = image_to_subpixels(image, 2)
+    assert sub.shape == (2, 3, 4, 4, 5)
+    for i in range(2):
+        for j in range(2):
+            torch.testing.assert_close(sub[:, :, :, i * 2 + j].permute(0, 3, 1, 2), image[:, :, i::2, j::2],
+                                       rtol=0, atol=0)
+    torch.testing.assert_close(subpixels_to_image(sub.unflatten(3, (2, 2))), image, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_freqfusion_subpixel_form_equals_the_original_form(batch):
+    """The export form keeps the masks in CARAFE's sub-pixel layout and samples by gathers; on random weights
+    (BatchNorm-free, so trained-like scales do not hide a layout error) it must give the original's three outputs."""
+    fusion = FreqFusion(32, 64)
+    fusion.load_state_dict(seeded_state_dict(fusion, 11 + batch))
+    gen = torch.Generator().manual_seed(batch)
+    hr, lr = torch.randn(batch, 32, 12, 10, generator=gen), torch.randn(batch, 64, 6, 5, generator=gen)
+    with torch.no_grad():
+        fusion.gather_sampling = False
+        expected = fusion(hr, lr)
+        fusion.gather_sampling = True
+        got = fusion(hr, lr)
+    for name, a, b in zip(("low-pass kernels", "hr", "lr"), got, expected):
+        assert a.shape == b.shape, name
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()), msg=name)
 
 
 def test_the_export_forms_are_golden_exact_too():
