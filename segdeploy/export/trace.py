@@ -30,8 +30,9 @@ DEFAULT_OPSET = 20
 # Bumped whenever build_onnx or its passes change the graphs they make for the same request (the export-time gathers and
 # the folded scales made it 2, the cpu flavour's integer GELU and depthwise pre-norms 3, the families' INT8 float
 # modules 4, OffSeg's channels-first offset learning 5, its sums over the classes as convolutions 6 and FreqFusion's
-# masks in CARAFE's sub-pixel layout 7): the export caches key on it, so an entry made by older code is made again.
-GRAPH_REVISION = 7
+# masks in CARAFE's sub-pixel layout 7, GroupNorm written out over the map's axes 8): the export caches key on it, so an
+# entry made by older code is made again.
+GRAPH_REVISION = 8
 MAX_OPSET = 20  # the TorchScript exporter's last opset, and TensorRT 10.x's
 
 

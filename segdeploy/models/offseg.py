@@ -9,11 +9,12 @@ sampler's dilated unfold becomes shifted slices of a zero-padded map, channel su
 and every coordinate or index is computed from tensors (CumSum of ones), so graphs keep dynamic batch/H/W. While
 exporting, the sampler gathers its bilinear corners straight from CARAFE's sub-pixel layout instead of calling
 ``grid_sample`` on the interleaved map (same values; ONNX Runtime's GridSample was the slowest node of the head), and
-FreqFusion keeps its upsampling masks in CARAFE's sub-pixel layout (``FreqFusion.forward_subpixels``); eager mode
-keeps ``grid_sample`` and the interleaved masks; the offset-learning head runs channels-first (no transposes of its
-pixel-sized tensors, ``OffsetLearning.forward_channels_first``), eager mode keeps the original's form. Softmax
-operators run over the last axis; the one over the classes is written out. Inputs must have H and W divisible by 32;
-the decode head's logits are at stride 4.
+FreqFusion keeps its upsampling masks in CARAFE's sub-pixel layout (``FreqFusion.forward_subpixels``) and its
+sampler's GroupNorms are written out (``layers.GroupNorm``, no reshape that OpenVINO reorders for); eager mode keeps
+``grid_sample``, the interleaved masks and PyTorch's GroupNorm; the offset-learning head runs channels-first (no
+transposes of its pixel-sized tensors, ``OffsetLearning.forward_channels_first``), eager mode keeps the original's
+form. Softmax operators run over the last axis; the one over the classes is written out. Inputs must have H and W
+divisible by 32; the decode head's logits are at stride 4.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from torch import nn
 from segdeploy.models.base import Segmentor
 from segdeploy.models.carafe import carafe, carafe_weighted, image_to_subpixels, subpixels_to_image
 from segdeploy.models.efficientformer_v2 import efficientformer_v2
-from segdeploy.models.layers import ConvModule, channel_sum, exporting
+from segdeploy.models.layers import ConvModule, GroupNorm, channel_sum, exporting
 from segdeploy.models.offset_learning import OffsetLearning
 from segdeploy.models.registry import FloatModule, ModelSpec, register
 
@@ -99,8 +100,8 @@ class LocalSimGuidedSampler(nn.Module):
         self.direct_scale = nn.Conv2d(channels, offsets, 3, padding=1)
         self.hr_offset = nn.Conv2d(8, offsets // scale ** 2, 3, padding=1)
         self.hr_direct_scale = nn.Conv2d(channels, offsets // scale ** 2, 3, padding=1)
-        self.norm_hr = nn.GroupNorm(channels // 8, channels)
-        self.norm_lr = nn.GroupNorm(channels // 8, channels)
+        self.norm_hr = GroupNorm(channels // 8, channels)
+        self.norm_lr = GroupNorm(channels // 8, channels)
 
     def offsets(self, hr_x: torch.Tensor, lr_x: torch.Tensor) -> torch.Tensor:
         """(B, 2*G*s*s, h, w) sampling offsets in low-resolution pixels, channel = coord*G*s*s + g*s*s + i*s + j."""
@@ -334,6 +335,8 @@ def _spec(name: str, variant: str) -> ModelSpec:
         export_notes=("CARAFE in standard ops (segdeploy.models.carafe), no mmcv custom op",
                       "dilated unfold as shifted slices of a zero-padded map",
                       "grid_sample as a gather-based bilinear sampler while exporting",
+                      "FreqFusion's upsampling masks in CARAFE's sub-pixel layout while exporting",
+                      "the sampler's GroupNorm written out over the map's axes while exporting",
                       "EfficientFormerV2 stride-2 kernel-1 AvgPool as a strided slice"),
         int8_float_modules=(FloatModule(
             "decode_head.freqfusions", ("cpu",),

@@ -13,6 +13,7 @@ from goldens import golden, logits_tolerance, recipe_model, run_public_case
 from segdeploy import models
 from segdeploy.errors import InputError
 from segdeploy.models.carafe import carafe_subpixels, image_to_subpixels, subpixels_to_image
+from segdeploy.models.layers import GroupNorm
 from segdeploy.models.offseg import (
     FreqFusion,
     LocalSimGuidedSampler,
@@ -99,9 +100,27 @@ def test_freqfusion_subpixel_form_equals_the_original_form(batch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()), msg=name)
 
 
+@pytest.mark.parametrize("affine", [True, False])
+def test_written_out_group_norm_equals_group_norm(affine):
+    """The export form of the sampler's GroupNorm (means over the map, a block-diagonal group average) against
+    PyTorch's kernel, on a map whose groups have different means and spreads."""
+    gen = torch.Generator().manual_seed(int(affine))
+    norm = GroupNorm(8, 64, affine=affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.normal_(generator=gen)
+            norm.bias.normal_(generator=gen)
+    x = torch.randn(2, 64, 9, 7, generator=gen) * torch.linspace(0.1, 20, 64).view(1, -1, 1, 1) + 3
+    expected = F.group_norm(x, 8, norm.weight, norm.bias, norm.eps)
+    norm.written_out = True
+    torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
+    norm.written_out = False
+    torch.testing.assert_close(norm(x), expected, rtol=0, atol=0)
+
+
 def test_the_export_forms_are_golden_exact_too():
-    """Eager mode uses grid_sample and the original's offset learning; exports use the gather form and the
-    channels-first head. Run those on the golden case."""
+    """Eager mode uses grid_sample, the original's offset learning and PyTorch's GroupNorm; exports use the gather
+    form, the channels-first head and the written-out GroupNorm. Run those on the golden case."""
     g = golden("offseg_t")
     model = recipe_model("offseg_t", int(g["seed"]))
     for module in model.modules():
@@ -109,6 +128,8 @@ def test_the_export_forms_are_golden_exact_too():
             module.gather_sampling = True
         if isinstance(module, OffsetLearning):
             module.channels_first = True
+        if isinstance(module, GroupNorm):
+            module.written_out = True
     logits, _ = run_public_case(model, g)
     err = float(np.abs(logits.numpy() - g["logits"]).max())
     assert err <= logits_tolerance(g["logits"]), f"max|logits - golden| = {err:.3g}"

@@ -1,4 +1,5 @@
-"""``float16``: float16 weights and activations, with float32 islands where float16 is unsafe.
+"""``float16``: float16 weights and activations, with float32 islands where float16 is unsafe (the rules live in
+:mod:`segdeploy.export.passes.float32_islands`).
 
 Under TensorRT 11 a network is strongly typed: the ONNX graph's own tensor types are the precision, so FP16 is
 float16 tensors and Casts in the graph, made here and verified on the CPU. Each node runs in float16 unless a rule
@@ -8,6 +9,8 @@ keeps it in float32, and every decision is reported with its reason (the manifes
   Softmax and exponentials (their inputs decide which small probabilities survive), powers, square roots, CumSum;
 - guarded divisions ``x / (y + eps)`` whose epsilon lies below float16's normal range (SegNeXt's NMF iterations):
   the whole module scope of such a division stays float32, since the multiplicative updates compound rounding;
+- normalisations written out in elementwise operators (a Sqrt that a mean reduction reaches, as in the families'
+  export form of GroupNorm): every node of that module scope, since squared deviations overflow float16;
 - coordinate arithmetic: float tensors that become indices (Floor, Ceil, Round, Cast to an integer) and what they
   are computed from, plus their direct elementwise uses (bilinear weights ``x - floor(x)``): float16 has a step of
   0.125 at 256 pixels;
@@ -27,51 +30,31 @@ from collections import defaultdict
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from segdeploy.errors import ArtifactError
 from segdeploy.export.passes import PassReport, op_counts
-from segdeploy.export.passes.graph_index import FLOAT, FLOAT16, GraphIndex, node_label, rebuild, scope_of, toposort
+from segdeploy.export.passes.float32_islands import (
+    ANY_INPUT_OPS,
+    FLOAT16_MAX,
+    QDQ_OPS,
+    cast_target,
+    decide_float32,
+    group_islands,
+    touches_float,
+)
+from segdeploy.export.passes.graph_index import FLOAT, FLOAT16, GraphIndex, rebuild, toposort
 
-FLOAT16_MAX = 65504.0
-FLOAT16_MIN_NORMAL = 2.0 ** -14
 DEFAULT_OVERFLOW = 8192.0
 
-FLOAT32_OPS = {
-    "LayerNormalization": "normalisation (mean and variance reductions)",
-    "InstanceNormalization": "normalisation (mean and variance reductions)",
-    "GroupNormalization": "normalisation (mean and variance reductions)",
-    "ReduceMean": "reduction (float16 sums lose the small terms)",
-    "ReduceSum": "reduction (float16 sums lose the small terms)",
-    "ReduceSumSquare": "reduction (float16 sums lose the small terms)",
-    "ReduceL1": "reduction (float16 sums lose the small terms)",
-    "ReduceL2": "reduction (float16 sums lose the small terms)",
-    "ReduceLogSumExp": "reduction (float16 sums lose the small terms)",
-    "ReduceProd": "reduction (products overflow float16)",
-    "CumSum": "running sum (float16 sums lose the small terms)",
-    "Softmax": "Softmax input (float16 logits flatten small probabilities)",
-    "LogSoftmax": "Softmax input (float16 logits flatten small probabilities)",
-    "Exp": "exponential (overflows float16 above 11)",
-    "Pow": "power (overflows or underflows float16)",
-    "Sqrt": "square root (of a variance or a reduction)",
-    "Reciprocal": "reciprocal (overflows float16 below 1.5e-5)",
-}
 # Operators that only move or select values: they follow their input's precision.
 MOVEMENT_OPS = frozenset({
     "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Slice", "Gather", "GatherElements",
     "GatherND", "Concat", "Split", "Expand", "Tile", "Pad", "DepthToSpace", "SpaceToDepth", "Resize", "Upsample",
     "Cast", "ArgMax", "ArgMin", "MaxPool", "ReduceMax", "ReduceMin", "Relu", "Max", "Min", "Where", "TopK",
 })
-ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Min", "Max", "Clip", "Neg", "Abs", "Floor", "Ceil", "Round",
-                             "Relu", "Identity", "Cast"})
-INDEX_OPS = frozenset({"Floor", "Ceil", "Round"})
 # Inputs whose type is fixed by the operator, whatever the node computes in (Resize's roi and scales).
 FIXED_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
-# Operators that take any input type: their input is never cast.
-ANY_INPUT_OPS = frozenset({"Shape", "Size", "Cast"})
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-INTEGER_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32,
-                 TensorProto.UINT32, TensorProto.INT64, TensorProto.UINT64, TensorProto.BOOL}
 
 
 def float16(model: onnx.ModelProto, *, ranges: dict | None = None, keep: dict[str, str] | None = None,
@@ -108,109 +91,6 @@ def float16(model: onnx.ModelProto, *, ranges: dict | None = None, keep: dict[st
     return result, report
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Which nodes stay float32, and why
-
-
-def decide_float32(index: GraphIndex, ranges: dict, keep: dict[str, str], overflow: float) -> dict[int, str]:
-    """node position -> the reason it stays float32 (only nodes a rule names; followers are decided later)."""
-    reasons: dict[int, str] = {}
-    position = {id(node): i for i, node in enumerate(index.nodes)}
-
-    def mark(node, reason: str) -> None:
-        if node.op_type not in QDQ_OPS:  # a Q/DQ pair computes in the precision of the node it feeds
-            reasons.setdefault(position[id(node)], reason)
-
-    names = {node.name: node for node in index.nodes if node.name}
-    for name, why in keep.items():
-        if name in names:
-            mark(names[name], why)
-    for node in index.nodes:
-        if node.op_type in FLOAT32_OPS and _touches_float(index, node):
-            mark(node, f"op: {FLOAT32_OPS[node.op_type]}")
-    for node, eps in _guarded_divisions(index):
-        scope = scope_of(node.name)
-        why = f"guarded division by (y + {eps:.0e}) in {scope or node.name}: iterative updates compound float16 " \
-              "rounding"
-        members = [n for n in index.nodes if scope and n.name.startswith(scope)] or \
-            [node, *(p for p in (index.producer.get(i) for i in node.input) if p is not None)]
-        for member in members:
-            if _touches_float(index, member):
-                mark(member, why)
-    for node in _coordinate_arithmetic(index):
-        mark(node, "coordinate arithmetic (values that become indices need float32's step)")
-    for node, why in _out_of_range(index, ranges, overflow):
-        mark(node, why)
-    return reasons
-
-
-def _touches_float(index: GraphIndex, node) -> bool:
-    return any(index.is_float(n) for n in (*node.input, *node.output))
-
-
-def _guarded_divisions(index: GraphIndex):
-    for node in index.nodes:
-        if node.op_type != "Div" or len(node.input) < 2:
-            continue
-        add = index.producer.get(node.input[1])
-        if add is None or add.op_type != "Add":
-            continue
-        for operand in add.input:
-            value = index.constant(operand)
-            if value is not None and value.size == 1 and np.issubdtype(value.dtype, np.floating):
-                eps = float(abs(value.reshape(-1)[0]))
-                if 0 < eps < FLOAT16_MIN_NORMAL:
-                    yield node, eps
-                    break
-
-
-def _coordinate_arithmetic(index: GraphIndex) -> list:
-    """Nodes computing float values that become indices, back through elementwise arithmetic to where the values
-    come from, plus the direct elementwise users of those values."""
-    seeds = [node for node in index.nodes
-             if (node.op_type in INDEX_OPS and index.is_float(node.input[0])) or
-             (node.op_type == "Cast" and index.is_float(node.input[0]) and _cast_target(node) in INTEGER_TYPES)]
-    island: dict[int, object] = {}
-    stack = list(seeds)
-    while stack:
-        node = stack.pop()
-        if id(node) in island:
-            continue
-        island[id(node)] = node
-        for name in node.input:
-            producer = index.producer.get(name)
-            if producer is not None and producer.op_type in ELEMENTWISE_OPS and index.is_float(name):
-                stack.append(producer)
-    users: dict[int, object] = {}
-    for node in island.values():
-        for name in node.output:
-            if index.is_float(name):
-                users.update((id(c), c) for c in index.consumers.get(name, []) if c.op_type in ELEMENTWISE_OPS)
-    return [*island.values(), *(n for key, n in users.items() if key not in island)]
-
-
-def _cast_target(node) -> int | None:
-    return next((a.i for a in node.attribute if a.name == "to"), None)
-
-
-def _out_of_range(index: GraphIndex, ranges: dict, overflow: float):
-    for name, (low, high) in ranges.items():
-        if not index.is_float(name):
-            continue
-        peak = max(abs(float(low)), abs(float(high)))
-        if peak > overflow:
-            why = f"range: |{name}| reaches {peak:.3g} (> {overflow:g}; float16 ends at {FLOAT16_MAX:g})"
-        elif 0 < peak < FLOAT16_MIN_NORMAL:
-            why = f"range: |{name}| stays below {peak:.3g} (float16's normal range starts at {FLOAT16_MIN_NORMAL:.3g})"
-        else:
-            continue
-        producer = index.producer.get(name)
-        if producer is not None and producer.op_type not in ("Constant",):
-            yield producer, why
-        for consumer in index.consumers.get(name, []):
-            if consumer.op_type not in ANY_INPUT_OPS:
-                yield consumer, why
-
 
 def assign_precision(index: GraphIndex, reasons: dict[int, str]) -> dict[int, int | None]:
     """node position -> FLOAT, FLOAT16, or None (the node touches no float tensor)."""
@@ -219,7 +99,7 @@ def assign_precision(index: GraphIndex, reasons: dict[int, str]) -> dict[int, in
     for i, node in enumerate(index.nodes):
         if node.op_type in QDQ_OPS:
             continue  # decided from what they feed, below
-        if not _touches_float(index, node):
+        if not touches_float(index, node):
             precision[i] = None
         elif i in reasons:
             precision[i] = FLOAT
@@ -243,13 +123,6 @@ def assign_precision(index: GraphIndex, reasons: dict[int, str]) -> dict[int, in
         precision[i] = FLOAT if FLOAT in wanted else FLOAT16
     return precision
 
-
-def group_islands(index: GraphIndex, reasons: dict[int, str]) -> list[dict]:
-    """The float32 decisions grouped by reason, for the report and the manifest."""
-    grouped = defaultdict(list)
-    for i, why in sorted(reasons.items()):
-        grouped[why].append(node_label(index.nodes[i], i))
-    return [{"reason": why, "nodes": nodes} for why, nodes in grouped.items()]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -324,7 +197,7 @@ def _rewrite(index: GraphIndex, precision: dict[int, int | None], io_type: int):
                 copy.input[k] = renamed[name]
         for k, name in retyped_inputs(i, node):
             copy.input[k] = typed(name, p)
-        if p is not None and node.op_type == "Cast" and _cast_target(node) in (FLOAT, FLOAT16):
+        if p is not None and node.op_type == "Cast" and cast_target(node) in (FLOAT, FLOAT16):
             _set_attr(copy, "to", p)
         if p == FLOAT16 and node.op_type == "ConstantOfShape":
             _constant_of_shape_to_fp16(copy)

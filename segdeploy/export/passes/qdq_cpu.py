@@ -36,7 +36,7 @@ import onnx
 
 from segdeploy.errors import ArtifactError
 from segdeploy.export.passes import PassReport, op_counts
-from segdeploy.export.passes.fp16 import decide_float32
+from segdeploy.export.passes.float32_islands import decide_float32
 from segdeploy.export.passes.graph_index import GraphIndex, node_label, rebuild, toposort
 from segdeploy.export.passes.quant_rules import attention_core, weight_input
 

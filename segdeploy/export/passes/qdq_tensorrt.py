@@ -26,7 +26,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from segdeploy.errors import ArtifactError, InputError
 from segdeploy.export.passes import PassReport, default_opset, op_counts
-from segdeploy.export.passes.fp16 import FLOAT16_MIN_NORMAL, decide_float32, float16
+from segdeploy.export.passes.float32_islands import FLOAT16_MIN_NORMAL, decide_float32
+from segdeploy.export.passes.fp16 import float16
 from segdeploy.export.passes.graph_index import GraphIndex, node_label, rebuild, toposort
 from segdeploy.export.passes.quant_rules import (
     WEIGHTED_OPS,

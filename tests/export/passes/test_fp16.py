@@ -141,3 +141,41 @@ def test_registered_models_convert_and_agree(name):
         assert result.dtype == np.float32
         assert cosine(reference, result) > 0.9999
         assert (reference.argmax(1) == result.argmax(1)).mean() > 0.995
+
+
+def test_a_written_out_group_norm_stays_float32_as_one_island():
+    """The families' export form of GroupNorm is elementwise operators around two mean reductions; the squared
+    deviations overflow float16 and its sums lose the small terms, so its whole scope stays float32, and only it."""
+    import io
+
+    import onnx
+    import torch
+
+    from segdeploy.models.layers import GroupNorm
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+            self.gn = GroupNorm(4, 16)
+            self.gn.written_out = True
+
+        def forward(self, x):
+            return self.gn(self.conv(x)).relu()
+
+    buffer = io.BytesIO()
+    torch.onnx.export(Block().eval(), (torch.randn(1, 8, 10, 12),), buffer, opset_version=17, dynamo=False)
+    model = onnx.load_from_string(buffer.getvalue())
+    assert not any(n.op_type in ("InstanceNormalization", "Reshape") for n in model.graph.node)
+    converted, report = float16(model)
+    islands = [i for i in report.details["islands"] if i["reason"].startswith("normalisation written out in gn")]
+    assert len(islands) == 1
+    scope_nodes = {n.name for n in model.graph.node if n.name.startswith("/gn/")}
+    ruled = {name for i in report.details["islands"] for name in i["nodes"]}
+    assert scope_nodes <= ruled and not any(name.startswith("/conv/") for name in ruled)
+    types = types_of(converted)
+    for node in converted.graph.node:
+        if node.name.startswith("/gn/") and node.op_type in ("Sub", "Mul", "Div"):
+            assert types[node.output[0]] == F32, node.name
+        if node.op_type == "Conv" and node.name.startswith("/conv/"):
+            assert types[node.input[1]] == F16, node.name
