@@ -204,17 +204,22 @@ class FreqFusion(nn.Module):
         self.dysampler = LocalSimGuidedSampler(compressed, scale=2, groups=sampler_groups)
         self.content_encoder2 = nn.Conv2d(compressed, highpass_kernel ** 2, encoder_kernel, padding=pad)
 
+    def compress_and_sharpen(self, hr_feat: torch.Tensor, lr_feat: torch.Tensor):
+        """Both forms start here: the compressed features, with the hr one high-passed first (both kernel
+        predictions read the sharpened one), and the hr high-pass prediction (N, k*k, H, W) that made it."""
+        hi = self.highpass_kernel
+        hr_comp = self.hr_channel_compressor(hr_feat)
+        lr_comp = self.lr_channel_compressor(lr_feat)
+        mask_hr_hr = self.content_encoder2(hr_comp)
+        hr_comp = hr_comp + hr_comp - carafe(hr_comp, kernel_normalizer(mask_hr_hr, hi, self.hamming_highpass), hi, 1)
+        return hr_comp, lr_comp, mask_hr_hr
+
     def forward(self, hr_feat: torch.Tensor, lr_feat: torch.Tensor):
         gather = exporting() if self.gather_sampling is None else self.gather_sampling
         if gather:
             return self.forward_subpixels(hr_feat, lr_feat)
         lo, hi = self.lowpass_kernel, self.highpass_kernel
-        hr_comp = self.hr_channel_compressor(hr_feat)
-        lr_comp = self.lr_channel_compressor(lr_feat)
-
-        # high-pass the compressed hr feature first; both kernel predictions below read the sharpened one
-        mask_hr_hr = self.content_encoder2(hr_comp)
-        hr_comp = hr_comp + hr_comp - carafe(hr_comp, kernel_normalizer(mask_hr_hr, hi, self.hamming_highpass), hi, 1)
+        hr_comp, lr_comp, mask_hr_hr = self.compress_and_sharpen(hr_feat, lr_feat)
         mask_lr_hr = self.content_encoder(hr_comp)
         mask_lr_init = kernel_normalizer(mask_lr_hr, lo, self.hamming_lowpass)
 
@@ -238,11 +243,7 @@ class FreqFusion(nn.Module):
         4.1 of the 44.4 ms of the largest fusion's own operators in 6-D transposes of the masks (trained offseg_t,
         512x512, 2 threads)."""
         lo, hi, s = self.lowpass_kernel, self.highpass_kernel, 2
-        hr_comp = self.hr_channel_compressor(hr_feat)
-        lr_comp = self.lr_channel_compressor(lr_feat)
-
-        mask_hr_hr = self.content_encoder2(hr_comp)
-        hr_comp = hr_comp + hr_comp - carafe(hr_comp, kernel_normalizer(mask_hr_hr, hi, self.hamming_highpass), hi, 1)
+        hr_comp, lr_comp, mask_hr_hr = self.compress_and_sharpen(hr_feat, lr_feat)
         mask_lr_hr = image_to_subpixels(self.content_encoder(hr_comp), s)
         mask_lr_init = tap_normalizer(mask_lr_hr, self.hamming_lowpass)
 

@@ -102,8 +102,8 @@ def _guarded_divisions(index: GraphIndex):
 
 def _written_out_normalisations(index: GraphIndex):
     """(node, scope) for every float node in the scope of a Sqrt that a mean reduction reaches through Add, Div and
-    constant-weight Conv (the group average): a normalisation written out in elementwise operators, such as the
-    families' export form of GroupNorm. Only nodes of that exact scope: its children are not part of it."""
+    constant-weight Conv (the group average): a normalisation written out in elementwise operators, such as
+    ``models.layers.GroupNorm``'s export form. Only nodes of that exact scope: its children are not part of it."""
     for sqrt in (n for n in index.nodes if n.op_type == "Sqrt"):
         scope = scope_of(sqrt.name)
         frontier, found = [sqrt], False
@@ -168,10 +168,10 @@ def _out_of_range(index: GraphIndex, ranges: dict, overflow: float):
             if consumer.op_type not in ANY_INPUT_OPS:
                 yield consumer, why
 
+
 def group_islands(index: GraphIndex, reasons: dict[int, str]) -> list[dict]:
     """The float32 decisions grouped by reason, for the report and the manifest."""
     grouped = defaultdict(list)
     for i, why in sorted(reasons.items()):
         grouped[why].append(node_label(index.nodes[i], i))
     return [{"reason": why, "nodes": nodes} for why, nodes in grouped.items()]
-

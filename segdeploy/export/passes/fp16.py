@@ -9,8 +9,8 @@ keeps it in float32, and every decision is reported with its reason (the manifes
   Softmax and exponentials (their inputs decide which small probabilities survive), powers, square roots, CumSum;
 - guarded divisions ``x / (y + eps)`` whose epsilon lies below float16's normal range (SegNeXt's NMF iterations):
   the whole module scope of such a division stays float32, since the multiplicative updates compound rounding;
-- normalisations written out in elementwise operators (a Sqrt that a mean reduction reaches, as in the families'
-  export form of GroupNorm): every node of that module scope, since squared deviations overflow float16;
+- normalisations written out in elementwise operators (a Sqrt that a mean reduction reaches, as in the export form
+  of ``models.layers.GroupNorm``): every node of that module scope, since squared deviations overflow float16;
 - coordinate arithmetic: float tensors that become indices (Floor, Ceil, Round, Cast to an integer) and what they
   are computed from, plus their direct elementwise uses (bilinear weights ``x - floor(x)``): float16 has a step of
   0.125 at 256 pixels;
@@ -90,6 +90,9 @@ def float16(model: onnx.ModelProto, *, ranges: dict | None = None, keep: dict[st
                       "clipped_weights": counts["clipped"], "overflow_limit": overflow, "islands": islands}
     return result, report
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# Which precision each node computes in
 
 
 def assign_precision(index: GraphIndex, reasons: dict[int, str]) -> dict[int, int | None]:
